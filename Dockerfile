@@ -1,0 +1,21 @@
+# One image for every process: the REST API (gunicorn, WSGI), WebSockets (uvicorn, ASGI),
+# the Celery worker and Celery beat. docker-compose.yml picks the command.
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DJANGO_SETTINGS_MODULE=config.settings.production
+
+WORKDIR /app
+RUN pip install --no-cache-dir uv
+COPY requirements/base.txt requirements/base.txt
+RUN uv pip install --system --no-cache --require-hashes -r requirements/base.txt
+
+COPY . .
+RUN useradd --system --uid 10001 --home /app app && mkdir -p /app/var && chown app /app/var
+USER app
+
+EXPOSE 8000
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", \
+     "--access-logfile", "-", "--forwarded-allow-ips", "*"]

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from core import health
+
+api_v1 = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
+    path("admin/", admin.site.urls),
+    # URL-path versioning: DRF reads `version`; ALLOWED_VERSIONS limits it to v1, and anything
+    # else matches no route, so it is a 404 problem.
+    re_path(r"^api/(?P<version>v1)/", include(api_v1)),
+]
+
+handler404 = "core.problems.handler404"
+handler500 = "core.problems.handler500"

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    """Cross-cutting HTTP plumbing: problem details, tracing, health and metrics."""
+
+    name = "core"

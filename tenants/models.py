@@ -1,0 +1,183 @@
+"""Tenants, and the base every tenant-owned model stands on.
+
+Every tenant-owned table carries `tenant_id`, and every unique constraint on one includes it, so
+that any table can be distributed by tenant id (see docs/tenancy.md).
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+
+from tenants.context import current_scope, require_tenant_id
+
+
+class CrossTenantWrite(RuntimeError):
+    """A tenant-owned row was about to be written under another tenant's context."""
+
+
+class Plan(models.Model):
+    """A commercial plan: rate limits and quotas, as data that operators edit in the admin."""
+
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=64)
+    requests_per_minute = models.PositiveIntegerField(default=600)
+    burst = models.PositiveIntegerField(default=100)
+    max_members = models.PositiveIntegerField(default=5)
+    max_api_keys = models.PositiveIntegerField(default=2)
+    max_products = models.PositiveIntegerField(default=1000)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TenantQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status=Tenant.Status.ACTIVE, deleted_at__isnull=True)
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=63, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
+    settings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE and self.deleted_at is None
+
+
+class TenantScopedQuerySet(models.QuerySet):
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for obj in objs:
+            obj.assign_tenant_from_context()
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+class TenantScopedManager(models.Manager.from_queryset(TenantScopedQuerySet)):
+    """Filters every query to the tenant in context, and fails closed when there is none.
+
+    The only way to read across tenants is `operator_scope()`, which row-level security honours
+    too, so one explicit, greppable line opens both layers.
+    """
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        scope = current_scope()
+        if scope.operator:
+            return queryset
+        return queryset.filter(tenant_id=require_tenant_id())
+
+
+class TenantOwnedModel(models.Model):
+    """Base of every tenant-owned model: scoped queries, and a tenant set only from the context."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, editable=False, related_name="+")
+
+    objects = TenantScopedManager()
+
+    class Meta:
+        abstract = True
+        # Related-object access (product.category) goes through the base manager: scope it too.
+        base_manager_name = "objects"
+
+    def save(self, *args, **kwargs):
+        self.assign_tenant_from_context()
+        super().save(*args, **kwargs)
+
+    def assign_tenant_from_context(self) -> None:
+        scope = current_scope()
+        if self.tenant_id is None:
+            # In operator scope the caller names the tenant explicitly; otherwise it comes from
+            # the context and nowhere else.
+            self.tenant_id = require_tenant_id()
+        elif not scope.operator and self.tenant_id != require_tenant_id():
+            raise CrossTenantWrite(
+                f"{type(self).__name__} of tenant {self.tenant_id} written under another tenant."
+            )
+
+
+class Permission(models.Model):
+    """A permission code (`catalog.write`), as data: roles are sets of these."""
+
+    code = models.CharField(max_length=64, primary_key=True)
+    description = models.CharField(max_length=255)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Role(TenantOwnedModel):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=64)
+    description = models.CharField(max_length=255, blank=True)
+    # Permission codes; validated against Permission by the services that write roles.
+    permissions = models.JSONField(default=list)
+    is_builtin = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint("tenant", Lower("name"), name="role_name_unique_per_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(TenantOwnedModel):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    roles = models.ManyToManyField(Role, through="MembershipRole", related_name="memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_per_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.tenant_id}"
+
+
+class MembershipRole(TenantOwnedModel):
+    """The roles of a membership; a table of its own so that it carries tenant_id too."""
+
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE)
+    role = models.ForeignKey(Role, on_delete=models.CASCADE)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "membership", "role"], name="membership_role_unique_per_tenant"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.membership_id}:{self.role_id}"

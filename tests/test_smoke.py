@@ -1,0 +1,3 @@
+def test_healthz_answers(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
