@@ -1,5 +1,18 @@
-# PLACEHOLDER: replaced by the request-tracing work.
+"""Request tracing (to be completed by the request-tracing work).
+
+The request id lives in a context variable so that problem bodies, log lines and Celery task
+headers can all read it without passing the request around.
+"""
+
+from contextvars import ContextVar
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def get_request_id() -> str | None:
+    return request_id_var.get()
 
 
 class RequestIdMiddleware:

@@ -1,7 +1,10 @@
-"""PostgreSQL backend that runs every connection under row-level security (filled in by issue 3)."""
+"""PostgreSQL backend that runs every connection under row-level security (filled in by issue 3).
 
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
+It builds on django-prometheus's backend so that query counts and latencies reach /metrics.
+"""
+
+from django_prometheus.db.backends.postgresql.base import DatabaseWrapper as PrometheusPostgres
 
 
-class DatabaseWrapper(PostgresDatabaseWrapper):
+class DatabaseWrapper(PrometheusPostgres):
     pass
