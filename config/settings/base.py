@@ -87,10 +87,14 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.sqlite3"
+# The restricted role every application connection switches to (SET ROLE), so that row-level
+# security applies even when DATABASE_URL names a superuser. `migrate` creates and grants it.
+DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="tenantapi_app")
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 if DATABASE_IS_POSTGRES:
     DATABASES["default"]["ENGINE"] = "tenants.dbbackend"
     DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"]["assume_role"] = DATABASE_APP_ROLE
     if env.bool("DATABASE_POOL", default=False):
         DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"]["OPTIONS"]["pool"] = {
@@ -104,9 +108,6 @@ if DATABASE_IS_POSTGRES:
     DATABASES["default"]["OPTIONS"].setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
     )
-# The restricted role every application connection switches to (SET ROLE), so that row-level
-# security applies even when DATABASE_URL names a superuser. Migrations create and grant it.
-DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="tenantapi_app")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
