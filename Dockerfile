@@ -17,5 +17,5 @@ RUN useradd --system --uid 10001 --home /app app && mkdir -p /app/var && chown a
 USER app
 
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", \
-     "--access-logfile", "-", "--forwarded-allow-ips", "*"]
+CMD ["gunicorn", "config.wsgi:application", "--config", "config/gunicorn.conf.py", \
+     "--bind", "0.0.0.0:8000", "--workers", "4", "--forwarded-allow-ips", "*"]

@@ -1,11 +1,81 @@
-"""The Celery application. Tasks are thin: they re-enter the caller's context and call services."""
+"""The Celery application. Tasks are thin: they re-enter the caller's context and call services.
 
+Re-entering the caller's context is done here, for every task, by the propagators registered in
+core.tracing (the request id; see that module to add one):
+
+- Sending: `before_task_publish` puts `capture_context()` in the message's CONTEXT_HEADER. It
+  covers every way a task is sent: `delay()`, `apply_async()`, canvas, retries, `send_task()`.
+- Running: `ContextTask.before_start` enters `restored_context()`; `task_postrun`, which Celery
+  sends whatever happened, leaves it. In between, the task body and Celery's own lines about the
+  task ("succeeded", "raised") carry the context. A `restore` that raises fails the task before
+  its body runs (a signal receiver would only log the error, and the task would run without it).
+- Eager mode (the embedded default) sends no message, so the context is captured when the task
+  starts, which inline is the caller's moment; from there the task runs as in a worker.
+
+Logging: the worker and beat use the project's logging (settings.LOGGING) instead of installing
+Celery's text handlers, so their lines are JSON like everyone else's, at LOG_LEVEL.
+"""
+
+import logging.config
 import os
+from contextlib import ExitStack
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.contrib.django.task import DjangoTask
+from celery.signals import before_task_publish, setup_logging, task_postrun
+
+from core.tracing import capture_context, restored_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
-app = Celery("tenantapi")
+CONTEXT_HEADER = "tenantapi_context"
+# Where the running task's context scope is kept: on its own request object, so that nested eager
+# tasks (a task calling another inline) each close their own scope.
+_SCOPE_ATTRIBUTE = "_tenantapi_context_scope"
+
+
+class ContextTask(DjangoTask):
+    """The base of every task of this app: runs the task in its caller's context.
+
+    It extends Celery's DjangoTask (which Celery uses when no task_cls is given), so
+    `delay_on_commit()` and `apply_async_on_commit()` stay available. A task given a base class of
+    its own must extend this one, and call `super().before_start()` if it overrides it.
+    """
+
+    def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
+        request = self.request
+        captured = (request.headers or {}).get(CONTEXT_HEADER)
+        if captured is None and request.is_eager:
+            captured = capture_context()
+        scope = ExitStack()
+        setattr(request, _SCOPE_ATTRIBUTE, scope)
+        scope.enter_context(restored_context(captured or {}, task_id=task_id, task_name=self.name))
+
+
+app = Celery("tenantapi", task_cls=ContextTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@before_task_publish.connect(dispatch_uid="tenantapi.capture_task_context")
+def _capture_task_context(headers: dict[str, Any], **_: Any) -> None:
+    # A retry re-sends its request's headers: keep the context the task was first sent with.
+    headers.setdefault(CONTEXT_HEADER, capture_context())
+
+
+@task_postrun.connect(dispatch_uid="tenantapi.leave_task_context")
+def _leave_task_context(task: Task, **_: Any) -> None:
+    scope = getattr(task.request, _SCOPE_ATTRIBUTE, None)
+    if scope is not None:
+        delattr(task.request, _SCOPE_ATTRIBUTE)
+        scope.close()
+
+
+@setup_logging.connect(dispatch_uid="tenantapi.celery_logging")
+def _use_project_logging(**_: Any) -> None:
+    # Having a receiver at all is what stops Celery from adding its own handlers; configuring
+    # again here makes the worker independent of when Django's setup happens to run.
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)

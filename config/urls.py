@@ -7,7 +7,14 @@ from core import health
 api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="api_docs/redoc.html"),
+        name="redoc",
+    ),
+    path("", include("accounts.api.urls")),
+    path("", include("tenants.api.urls")),
+    path("", include("catalog.api.urls")),
 ]
 
 urlpatterns = [

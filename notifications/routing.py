@@ -1,3 +1,9 @@
-"""WebSocket routes of the notifications app (the consumer arrives with the notifications work)."""
+"""WebSocket routes of the notifications app, versioned like the REST API."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from notifications.consumers import NotificationConsumer
+
+websocket_urlpatterns = [
+    path("ws/v1/notifications/", NotificationConsumer.as_asgi()),
+]

@@ -75,6 +75,16 @@ def operator_scope(reason: str) -> Iterator[None]:
         _scope.reset(token)
 
 
+def enter_tenant_for_request(tenant_id: uuid.UUID) -> None:
+    """Hold `tenant_id` for the rest of the current request.
+
+    Authentication calls this once it has verified the credential; it cannot use a `with` block
+    because DRF authenticates in the middle of the view. TenantScopeMiddleware wraps every
+    request in `no_tenant()`, which restores the previous scope when the request ends.
+    """
+    _scope.set(Scope(tenant_id=tenant_id))
+
+
 @contextmanager
 def no_tenant() -> Iterator[None]:
     """Leave any scope: what a request or task starts with until its credential is known."""

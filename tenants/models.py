@@ -9,6 +9,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from tenants.context import current_scope, require_tenant_id
 
@@ -181,3 +182,85 @@ class MembershipRole(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.membership_id}:{self.role_id}"
+
+
+class InvitationQuerySet(TenantScopedQuerySet):
+    def pending(self):
+        """Neither accepted nor revoked; may still have expired (see `live`)."""
+        return self.filter(accepted_at__isnull=True, revoked_at__isnull=True)
+
+    def live(self):
+        """Pending and not expired: the invitations that can still be accepted."""
+        return self.pending().filter(expires_at__gt=timezone.now())
+
+
+class Invitation(TenantOwnedModel):
+    """An email address asked to join the tenant with some roles.
+
+    Only the SHA-256 of the token is stored: whoever reads this table cannot accept anything.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        REVOKED = "revoked"
+        EXPIRED = "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Stored lower-cased, as User.email is.
+    email = models.EmailField(max_length=254)
+    roles = models.ManyToManyField(Role, through="InvitationRole", related_name="invitations")
+    token_hash = models.CharField(max_length=64, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedManager.from_queryset(InvitationQuerySet)()
+
+    class Meta(TenantOwnedModel.Meta):
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["token_hash"], name="invitation_token_hash_idx")]
+        constraints = [
+            # One pending invitation per address and tenant. Expiry cannot be part of the
+            # condition (now() is not immutable): inviting again replaces an expired one.
+            models.UniqueConstraint(
+                "tenant",
+                Lower("email"),
+                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="invitation_pending_email_unique_per_tenant",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email}@{self.tenant_id}"
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at is not None:
+            return self.Status.ACCEPTED
+        if self.revoked_at is not None:
+            return self.Status.REVOKED
+        if self.expires_at <= timezone.now():
+            return self.Status.EXPIRED
+        return self.Status.PENDING
+
+
+class InvitationRole(TenantOwnedModel):
+    """The roles an invitation grants; carries tenant_id like every table of tenant data."""
+
+    invitation = models.ForeignKey(Invitation, on_delete=models.CASCADE)
+    role = models.ForeignKey(Role, on_delete=models.CASCADE)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "invitation", "role"], name="invitation_role_unique_per_tenant"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invitation_id}:{self.role_id}"

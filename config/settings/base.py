@@ -5,6 +5,7 @@ layer and Celery tasks run inline. Setting DATABASE_URL, REDIS_URL and CELERY_BR
 each piece to the real service. Every variable is listed in the README.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +24,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin, with the site that runs every admin view in operator scope.
+    "tenants.admin_site.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -47,9 +49,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "core.tracing.RequestIdMiddleware",
+    "tenants.middleware.TenantScopeMiddleware",
+    # Outside ProblemDetailsMiddleware so that the 413 it answers on its own, before anything
+    # further in runs, still carries the CORS headers a browser needs to read it.
+    "corsheaders.middleware.CorsMiddleware",
+    # Everything further in is covered by its guarantees (core/middleware.py): its errors,
+    # exceptions and Django's own error pages all leave as problem+json.
     "core.middleware.ProblemDetailsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -114,18 +121,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache, channel layer, Celery ---------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
+    _redis_cache = {
+        # django-redis, instrumented by django-prometheus for /metrics.
+        "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="tenantapi"),
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 1,
+            "SOCKET_TIMEOUT": 1,
+        },
+    }
+    # Every key of the default cache carries the tenant in context (tenants/cache.py); the
+    # platform cache holds what belongs to no tenant (revoked sessions, per-address limits).
     CACHES = {
-        "default": {
-            # django-redis, instrumented by django-prometheus for /metrics.
-            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="tenantapi"),
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 1,
-            },
-        }
+        "default": {**_redis_cache, "KEY_FUNCTION": "tenants.cache.tenant_key"},
+        "platform": {**_redis_cache, "KEY_FUNCTION": "tenants.cache.platform_key"},
     }
     CHANNEL_LAYERS = {
         "default": {
@@ -134,8 +145,22 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
+    _locmem = "django_prometheus.cache.backends.locmem.LocMemCache"
+    CACHES = {
+        "default": {"BACKEND": _locmem, "KEY_FUNCTION": "tenants.cache.tenant_key"},
+        "platform": {
+            "BACKEND": _locmem,
+            "LOCATION": "platform",
+            "KEY_FUNCTION": "tenants.cache.platform_key",
+        },
+    }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# How long a member's resolved permissions may be served from the cache; every change to them
+# invalidates at once, this only bounds what an unforeseen path could leave stale.
+PRINCIPAL_CACHE_SECONDS = env.int("PRINCIPAL_CACHE_SECONDS", default=300)
+# A socket that has not authenticated this long after connecting is closed with 4401.
+WEBSOCKET_AUTH_TIMEOUT_SECONDS = env.float("WEBSOCKET_AUTH_TIMEOUT_SECONDS", default=10.0)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 # With no broker the embedded default runs every task inline, in the caller's process.
@@ -173,12 +198,14 @@ REST_FRAMEWORK = {
     "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.URLPathVersioning",
     "DEFAULT_VERSION": "v1",
     "ALLOWED_VERSIONS": ["v1"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.TenantJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.ProblemAutoSchema",
     "EXCEPTION_HANDLER": "core.problems.exception_handler",
+    # Keyset cursors for every list: {"results", "next", "previous"}, ?page_size= up to 100.
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.CursorPagination",
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -194,7 +221,21 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models have a `status` with different choices: name their enums apart.
+    "ENUM_NAME_OVERRIDES": {
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
+        "InvitationStatusEnum": "tenants.models.Invitation.Status",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.openapi.add_problem_components",
+    ],
 }
+
+# Problem `type` URIs are this plus the problem's slug (core/problems.py, docs/errors.md).
+PROBLEM_TYPE_BASE_URL = env.str("PROBLEM_TYPE_BASE_URL", default="https://docs.example/problems/")
+# A CSRF failure (the admin's forms) is a 403 problem that names Django's reason.
+CSRF_FAILURE_VIEW = "core.problems.csrf_failure"
 
 ACCESS_TOKEN_LIFETIME = timedelta(minutes=env.int("ACCESS_TOKEN_LIFETIME_MINUTES", default=15))
 REFRESH_TOKEN_LIFETIME = timedelta(days=env.int("REFRESH_TOKEN_LIFETIME_DAYS", default=7))
@@ -209,7 +250,22 @@ SIMPLE_JWT = {
     "USER_ID_FIELD": "id",
     "USER_ID_CLAIM": "user_id",
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # Tokens carry a digest of the password hash: changing the password revokes them all.
+    "CHECK_REVOKE_TOKEN": True,
+    "REVOKE_TOKEN_CLAIM": "pwd",
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.api.serializers.TokenObtainSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.api.serializers.TokenRefreshSerializer",
 }
+
+# --- Catalog ------------------------------------------------------------------------------------
+# How long product (and category) list pages and details stay cached; every write invalidates
+# them at once through a per-tenant version (docs/catalog.md), so these only bound memory.
+CATALOG_LIST_CACHE_SECONDS = env.int("CATALOG_LIST_CACHE_SECONDS", default=60 * 60)
+CATALOG_DETAIL_CACHE_SECONDS = env.int("CATALOG_DETAIL_CACHE_SECONDS", default=30 * 60)
+# How many related products a product's detail shows.
+CATALOG_RELATED_LIMIT = env.int("CATALOG_RELATED_LIMIT", default=5)
+# How long a response is replayed for a POST retried with the same Idempotency-Key.
+IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 60 * 60)
 
 # --- HTTP limits, CORS ------------------------------------------------------------------------
 # Bodies over this are refused with 413 before any view runs.
@@ -222,9 +278,16 @@ CORS_URLS_REGEX = r"^/api/.*$"
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | console
 SLOW_QUERY_MS = env.int("SLOW_QUERY_MS", default=100)
-METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+# Who may read /metrics besides loopback: addresses or CIDR networks. Parsed here so that a typo
+# stops start-up instead of turning every scrape into an error.
+METRICS_ALLOWED_IPS = [
+    str(ipaddress.ip_network(entry, strict=False))
+    for entry in env.list("METRICS_ALLOWED_IPS", default=[])
+]
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 PROMETHEUS_METRIC_NAMESPACE = "tenantapi"
+# Seconds each /readyz check may take; a probe answers in about this time even if a service hangs.
+READINESS_CHECK_TIMEOUT = env.float("READINESS_CHECK_TIMEOUT", default=2.0)
 
 # --- Internationalisation, static files ---------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -237,6 +300,16 @@ STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
 # Right for the embedded run and small deployments; a CDN or proxy serves them at scale.
 SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
 
+# Where a password-reset email points: the client application's page, given uid and token.
+PASSWORD_RESET_URL = env.str(
+    "PASSWORD_RESET_URL", default="http://localhost:8000/reset-password?uid={uid}&token={token}"
+)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=60 * 60)
+# Invitations to join a tenant: how long they stay valid, and where their email points.
+INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
+INVITATION_ACCEPT_URL = env.str(
+    "INVITATION_ACCEPT_URL", default="http://localhost:8000/accept-invitation?token={token}"
+)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="no-reply@localhost")
 

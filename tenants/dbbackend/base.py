@@ -21,8 +21,12 @@ from contextlib import contextmanager
 from django.db import transaction
 from django.db.backends.base.base import NO_DB_ALIAS
 from django_prometheus.db.backends.postgresql.base import DatabaseWrapper as PrometheusPostgres
+from psycopg import sql
 
 from tenants.context import Scope, current_scope
+
+# Never equal to a scope: forces the next statement to apply the current one.
+_UNKNOWN = Scope(reason="unknown")
 
 APPLY_SCOPE_SQL = (
     "SELECT set_config('app.tenant_id', %s, true), set_config('app.operator_scope', %s, true)"
@@ -41,9 +45,15 @@ class DatabaseWrapper(PrometheusPostgres):
     def _configure_role(self, connection):
         # The no-database alias only creates and drops test databases; the schema owner's own
         # commands need the owner's rights.
-        if self.alias == NO_DB_ALIAS or self.as_schema_owner:
+        role = self.settings_dict["OPTIONS"].get("assume_role")
+        if not role or self.alias == NO_DB_ALIAS or self.as_schema_owner:
             return False
-        return super()._configure_role(connection)
+        # On the raw connection we are given: Django's own version composes the statement through
+        # a cursor of this wrapper, which under the pool asks the pool for a second connection
+        # from inside the pool's configure callback, and waits for itself.
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        return True
 
     @contextmanager
     def schema_owner(self) -> Iterator[None]:
@@ -68,6 +78,12 @@ class DatabaseWrapper(PrometheusPostgres):
             # Apply it first thing, before any savepoint whose rollback would undo it.
             self._apply_scope(wanted)
 
+    def _savepoint_rollback(self, sid):
+        super()._savepoint_rollback(sid)
+        # Rolling back to a savepoint also undoes a set_config made after it: the applied
+        # scope is unknown now, so the next statement applies it afresh.
+        self._applied_scope = _UNKNOWN
+
     def _commit(self):
         self._applied_scope = None
         return super()._commit()
@@ -88,6 +104,8 @@ class DatabaseWrapper(PrometheusPostgres):
         if self.as_schema_owner or wanted == self._applied_scope:
             return execute(sql, params, many, context)
         if self.get_autocommit():
+            if wanted is None:  # settings of earlier transactions died with them
+                return execute(sql, params, many, context)
             # A lone statement: give it a transaction of its own to carry the setting.
             with transaction.atomic(using=self.alias):
                 return execute(sql, params, many, context)

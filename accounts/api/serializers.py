@@ -1,0 +1,166 @@
+from django.contrib.auth import authenticate, get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions, serializers
+from rest_framework_simplejwt import serializers as jwt_serializers
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from accounts.sessions import TENANT_CLAIM, issue_tokens
+from core.problems import Problem, ProblemType
+from tenants.context import operator_scope, tenant_context
+from tenants.models import Membership, Tenant
+
+User = get_user_model()
+
+# One message for every way a sign-in can fail, so that nothing can be probed through it.
+BAD_CREDENTIALS = "No active account found with these credentials."
+
+
+def validate_new_password(password: str, *, user) -> str:
+    try:
+        password_validation.validate_password(password, user)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(list(exc.messages)) from exc
+    return password
+
+
+class UserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "name", "date_joined"]
+        read_only_fields = fields
+
+
+class TenantSummarySerializer(serializers.ModelSerializer):
+    plan = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "slug", "status", "plan", "created_at"]
+        read_only_fields = fields
+
+
+class SignupSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    password = serializers.CharField(
+        write_only=True, max_length=128, style={"input_type": "password"}
+    )
+    name = serializers.CharField(max_length=150, required=False, default="", allow_blank=True)
+    tenant_name = serializers.CharField(max_length=200)
+    tenant_slug = serializers.SlugField(max_length=63, required=False)
+
+    def validate(self, attrs):
+        candidate = User(email=attrs["email"], name=attrs.get("name", ""))
+        try:
+            validate_new_password(attrs["password"], user=candidate)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"password": exc.detail}) from exc
+        return attrs
+
+
+class SignupResponseSerializer(serializers.Serializer):
+    user = UserSerializer()
+    tenant = TenantSummarySerializer()
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class TokenObtainSerializer(serializers.Serializer):
+    """`{email, password, tenant?}` → a token pair for one membership.
+
+    Wrong credentials, an unknown tenant and a tenant the user is not a member of all give the
+    same 401, so membership cannot be probed.
+    """
+
+    email = serializers.CharField(max_length=254, write_only=True)
+    password = serializers.CharField(
+        max_length=128, write_only=True, style={"input_type": "password"}
+    )
+    tenant = serializers.SlugField(max_length=63, required=False, write_only=True)
+
+    def validate(self, attrs):
+        user = authenticate(
+            self.context.get("request"), email=attrs["email"], password=attrs["password"]
+        )
+        if user is None or not user.is_active:
+            raise exceptions.AuthenticationFailed(BAD_CREDENTIALS)
+        with operator_scope("finding the tenants a signing-in user belongs to"):
+            memberships = Membership.objects.select_related("tenant").filter(
+                user=user, tenant__deleted_at__isnull=True
+            )
+            if "tenant" in attrs:
+                memberships = memberships.filter(tenant__slug=attrs["tenant"])
+            candidates = list(memberships[:2])
+        if not candidates:
+            raise exceptions.AuthenticationFailed(BAD_CREDENTIALS)
+        if len(candidates) > 1:
+            raise serializers.ValidationError(
+                {"tenant": ["You belong to several tenants: name one by its slug."]}
+            )
+        tenant = candidates[0].tenant
+        if not tenant.is_active:
+            raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+        return issue_tokens(user=user, tenant=tenant)
+
+
+class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
+    """Rotation, after checking that the session may still go on: the user is active with the
+    same password, still a member, and the tenant is live."""
+
+    def validate(self, attrs):
+        try:
+            refresh = RefreshToken(attrs["refresh"])
+            tenant_id = refresh[TENANT_CLAIM]
+            user = User.objects.get(pk=refresh["user_id"], is_active=True)
+        except (TokenError, KeyError, ValueError, User.DoesNotExist) as exc:
+            raise exceptions.AuthenticationFailed("Invalid token.") from exc
+        if refresh.get("pwd") != get_md5_hash_password(user.password):
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        with tenant_context(tenant_id):
+            membership = Membership.objects.select_related("tenant").filter(user=user).first()
+        if membership is None or membership.tenant.deleted_at is not None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        if not membership.tenant.is_active:
+            raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+        return super().validate(attrs)
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh = serializers.CharField(write_only=True)
+
+
+class MeSerializer(serializers.Serializer):
+    user = UserSerializer()
+    tenant = TenantSummarySerializer()
+    roles = serializers.ListField(child=serializers.CharField())
+    permissions = serializers.ListField(child=serializers.CharField())
+    tenants = TenantSummarySerializer(many=True)
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    current_password = serializers.CharField(max_length=128, write_only=True)
+    new_password = serializers.CharField(max_length=128, write_only=True)
+
+    def validate_current_password(self, value):
+        if not self.context["user"].check_password(value):
+            raise serializers.ValidationError("The current password is wrong.")
+        return value
+
+    def validate_new_password(self, value):
+        return validate_new_password(value, user=self.context["user"])
+
+
+class PasswordResetRequestSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+
+
+class PasswordResetConfirmSerializer(serializers.Serializer):
+    uid = serializers.CharField(max_length=64)
+    token = serializers.CharField(max_length=128)
+    new_password = serializers.CharField(max_length=128, write_only=True)

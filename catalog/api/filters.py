@@ -1,0 +1,184 @@
+"""The query parameters of the catalog lists: parsed, validated and normalized, without SQL.
+
+Parsing touches no database, so that a cached list is answered without a query, and a bad value
+is a 400 problem naming the parameter. The normalized form is also the cache key: two query
+strings that mean the same (`in_stock=1` and `in_stock=true`, parameters in another order,
+unknown ones) share one entry.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import django_filters
+from django import forms
+from rest_framework.exceptions import ErrorDetail, ValidationError
+from rest_framework.request import Request
+
+from catalog import validators as v
+from catalog.api.serializers import CATEGORY_FIELDS, PRODUCT_DETAIL_FIELDS, PRODUCT_FIELDS
+from catalog.models import Category, Product
+from catalog.selectors import (
+    CATEGORY_ORDERINGS,
+    DEFAULT_CATEGORY_ORDERING,
+    DEFAULT_PRODUCT_ORDERING,
+    PRODUCT_ORDERINGS,
+    ProductFilters,
+)
+
+TRUE_VALUES = ("true", "1")
+FALSE_VALUES = ("false", "0")
+MAX_SEARCH_LENGTH = 200
+
+
+class StrictBooleanFilter(django_filters.Filter):
+    """`true`/`false` (or 1/0); anything else is an error, not silently "no filter"."""
+
+    field_class = forms.TypedChoiceField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("choices", [(value, value) for value in (*TRUE_VALUES, *FALSE_VALUES)])
+        kwargs.setdefault("coerce", lambda value: value in TRUE_VALUES)
+        kwargs.setdefault("empty_value", None)
+        super().__init__(*args, **kwargs)
+
+
+class ProductFilterSet(django_filters.FilterSet):
+    """Used for its form: the validation of the filters. The selector applies them."""
+
+    search = django_filters.CharFilter(max_length=MAX_SEARCH_LENGTH)
+    category = django_filters.UUIDFilter()
+    price_min = django_filters.NumberFilter(
+        min_value=0, max_digits=v.PRICE_MAX_DIGITS, decimal_places=v.PRICE_DECIMAL_PLACES
+    )
+    price_max = django_filters.NumberFilter(
+        min_value=0, max_digits=v.PRICE_MAX_DIGITS, decimal_places=v.PRICE_DECIMAL_PLACES
+    )
+    in_stock = StrictBooleanFilter()
+    is_active = StrictBooleanFilter()
+    tag = django_filters.CharFilter(max_length=v.TAG_MAX_LENGTH)
+    updated_since = django_filters.IsoDateTimeFilter()
+
+    class Meta:
+        model = Product
+        fields: list[str] = []
+
+
+class CategoryFilterSet(django_filters.FilterSet):
+    parent = django_filters.UUIDFilter()
+
+    class Meta:
+        model = Category
+        fields: list[str] = []
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A list request's meaning: filters, ordering, sparse fields, page size and cursor."""
+
+    filters: dict[str, Any]
+    ordering: str
+    fields: tuple[str, ...] | None
+    page_size: int
+    cursor: str
+
+    def cache_key(self, request: Request) -> str:
+        # Links in the body (next, previous) are absolute: the host and scheme are part of it.
+        parts = [request.build_absolute_uri(request.path), self.ordering, str(self.page_size)]
+        parts.append(",".join(self.fields) if self.fields is not None else "*")
+        parts.append(self.cursor)
+        parts.extend(f"{name}={value}" for name, value in sorted(self.filters.items()))
+        return "\n".join(parts)
+
+
+def product_list_query(request: Request, *, page_size: int) -> tuple[ListQuery, ProductFilters]:
+    filters = _validated(ProductFilterSet, request)
+    if (
+        filters.get("price_min") is not None
+        and filters.get("price_max") is not None
+        and filters["price_min"] > filters["price_max"]
+    ):
+        raise ValidationError({"price_max": ["Must not be below price_min."]})
+    if filters.get("search") is not None and not filters["search"].strip():
+        filters["search"] = None
+    query = ListQuery(
+        filters={name: value for name, value in filters.items() if value not in (None, "")},
+        ordering=ordering_param(request, PRODUCT_ORDERINGS, DEFAULT_PRODUCT_ORDERING),
+        fields=fields_param(request, PRODUCT_FIELDS),
+        page_size=page_size,
+        cursor=request.query_params.get("cursor", ""),
+    )
+    return query, ProductFilters(**query.filters)
+
+
+def category_list_query(request: Request, *, page_size: int) -> ListQuery:
+    filters = _validated(CategoryFilterSet, request)
+    return ListQuery(
+        filters={name: value for name, value in filters.items() if value is not None},
+        ordering=ordering_param(request, CATEGORY_ORDERINGS, DEFAULT_CATEGORY_ORDERING),
+        fields=fields_param(request, CATEGORY_FIELDS),
+        page_size=page_size,
+        cursor=request.query_params.get("cursor", ""),
+    )
+
+
+def ordering_param(request: Request, allowed: Sequence[str], default: str) -> str:
+    raw = request.query_params.get("ordering", "").strip()
+    if not raw:
+        return default
+    if raw.lstrip("-") not in allowed or raw.count("-") > 1:
+        raise ValidationError(
+            {"ordering": [f"Order by one of: {', '.join(allowed)} (prefix - for descending)."]}
+        )
+    return raw
+
+
+def fields_param(request: Request, available: Sequence[str]) -> tuple[str, ...] | None:
+    """`?fields=id,name`: the fields wanted, in the resource's own order; None for all."""
+    raw = request.query_params.get("fields")
+    if raw is None or not raw.strip():
+        return None
+    wanted = {name.strip() for name in raw.split(",") if name.strip()}
+    unknown = sorted(wanted - set(available))
+    if unknown:
+        raise ValidationError(
+            {
+                "fields": [
+                    f"Unknown field(s): {', '.join(unknown)}. Available: {', '.join(available)}."
+                ]
+            }
+        )
+    return tuple(name for name in available if name in wanted)
+
+
+def product_detail_fields(request: Request) -> tuple[str, ...] | None:
+    return fields_param(request, PRODUCT_DETAIL_FIELDS)
+
+
+def category_detail_fields(request: Request) -> tuple[str, ...] | None:
+    return fields_param(request, CATEGORY_FIELDS)
+
+
+def model_fields_for(fields: Iterable[str] | None, *, ordering: str) -> list[str] | None:
+    """The columns a sparse product list needs: those asked for, the ordering's and the key."""
+    if fields is None:
+        return None
+    columns = {"category_id" if name == "category" else name for name in fields}
+    columns |= {"id", ordering.lstrip("-")}
+    return sorted(columns)
+
+
+def _validated(filterset_class: type[django_filters.FilterSet], request: Request) -> dict:
+    form = filterset_class(data=request.query_params).form
+    if not form.is_valid():
+        raise ValidationError(
+            {
+                name: [
+                    ErrorDetail(message, code=error.code or "invalid")
+                    for error in errors
+                    for message in error.messages
+                ]
+                for name, errors in form.errors.as_data().items()
+            }
+        )
+    return dict(form.cleaned_data)

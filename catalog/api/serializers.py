@@ -1,0 +1,188 @@
+"""Input and output shapes of categories and products.
+
+Input serializers name only what a client may write, so that `tenant`, `tenant_id`, `id`,
+`version`, `created_at` and anything else in a body are ignored. Strings must be strings (a
+number where a name belongs is a 400, not silently "42"), storable by PostgreSQL, and bounded.
+Output serializers are read-only and take `fields=` for sparse responses (`?fields=`).
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.utils.text import slugify
+from rest_framework import serializers
+
+from catalog import validators as v
+from catalog.models import Category, Product
+from catalog.selectors import category_list
+
+
+class TextField(serializers.CharField):
+    """A CharField that takes strings only, and only ones PostgreSQL can store."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.append(v.validate_storable_text)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class CategoryField(serializers.PrimaryKeyRelatedField):
+    """A category of the caller's tenant, by id. Another tenant's id simply does not exist."""
+
+    default_error_messages = {
+        "does_not_exist": 'Category "{pk_value}" does not exist.',
+        "incorrect_type": "Expected a category id (a UUID), got {data_type}.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("pk_field", serializers.UUIDField())
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        # Evaluated per request, under the caller's tenant: never at import time.
+        return category_list()
+
+
+class SparseFieldsMixin:
+    """`fields=[...]` keeps only those fields, in the serializer's own order."""
+
+    def __init__(self, *args: Any, fields: Iterable[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if fields is not None:
+            keep = set(fields)
+            for name in list(self.fields):
+                if name not in keep:
+                    self.fields.pop(name)
+
+
+# --- categories --------------------------------------------------------------------------------
+
+
+class CategorySerializer(SparseFieldsMixin, serializers.ModelSerializer):
+    parent = serializers.UUIDField(source="parent_id", allow_null=True, read_only=True)
+
+    class Meta:
+        model = Category
+        fields = ["id", "name", "slug", "parent", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class CategoryInputSerializer(serializers.Serializer):
+    name = TextField(max_length=v.CATEGORY_NAME_MAX_LENGTH)
+    slug = serializers.SlugField(max_length=v.CATEGORY_SLUG_MAX_LENGTH, required=False)
+    parent = CategoryField(allow_null=True, required=False, default=None)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A slug derived from the name when none is given, on create and PUT alike; PATCH keeps
+        # the slug it has unless a new one is sent.
+        if "slug" not in attrs and not self.partial:
+            slug = slugify(attrs["name"])[: v.CATEGORY_SLUG_MAX_LENGTH].strip("-")
+            if not slug:
+                raise serializers.ValidationError(
+                    {"slug": ["No slug can be derived from this name: give one."]}
+                )
+            attrs["slug"] = slug
+        return attrs
+
+
+# --- products ----------------------------------------------------------------------------------
+
+
+class RelatedProductSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Product
+        fields = ["id", "sku", "name", "price", "currency"]
+        read_only_fields = fields
+
+
+class ProductSerializer(SparseFieldsMixin, serializers.ModelSerializer):
+    category = serializers.UUIDField(source="category_id", allow_null=True, read_only=True)
+    tags = serializers.ListField(child=serializers.CharField(), read_only=True)
+    attributes = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = Product
+        fields = [
+            "id",
+            "sku",
+            "name",
+            "description",
+            "price",
+            "currency",
+            "stock",
+            "is_active",
+            "category",
+            "tags",
+            "attributes",
+            "version",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ProductDetailSerializer(ProductSerializer):
+    """The product with `related`: set `product.related_items` before serializing."""
+
+    related = RelatedProductSerializer(source="related_items", many=True, read_only=True)
+
+    class Meta(ProductSerializer.Meta):
+        fields = [*ProductSerializer.Meta.fields, "related"]
+        read_only_fields = fields
+
+
+PRODUCT_FIELDS = tuple(ProductSerializer.Meta.fields)
+PRODUCT_DETAIL_FIELDS = tuple(ProductDetailSerializer.Meta.fields)
+CATEGORY_FIELDS = tuple(CategorySerializer.Meta.fields)
+
+
+class ProductInputSerializer(serializers.Serializer):
+    """Create and PUT take every field (optional ones reset to their defaults); PATCH any."""
+
+    sku = TextField(
+        max_length=v.SKU_MAX_LENGTH,
+        validators=[
+            RegexValidator(
+                v.SKU_PATTERN,
+                "Letters, digits and . _ / - only, starting with a letter or digit.",
+            )
+        ],
+    )
+    name = TextField(max_length=v.NAME_MAX_LENGTH)
+    description = TextField(
+        max_length=v.DESCRIPTION_MAX_LENGTH,
+        allow_blank=True,
+        trim_whitespace=False,
+        required=False,
+        default="",
+    )
+    price = serializers.DecimalField(
+        max_digits=v.PRICE_MAX_DIGITS, decimal_places=v.PRICE_DECIMAL_PLACES, min_value=0
+    )
+    # Absent on create or PUT: the tenant's default currency (services.default_currency).
+    currency = TextField(min_length=3, max_length=3, required=False)
+    stock = serializers.IntegerField(min_value=0, max_value=v.STOCK_MAX, required=False, default=0)
+    is_active = serializers.BooleanField(required=False, default=True)
+    category = CategoryField(allow_null=True, required=False, default=None)
+    tags = serializers.ListField(
+        child=TextField(max_length=v.TAG_MAX_LENGTH),
+        max_length=v.TAGS_MAX_COUNT,
+        required=False,
+        default=list,
+    )
+    attributes = serializers.JSONField(
+        required=False, default=dict, validators=[v.validate_attributes]
+    )
+
+    def validate_currency(self, value: str) -> str:
+        value = value.upper()
+        v.validate_currency(value)
+        return value
+
+    def validate_tags(self, value: list[str]) -> list[str]:
+        return v.normalize_tags(value)

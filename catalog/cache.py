@@ -1,0 +1,246 @@
+"""The catalog's read cache: versioned keys, one recomputation per cold key, and no outage.
+
+Where entries live
+    The default cache, whose keys carry the tenant in context (tenants/cache.py): nothing here
+    names a tenant, and two tenants can never share an entry.
+
+Invalidation: a version per tenant, not key deletion
+    Every key embeds the tenant's catalog version, a random token under `catalog:version`.
+    `catalog_changed()` replaces the token, and every entry of the tenant is unreachable at once,
+    whichever process wrote it, without listing keys (entries age out by their TTL). Every write
+    path calls it: the services (API, admin) and, later, the bulk import. It bumps twice: at once,
+    so that the writer's next read is fresh even before its transaction ends, and again after
+    commit, so that an entry a reader built from the pre-commit rows in between cannot survive.
+    A random token rather than a counter: a counter evicted and restarted at 1 would bring back
+    entries still cached under 1.
+
+Stampedes
+    On a miss, one request takes a short lock (`cache.add`, atomic) and recomputes; the others
+    poll for its entry for up to LOCK_WAIT_SECONDS and then read the database themselves.
+
+Outages
+    A cache error is never the client's problem: reads fall back to the database and writes
+    still succeed. The first failure is logged (and the recovery, once), every failure is
+    counted, and for RETRY_AFTER_FAILURE_SECONDS the cache is not tried at all, so that a hung
+    Redis costs one socket timeout rather than one per call. Version bumps that could not be
+    written are kept and replayed as soon as the cache answers again, so that data changed
+    during the outage is not served stale afterwards from entries cached before it.
+"""
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django_redis.exceptions import ConnectionInterrupted
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from tenants.context import require_tenant_id, tenant_context
+
+log = structlog.get_logger(__name__)
+
+VERSION_KEY = "catalog:version"
+LOCK_SECONDS = 10
+LOCK_WAIT_SECONDS = 1.0
+LOCK_POLL_SECONDS = 0.02
+RETRY_AFTER_FAILURE_SECONDS = 5.0
+# What a cache client raises when Redis is unreachable or times out (OSError: socket errors
+# that escape the client's own wrapping).
+CACHE_ERRORS = (RedisError, ConnectionInterrupted, OSError)
+
+CACHE_HITS = Counter(
+    "catalog_cache_hits",
+    "Catalog reads answered from the cache.",
+    ["kind"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+CACHE_MISSES = Counter(
+    "catalog_cache_misses",
+    "Catalog reads the cache could not answer (computed from the database).",
+    ["kind"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+CACHE_ERRORS_TOTAL = Counter(
+    "catalog_cache_errors",
+    "Catalog cache operations that failed or were skipped because the cache is unavailable.",
+    ["operation"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    body: bytes
+    etag: str
+
+
+# --- a cache that fails soft -------------------------------------------------------------------
+
+
+@dataclass
+class _Health:
+    down_until: float = 0.0
+    down: bool = False
+    pending_bumps: set[uuid.UUID] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Per cache location: a test (or a deployment change) pointing the cache elsewhere starts afresh.
+_health_by_location: dict[str, _Health] = {}
+_health_guard = threading.Lock()
+
+
+def _health() -> _Health:
+    location = str(settings.CACHES["default"].get("LOCATION", ""))
+    with _health_guard:
+        return _health_by_location.setdefault(location, _Health())
+
+
+_MISSING = object()
+
+
+def _call(operation: str, *args: Any, **kwargs: Any) -> Any:
+    """`cache.<operation>(...)`, or _MISSING when the cache is unavailable."""
+    health = _health()
+    if health.down and time.monotonic() < health.down_until:
+        CACHE_ERRORS_TOTAL.labels(operation=operation).inc()
+        return _MISSING
+    try:
+        result = getattr(cache, operation)(*args, **kwargs)
+    except CACHE_ERRORS as exc:
+        CACHE_ERRORS_TOTAL.labels(operation=operation).inc()
+        with health.lock:
+            first = not health.down
+            health.down = True
+            health.down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+        if first:
+            log.warning("catalog_cache_unavailable", operation=operation, error=type(exc).__name__)
+        return _MISSING
+    if health.down:
+        _recovered(health)
+    return result
+
+
+def _recovered(health: _Health) -> None:
+    with health.lock:
+        if not health.down:
+            return
+        health.down = False
+        pending, health.pending_bumps = health.pending_bumps, set()
+    log.info("catalog_cache_recovered", replayed_bumps=len(pending))
+    for tenant_id in pending:
+        _bump(tenant_id)
+
+
+# --- versions ------------------------------------------------------------------------------------
+
+
+def catalog_changed() -> None:
+    """Invalidate every cached catalog read of the tenant in context.
+
+    Call it from every path that writes products or categories. Safe inside or outside a
+    transaction, and never raises because of the cache.
+    """
+    tenant_id = require_tenant_id()
+    _bump(tenant_id)
+    transaction.on_commit(lambda: _bump(tenant_id))
+
+
+def _bump(tenant_id: uuid.UUID) -> None:
+    with tenant_context(tenant_id):
+        if _call("set", VERSION_KEY, uuid.uuid4().hex, timeout=None) is _MISSING:
+            health = _health()
+            with health.lock:
+                health.pending_bumps.add(tenant_id)
+
+
+def catalog_version() -> str | None:
+    """The tenant's current catalog version; None when the cache is unavailable."""
+    version = _call("get", VERSION_KEY)
+    if version is _MISSING:
+        return None
+    if version is None:
+        candidate = uuid.uuid4().hex
+        added = _call("add", VERSION_KEY, candidate, timeout=None)
+        if added is _MISSING:
+            return None
+        version = candidate if added else _call("get", VERSION_KEY)
+        if version is _MISSING or version is None:
+            return None
+    return version
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def etag_for(body: bytes, *, version: int | None = None) -> str:
+    """A strong ETag: the body's digest, led by the row version where there is one.
+
+    The version prefix is what If-Match compares (catalog/api/conditional.py), so that a client's
+    ETag stays valid for a write even when parts of the body that are not the row itself
+    (a product's `related`) change.
+    """
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    return f'"{version}-{digest}"' if version is not None else f'"{digest}"'
+
+
+def cached_response(
+    *, kind: str, key: str, timeout: int, compute: Callable[[], CachedResponse]
+) -> CachedResponse:
+    """The cached response for `key`, or `compute()`'s, stored for `timeout` seconds.
+
+    `kind` (product_list, product_detail, ...) labels the hit and miss counters. Exceptions of
+    `compute` (a 404) propagate and are not cached.
+    """
+    version = catalog_version()
+    if version is None:
+        CACHE_MISSES.labels(kind=kind).inc()
+        return compute()
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    entry_key = f"catalog:{version}:{kind}:{digest}"
+    stored = _call("get", entry_key)
+    if stored not in (None, _MISSING):
+        CACHE_HITS.labels(kind=kind).inc()
+        return _decode(stored)
+    CACHE_MISSES.labels(kind=kind).inc()
+    if stored is _MISSING:
+        return compute()
+
+    lock_key = f"{entry_key}:lock"
+    acquired = _call("add", lock_key, 1, timeout=LOCK_SECONDS)
+    if acquired is False:
+        waited = _wait_for(entry_key)
+        if waited is not None:
+            return waited
+    try:
+        response = compute()
+        _call("set", entry_key, (response.etag, response.body), timeout=timeout)
+    finally:
+        if acquired is True:
+            _call("delete", lock_key)
+    return response
+
+
+def _wait_for(entry_key: str) -> CachedResponse | None:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(LOCK_POLL_SECONDS)
+        stored = _call("get", entry_key)
+        if stored is _MISSING:
+            return None
+        if stored is not None:
+            return _decode(stored)
+    return None
+
+
+def _decode(stored: tuple[str, bytes]) -> CachedResponse:
+    etag, body = stored
+    return CachedResponse(body=body, etag=etag)

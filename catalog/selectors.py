@@ -1,0 +1,235 @@
+"""Reads on categories and products, for the tenant in context (the scoped managers see to it).
+
+Each function runs a fixed number of queries whatever the size of the catalog: a list page is
+one query (the category filter's subtree is a recursive CTE inside it), a product's related
+items one more.
+
+Raw SQL appears where the ORM has no words for it (recursive CTEs, JSON array functions). Table
+names in it come from the models and every value is a bound parameter.
+"""
+
+import datetime
+import decimal
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.postgres.search import SearchQuery
+from django.db import connection
+from django.db.models import BooleanField, IntegerField, Q, QuerySet
+from django.db.models.expressions import RawSQL, Value
+
+from catalog.models import SEARCH_CONFIG, Category, Product, search_vector
+from tenants.context import require_tenant_id
+
+CATEGORY_TABLE = Category._meta.db_table
+PRODUCT_TABLE = Product._meta.db_table
+
+# The category and all below it. UNION (not UNION ALL) keeps it finite even if a cycle ever
+# slipped past the services. The tenant condition matters on SQLite; on PostgreSQL row-level
+# security applies to raw SQL too.
+SUBTREE_SQL = (
+    f"WITH RECURSIVE subtree(id) AS ("  # noqa: S608
+    f" SELECT id FROM {CATEGORY_TABLE} WHERE tenant_id = %s AND id = %s"
+    f" UNION"
+    f" SELECT c.id FROM {CATEGORY_TABLE} c JOIN subtree s ON c.parent_id = s.id"
+    f" WHERE c.tenant_id = %s"
+    f") SELECT id FROM subtree"
+)
+# The category and all above it.
+ANCESTORS_SQL = (
+    f"WITH RECURSIVE up(id, parent_id) AS ("  # noqa: S608
+    f" SELECT id, parent_id FROM {CATEGORY_TABLE} WHERE tenant_id = %s AND id = %s"
+    f" UNION"
+    f" SELECT c.id, c.parent_id FROM {CATEGORY_TABLE} c JOIN up ON c.id = up.parent_id"
+    f" WHERE c.tenant_id = %s"
+    f") SELECT id FROM up"
+)
+SQLITE_HAS_TAG_SQL = (
+    f"EXISTS (SELECT 1 FROM json_each({PRODUCT_TABLE}.tags) WHERE json_each.value = %s)"  # noqa: S608
+)
+POSTGRESQL_SHARED_TAGS_SQL = (
+    f"(SELECT count(*) FROM jsonb_array_elements_text({PRODUCT_TABLE}.tags) AS t(tag)"  # noqa: S608
+    " WHERE t.tag = ANY(%s))"
+)
+SQLITE_SHARED_TAGS_SQL = (
+    f"(SELECT count(*) FROM json_each({PRODUCT_TABLE}.tags)"  # noqa: S608
+    " WHERE json_each.value IN (SELECT value FROM json_each(%s)))"
+)
+
+# --- categories --------------------------------------------------------------------------------
+
+CATEGORY_ORDERINGS = ("name", "slug", "created_at")
+DEFAULT_CATEGORY_ORDERING = "name"
+
+
+def category_list(
+    *, parent_id: uuid.UUID | None = None, ordering: str = DEFAULT_CATEGORY_ORDERING
+) -> QuerySet[Category]:
+    queryset = Category.objects.all()
+    if parent_id is not None:
+        queryset = queryset.filter(parent_id=parent_id)
+    return queryset.order_by(ordering)
+
+
+def category_get(*, category_id: uuid.UUID) -> Category | None:
+    return Category.objects.filter(pk=category_id).first()
+
+
+def category_slug_taken(*, slug: str, exclude_id: uuid.UUID | None = None) -> bool:
+    queryset = Category.objects.filter(slug=slug)
+    if exclude_id is not None:
+        queryset = queryset.exclude(pk=exclude_id)
+    return queryset.exists()
+
+
+def category_subtree_ids(*, category_id: uuid.UUID) -> RawSQL:
+    """The ids of the category and its descendants, as a subquery for `__in`."""
+    return RawSQL(SUBTREE_SQL, _tree_params(category_id))  # noqa: S611
+
+
+def category_ancestor_ids(*, category_id: uuid.UUID) -> set[uuid.UUID]:
+    """The category and every category above it, in one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(ANCESTORS_SQL, _tree_params(category_id))
+        return {Category._meta.pk.to_python(row[0]) for row in cursor.fetchall()}
+
+
+def category_has_dependents(*, category: Category) -> bool:
+    return (
+        Category.objects.filter(parent=category).exists()
+        or Product.objects.filter(category=category).exists()
+    )
+
+
+def _tree_params(category_id: uuid.UUID) -> list:
+    # Adapted for the backend by hand, as raw SQL gets no field conversion (SQLite stores UUIDs
+    # as 32 hex digits).
+    tenant_field = Category._meta.get_field("tenant").target_field
+    tenant = tenant_field.get_db_prep_value(require_tenant_id(), connection)
+    root = Category._meta.pk.get_db_prep_value(category_id, connection)
+    return [tenant, root, tenant]
+
+
+# --- products ----------------------------------------------------------------------------------
+
+# ?ordering= values; each has an index (catalog/models.py).
+PRODUCT_ORDERINGS = ("created_at", "updated_at", "name", "price", "sku")
+DEFAULT_PRODUCT_ORDERING = "-created_at"
+# More words than this in ?search= are ignored: each is one more index probe.
+MAX_SEARCH_WORDS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ProductFilters:
+    search: str | None = None
+    category: uuid.UUID | None = None
+    price_min: decimal.Decimal | None = None
+    price_max: decimal.Decimal | None = None
+    in_stock: bool | None = None
+    is_active: bool | None = None
+    tag: str | None = None
+    updated_since: datetime.datetime | None = None
+
+
+def product_list(
+    *, filters: ProductFilters | None = None, ordering: str = DEFAULT_PRODUCT_ORDERING
+) -> QuerySet[Product]:
+    """The tenant's products, filtered and ordered; one query when evaluated."""
+    filters = filters or ProductFilters()
+    queryset = Product.objects.all()
+    if filters.search:
+        queryset = _search(queryset, filters.search)
+    if filters.category is not None:
+        queryset = queryset.filter(
+            category_id__in=category_subtree_ids(category_id=filters.category)
+        )
+    if filters.price_min is not None:
+        queryset = queryset.filter(price__gte=filters.price_min)
+    if filters.price_max is not None:
+        queryset = queryset.filter(price__lte=filters.price_max)
+    if filters.in_stock is not None:
+        queryset = queryset.filter(stock__gt=0) if filters.in_stock else queryset.filter(stock=0)
+    if filters.is_active is not None:
+        queryset = queryset.filter(is_active=filters.is_active)
+    if filters.tag:
+        queryset = _with_tag(queryset, filters.tag)
+    if filters.updated_since is not None:
+        queryset = queryset.filter(updated_at__gte=filters.updated_since)
+    return queryset.order_by(ordering)
+
+
+def product_get(*, product_id: uuid.UUID) -> Product | None:
+    return Product.objects.filter(pk=product_id).first()
+
+
+def product_sku_taken(*, sku: str, exclude_id: uuid.UUID | None = None) -> bool:
+    queryset = Product.objects.filter(sku=sku)
+    if exclude_id is not None:
+        queryset = queryset.exclude(pk=exclude_id)
+    return queryset.exists()
+
+
+def product_related(*, product: Product, limit: int | None = None) -> list[Product]:
+    """Up to `limit` other active products of the same category: those sharing the most tags
+    first, then the most recently updated. One query; none for a product without a category."""
+    limit = settings.CATALOG_RELATED_LIMIT if limit is None else limit
+    if product.category_id is None or limit <= 0:
+        return []
+    queryset = (
+        Product.objects.active()
+        .filter(category_id=product.category_id)
+        .exclude(pk=product.pk)
+        .only("id", "sku", "name", "price", "currency")
+    )
+    tags = list(product.tags or [])
+    shared = _shared_tag_count(tags) if tags else Value(0, output_field=IntegerField())
+    return list(
+        queryset.alias(shared_tags=shared).order_by("-shared_tags", "-updated_at", "id")[:limit]
+    )
+
+
+# --- vendor-specific pieces --------------------------------------------------------------------
+# PostgreSQL gets full-text search and jsonb containment (both GIN-indexed, migration 0002); the
+# embedded SQLite default gets plain equivalents that need no extension.
+
+
+def _search(queryset: QuerySet[Product], text: str) -> QuerySet[Product]:
+    if connection.vendor != "postgresql":
+        return queryset.filter(
+            Q(name__icontains=text) | Q(sku__icontains=text) | Q(description__icontains=text)
+        )
+    query = _prefix_tsquery(text)
+    if query is None:  # nothing searchable in the text (only punctuation): nothing matches
+        return queryset.none()
+    # alias(), not annotate(): the vector is computed in WHERE only, where it is the indexed
+    # expression, and not once more per selected row.
+    return queryset.alias(search_document=search_vector()).filter(search_document=query)
+
+
+def _prefix_tsquery(text: str) -> SearchQuery | None:
+    """Every word of `text`, each as a prefix: "blue wid" finds "Blue Widget".
+
+    Built from the words alone (letters and digits), so that no input is a tsquery syntax error.
+    """
+    words = [word.lower() for word in re.findall(r"\w+", text)][:MAX_SEARCH_WORDS]
+    if not words:
+        return None
+    return SearchQuery(
+        " & ".join(f"{word}:*" for word in words), search_type="raw", config=SEARCH_CONFIG
+    )
+
+
+def _with_tag(queryset: QuerySet[Product], tag: str) -> QuerySet[Product]:
+    if connection.vendor == "postgresql":
+        return queryset.filter(tags__contains=[tag])  # jsonb @>, GIN-indexed
+    return queryset.filter(RawSQL(SQLITE_HAS_TAG_SQL, [tag], output_field=BooleanField()))  # noqa: S611
+
+
+def _shared_tag_count(tags: Sequence[str]) -> RawSQL:
+    if connection.vendor == "postgresql":
+        return RawSQL(POSTGRESQL_SHARED_TAGS_SQL, [list(tags)], output_field=IntegerField())  # noqa: S611
+    return RawSQL(SQLITE_SHARED_TAGS_SQL, [json.dumps(list(tags))], output_field=IntegerField())  # noqa: S611

@@ -1,0 +1,362 @@
+"""Writes on categories and products, for the tenant in context. One transaction each.
+
+Every write here, whoever calls it (the API, the admin, a command), does the same three things
+besides the write itself, so that none can be forgotten on one path:
+
+- `catalog_changed()`: cached catalog reads of the tenant are invalidated (catalog/cache.py);
+- events for the notifications work, published after commit (core/events.py):
+  catalog.product.created / updated / deleted, and catalog.product.low_stock when an update
+  takes the stock from at least the tenant's threshold to below it;
+- optimistic concurrency: each write is a conditional UPDATE or DELETE on the row version
+  (`WHERE version IN (...)`), so of two writers holding the same version only one wins. With
+  If-Match (`expected_versions`) the loser gets 412; without, the write is re-applied on top of
+  the newer row (last writer wins, but nothing is half-applied).
+
+Uniqueness (SKU, category slug) is checked first for a clear message, and enforced by the
+database constraint, whose violation (a concurrent insert) is caught in a savepoint: 409 either
+way.
+"""
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Model
+from django.db.models.deletion import RestrictedError
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from catalog.cache import catalog_changed
+from catalog.currencies import CURRENCY_CODES, DEFAULT_CURRENCY
+from catalog.models import Category, Product
+from catalog.selectors import (
+    category_ancestor_ids,
+    category_has_dependents,
+    category_slug_taken,
+    product_sku_taken,
+)
+from catalog.validators import normalize_tags
+from core.events import publish
+from core.problems import Problem, ProblemType
+from tenants.context import require_tenant_id
+from tenants.models import Tenant
+from tenants.principal import Principal
+
+DEFAULT_LOW_STOCK_THRESHOLD = 5
+# Attempts at a write without If-Match that keeps losing to concurrent writers.
+MAX_WRITE_ATTEMPTS = 5
+
+TOPIC_CREATED = "catalog.product.created"
+TOPIC_UPDATED = "catalog.product.updated"
+TOPIC_DELETED = "catalog.product.deleted"
+TOPIC_LOW_STOCK = "catalog.product.low_stock"
+
+Actor = Principal | Model | None  # a tenant principal, or an operator's user in the admin
+
+
+# --- tenant settings ---------------------------------------------------------------------------
+
+
+def tenant_settings(actor: Actor = None) -> dict[str, Any]:
+    """The settings of the tenant in context (from the principal when it is that tenant's)."""
+    tenant_id = require_tenant_id()
+    if isinstance(actor, Principal) and actor.tenant.id == tenant_id:
+        return dict(actor.tenant.settings or {})
+    return dict(Tenant.objects.values_list("settings", flat=True).get(pk=tenant_id) or {})
+
+
+def default_currency(settings: Mapping[str, Any]) -> str:
+    currency = settings.get("currency")
+    return (
+        currency if isinstance(currency, str) and currency in CURRENCY_CODES else DEFAULT_CURRENCY
+    )
+
+
+def low_stock_threshold(settings: Mapping[str, Any]) -> int:
+    threshold = settings.get("low_stock_threshold")
+    if isinstance(threshold, int) and not isinstance(threshold, bool) and threshold >= 0:
+        return threshold
+    return DEFAULT_LOW_STOCK_THRESHOLD
+
+
+# --- products ----------------------------------------------------------------------------------
+
+PRODUCT_WRITABLE = (
+    "sku",
+    "name",
+    "description",
+    "price",
+    "currency",
+    "stock",
+    "is_active",
+    "category",
+    "tags",
+    "attributes",
+)
+
+
+@transaction.atomic
+def product_create(*, actor: Actor, data: Mapping[str, Any]) -> Product:
+    values = _writable(data, PRODUCT_WRITABLE)
+    if "currency" not in values:
+        values["currency"] = default_currency(tenant_settings(actor))
+    _check_category(values.get("category"))
+    _check_sku_free(values["sku"])
+    try:
+        with transaction.atomic():
+            product = Product.objects.create(**values)
+    except IntegrityError as exc:
+        _raise_conflict_if_duplicate(exc, values)
+        raise
+    catalog_changed()
+    publish(topic=TOPIC_CREATED, data=_product_event(product), actor=actor)
+    return product
+
+
+@transaction.atomic
+def product_update(
+    *,
+    actor: Actor,
+    product: Product,
+    data: Mapping[str, Any],
+    expected_versions: frozenset[int] | None = None,
+    replace: bool = False,
+) -> Product:
+    """Change the fields in `data`; with `replace` (PUT), every field the data omits is reset
+    to its default (the serializer fills those in; the currency is the tenant's default)."""
+    values = _writable(data, PRODUCT_WRITABLE)
+    if replace and "currency" not in values:
+        values["currency"] = default_currency(tenant_settings(actor))
+    _check_category(values.get("category"))
+    if "sku" in values and values["sku"] != product.sku:
+        _check_sku_free(values["sku"], exclude_id=product.pk)
+
+    before = _write_conditionally(Product, product, values, expected_versions)
+    product = Product.objects.get(pk=product.pk)
+    catalog_changed()
+
+    changed = sorted(name for name in values if _value(before, name) != _value(product, name))
+    publish(topic=TOPIC_UPDATED, data={**_product_event(product), "changed": changed}, actor=actor)
+    threshold = low_stock_threshold(tenant_settings(actor))
+    if before.stock >= threshold > product.stock:
+        publish(
+            topic=TOPIC_LOW_STOCK,
+            data={**_product_event(product), "threshold": threshold},
+            actor=actor,
+        )
+    return product
+
+
+@transaction.atomic
+def product_delete(
+    *, actor: Actor, product: Product, expected_versions: frozenset[int] | None = None
+) -> None:
+    _delete_conditionally(Product, product, expected_versions)
+    catalog_changed()
+    publish(
+        topic=TOPIC_DELETED,
+        data={"id": product.pk, "sku": product.sku, "name": product.name},
+        actor=actor,
+    )
+
+
+def _value(product: Product, name: str) -> Any:
+    # The category by id: comparing instances would load both.
+    return product.category_id if name == "category" else getattr(product, name)
+
+
+def _check_sku_free(sku: str, *, exclude_id: uuid.UUID | None = None) -> None:
+    if product_sku_taken(sku=sku, exclude_id=exclude_id):
+        raise _duplicate_sku(sku)
+
+
+def _duplicate_sku(sku: str) -> Problem:
+    return Problem(
+        ProblemType.CONFLICT, detail=f'A product with SKU "{sku}" already exists in this tenant.'
+    )
+
+
+def _product_event(product: Product) -> dict[str, Any]:
+    return {
+        "id": product.pk,
+        "sku": product.sku,
+        "name": product.name,
+        "price": product.price,
+        "currency": product.currency,
+        "stock": product.stock,
+        "is_active": product.is_active,
+        "version": product.version,
+    }
+
+
+# --- categories --------------------------------------------------------------------------------
+
+CATEGORY_WRITABLE = ("name", "slug", "parent")
+
+
+@transaction.atomic
+def category_create(*, actor: Actor, data: Mapping[str, Any]) -> Category:
+    values = _writable(data, CATEGORY_WRITABLE)
+    _check_category(values.get("parent"), field="parent")
+    _check_slug_free(values["slug"])
+    try:
+        with transaction.atomic():
+            category = Category.objects.create(**values)
+    except IntegrityError as exc:
+        _raise_conflict_if_duplicate(exc, values)
+        raise
+    catalog_changed()
+    return category
+
+
+@transaction.atomic
+def category_update(
+    *,
+    actor: Actor,
+    category: Category,
+    data: Mapping[str, Any],
+    expected_versions: frozenset[int] | None = None,
+) -> Category:
+    values = _writable(data, CATEGORY_WRITABLE)
+    if "parent" in values:
+        _check_parent(category, values["parent"])
+    if "slug" in values and values["slug"] != category.slug:
+        _check_slug_free(values["slug"], exclude_id=category.pk)
+    _write_conditionally(Category, category, values, expected_versions)
+    catalog_changed()
+    return Category.objects.get(pk=category.pk)
+
+
+@transaction.atomic
+def category_delete(
+    *, actor: Actor, category: Category, expected_versions: frozenset[int] | None = None
+) -> None:
+    if category_has_dependents(category=category):
+        raise _category_in_use()
+    try:
+        with transaction.atomic():
+            _delete_conditionally(Category, category, expected_versions)
+    except RestrictedError as exc:  # a product or child added since the check above
+        raise _category_in_use() from exc
+    catalog_changed()
+
+
+def _category_in_use() -> Problem:
+    return Problem(
+        ProblemType.CONFLICT,
+        detail="The category still has subcategories or products: move or delete them first.",
+    )
+
+
+def _check_slug_free(slug: str, *, exclude_id: uuid.UUID | None = None) -> None:
+    if category_slug_taken(slug=slug, exclude_id=exclude_id):
+        raise _duplicate_slug(slug)
+
+
+def _duplicate_slug(slug: str) -> Problem:
+    return Problem(
+        ProblemType.CONFLICT, detail=f'A category with slug "{slug}" already exists in this tenant.'
+    )
+
+
+def _check_parent(category: Category, parent: Category | None) -> None:
+    """The new parent must not be the category itself or below it: the tree stays a tree."""
+    if parent is None:
+        return
+    _check_category(parent, field="parent")
+    if connection.vendor == "postgresql":
+        # Two concurrent moves (A under B, B under A) would each pass the check alone: moves
+        # in one tenant's tree take turns. The lock ends with the transaction.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                [f"catalog-tree:{require_tenant_id()}"],
+            )
+    if category.pk in category_ancestor_ids(category_id=parent.pk):
+        raise ValidationError(
+            {"parent": ["A category cannot be moved below itself or one of its subcategories."]}
+        )
+
+
+# --- shared --------------------------------------------------------------------------------
+
+
+def _writable(data: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    # Only named fields are written, whatever else the caller passed (tenant, id, version ...).
+    values = {name: data[name] for name in allowed if name in data}
+    if "tags" in values:  # the same tags whichever way in (API, admin, import)
+        values["tags"] = normalize_tags(values["tags"])
+    return values
+
+
+def _check_category(category: Category | None, *, field: str = "category") -> None:
+    """Serializers resolve categories within the tenant; this holds every other caller to it."""
+    if category is not None and category.tenant_id != require_tenant_id():
+        raise ValidationError({field: [f'Category "{category.pk}" does not exist.']})
+
+
+def _write_conditionally(
+    model: type[Product] | type[Category],
+    instance: Product | Category,
+    values: dict[str, Any],
+    expected_versions: frozenset[int] | None,
+) -> Product | Category:
+    """UPDATE ... SET ..., version = version + 1 WHERE id = ... AND version IN (...).
+
+    Returns the row as it was just before the write that won.
+    """
+    current = instance
+    for _ in range(MAX_WRITE_ATTEMPTS):
+        if expected_versions is not None and current.version not in expected_versions:
+            # The caller's copy may be older than the version the client holds: look again.
+            current = _fresh(model, current.pk)
+            if current.version not in expected_versions:
+                raise Problem(ProblemType.PRECONDITION_FAILED)
+        try:
+            with transaction.atomic():
+                updated = model.objects.filter(pk=current.pk, version=current.version).update(
+                    **values, version=F("version") + 1, updated_at=timezone.now()
+                )
+        except IntegrityError as exc:
+            _raise_conflict_if_duplicate(exc, values)
+            raise
+        if updated:
+            return current
+        # Someone else wrote in between: with If-Match that is a 412, without it try again
+        # on top of what they wrote.
+        current = _fresh(model, current.pk)
+        if expected_versions is not None and current.version not in expected_versions:
+            raise Problem(ProblemType.PRECONDITION_FAILED)
+    raise Problem(ProblemType.CONFLICT, detail="The resource is changing too often; retry.")
+
+
+def _delete_conditionally(
+    model: type[Product] | type[Category],
+    instance: Product | Category,
+    expected_versions: frozenset[int] | None,
+) -> None:
+    rows = model.objects.filter(pk=instance.pk)
+    if expected_versions is not None:
+        rows = rows.filter(version__in=expected_versions)
+    deleted, _ = rows.delete()
+    if not deleted:
+        _fresh(model, instance.pk)  # 404 if it is gone
+        raise Problem(ProblemType.PRECONDITION_FAILED)
+
+
+def _fresh(model: type[Product] | type[Category], pk: uuid.UUID) -> Any:
+    current = model.objects.filter(pk=pk).first()
+    if current is None:
+        raise Problem(ProblemType.NOT_FOUND)
+    return current
+
+
+def _raise_conflict_if_duplicate(exc: IntegrityError, values: Mapping[str, Any]) -> None:
+    # PostgreSQL names the constraint; SQLite names the columns.
+    constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) or ""
+    message = str(exc)
+    if constraint == "product_sku_unique" or "catalog_product.sku" in message:
+        raise _duplicate_sku(values.get("sku", "")) from exc
+    if constraint == "category_slug_unique" or "catalog_category.slug" in message:
+        raise _duplicate_slug(values.get("slug", "")) from exc

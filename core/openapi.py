@@ -1,0 +1,149 @@
+"""The OpenAPI side of problem details: the components, and the error responses of each operation.
+
+Every operation gets the `application/problem+json` responses that can happen to it, so that no
+view has to declare them. A view that declares one of these statuses itself (with
+`extend_schema`) keeps its own.
+"""
+
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
+from rest_framework.permissions import AllowAny
+
+from core.problems import PROBLEM_CONTENT_TYPE
+
+PROBLEM_REF = "#/components/schemas/Problem"
+VALIDATION_PROBLEM_REF = "#/components/schemas/ValidationProblem"
+
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "Problem": {
+        "type": "object",
+        "description": (
+            "RFC 9457 problem details: the body of every error response. Branch on `type`; "
+            "the problem types are listed in the API's error documentation. More members may "
+            "appear for some types."
+        ),
+        "properties": {
+            "type": {
+                "type": "string",
+                "format": "uri",
+                "description": "Identifies the problem type; stable.",
+            },
+            "title": {"type": "string", "description": "Short summary of the problem type."},
+            "status": {"type": "integer", "description": "The HTTP status code."},
+            "detail": {"type": "string", "description": "What went wrong this time, for people."},
+            "instance": {"type": "string", "description": "The path of the request."},
+            "request_id": {
+                "type": "string",
+                "description": "The request's X-Request-ID; quote it when reporting a problem.",
+            },
+        },
+        "required": ["type", "title", "status", "detail", "instance", "request_id"],
+    },
+    "ValidationProblem": {
+        "description": (
+            "A problem that may list what is wrong with the input: `errors` is present when "
+            "`type` is validation-error."
+        ),
+        "allOf": [
+            {"$ref": PROBLEM_REF},
+            {
+                "type": "object",
+                "properties": {
+                    "errors": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/ProblemFieldError"},
+                    }
+                },
+            },
+        ],
+    },
+    "ProblemFieldError": {
+        "type": "object",
+        "properties": {
+            "field": {
+                "type": ["string", "null"],
+                "description": (
+                    "Dotted path of the field (`attributes.color`, `items.0.name`); null when "
+                    "the error is about the request as a whole."
+                ),
+            },
+            "code": {"type": "string", "description": "Machine-readable reason, e.g. required."},
+            "message": {"type": "string"},
+        },
+        "required": ["field", "code", "message"],
+    },
+}
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="api"'}
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
+
+
+class ProblemAutoSchema(AutoSchema):
+    def get_operation(
+        self, path: str, path_regex: str, path_prefix: str, method: str, registry: Any
+    ) -> dict[str, Any] | None:
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        responses = operation.setdefault("responses", {})
+        for status, response in self._problem_responses(operation).items():
+            responses.setdefault(str(status), response)
+        return operation
+
+    def _problem_responses(self, operation: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        parameters = operation.get("parameters", [])
+        has_body = self.method in _BODY_METHODS
+        responses: dict[int, dict[str, Any]] = {}
+        if has_body or any(p.get("in") == "query" for p in parameters):
+            responses[400] = _response(
+                "Invalid input (validation-error, with `errors`) or a malformed request.",
+                VALIDATION_PROBLEM_REF,
+            )
+        if self._needs_credentials():
+            responses[401] = _response("Missing or invalid credentials.", headers=_WWW_AUTHENTICATE)
+            responses[403] = _response(
+                "Permission missing, tenant suspended (tenant-suspended) or plan quota reached "
+                "(quota-exceeded)."
+            )
+        if any(p.get("in") == "path" for p in parameters):
+            responses[404] = _response("Not found, including another tenant's resources.")
+        if has_body:
+            responses[413] = _response("Request body too large.")
+            responses[415] = _response("Request body is not of a supported media type.")
+        responses[429] = _response("Rate limited.", headers=_RETRY_AFTER)
+        responses[500] = _response("Unexpected error; the body says only that, with request_id.")
+        return responses
+
+    def _needs_credentials(self) -> bool:
+        # A view with authenticators refuses a bad credential (401) even where it needs none,
+        # and the tenant of a valid one may be suspended (403). A public view that checks a
+        # credential in its body (sign-in, refresh, logout) says so with `checks_credentials`.
+        if self.view.get_authenticators() or getattr(self.view, "checks_credentials", False):
+            return True
+        return not all(isinstance(p, AllowAny) for p in self.view.get_permissions())
+
+
+def add_problem_components(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """Postprocessing hook: the components are in every schema, even one with no operation."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(COMPONENTS)
+    result["components"]["schemas"] = dict(sorted(schemas.items()))
+    return result
+
+
+def _response(
+    description: str, ref: str = PROBLEM_REF, headers: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": ref}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response

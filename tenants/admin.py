@@ -1,0 +1,133 @@
+"""The operators' view of tenants, plans, memberships, roles and invitations.
+
+Every view here runs in operator scope (tenants/admin_site.py), so the changelists show every
+tenant's rows. Tenant data (memberships, roles, invitations) is read-only: its writes carry
+rules (grant only what you hold, keep an owner) that live in the services and the API, not in
+forms. Operators change tenants (status, plan, name) and plans.
+"""
+
+from django.contrib import admin, messages
+
+from tenants import services
+from tenants.models import Invitation, Membership, Plan, Role, Tenant
+from tenants.principals import access_changed
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def role_names(membership: Membership) -> str:
+    return ", ".join(sorted(role.name for role in membership.roles.all()))
+
+
+class MembershipInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Membership
+    fields = ["user", "roles_held", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user").prefetch_related("roles")
+
+    @admin.display(description="roles")
+    def roles_held(self, membership: Membership) -> str:
+        return role_names(membership)
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "status", "plan", "created_at", "deleted_at"]
+    list_filter = ["status", "plan"]
+    search_fields = ["name", "slug"]
+    list_select_related = ["plan"]
+    readonly_fields = ["id", "created_at", "deleted_at"]
+    fields = ["id", "name", "slug", "status", "plan", "settings", "created_at", "deleted_at"]
+    inlines = [MembershipInline]
+    actions = ["suspend", "reactivate"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A tenant is deleted by its owner through the API: soft delete first, so that every
+        # session ends at once, then the purge. A hard delete here would skip both.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Status and plan are part of every member's cached principal: a suspension made in
+        # this form must bite on the next request, as one made with the action does.
+        access_changed(obj.pk)
+
+    @admin.action(description="Suspend")
+    def suspend(self, request, queryset):
+        changed = services.tenant_set_status(
+            tenant_ids=queryset.values_list("pk", flat=True), status=Tenant.Status.SUSPENDED
+        )
+        self.message_user(request, f"{changed} tenant(s) suspended.", messages.SUCCESS)
+
+    @admin.action(description="Reactivate")
+    def reactivate(self, request, queryset):
+        changed = services.tenant_set_status(
+            tenant_ids=queryset.values_list("pk", flat=True), status=Tenant.Status.ACTIVE
+        )
+        self.message_user(request, f"{changed} tenant(s) reactivated.", messages.SUCCESS)
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = [
+        "code",
+        "name",
+        "requests_per_minute",
+        "burst",
+        "max_members",
+        "max_api_keys",
+        "max_products",
+    ]
+    search_fields = ["code", "name"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # The plan's limits are read from cached principals: refresh those of its tenants.
+        for tenant_id in obj.tenants.values_list("pk", flat=True):
+            access_changed(tenant_id)
+
+
+@admin.register(Membership)
+class MembershipAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["user", "tenant", "roles_held", "created_at"]
+    list_filter = ["tenant"]
+    search_fields = ["user__email", "tenant__slug", "tenant__name"]
+    list_select_related = ["user", "tenant"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("roles")
+
+    @admin.display(description="roles")
+    def roles_held(self, membership: Membership) -> str:
+        return role_names(membership)
+
+
+@admin.register(Role)
+class RoleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "tenant", "is_builtin", "permissions", "updated_at"]
+    list_filter = ["tenant", "is_builtin"]
+    search_fields = ["name", "tenant__slug"]
+    list_select_related = ["tenant"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["email", "tenant", "status", "expires_at", "accepted_at", "revoked_at"]
+    list_filter = ["tenant"]
+    search_fields = ["email", "tenant__slug"]
+    list_select_related = ["tenant"]
+    # The token's hash is of no use to anyone reading: leave it out.
+    exclude = ["token_hash"]

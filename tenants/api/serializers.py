@@ -1,0 +1,181 @@
+"""Input and output shapes of the tenant resources. Validation of input lives here; rules in
+services.
+
+Output serializers are read-only; input serializers name only the fields a client may write, so
+that anything else in a body (`tenant`, `id`, `is_builtin`, `slug`, ...) is ignored.
+"""
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from accounts.api.serializers import TenantSummarySerializer, UserSerializer
+from tenants.models import Invitation, Membership, Permission, Role, Tenant
+from tenants.selectors import permission_codes, role_list
+
+
+class TenantRoleField(serializers.PrimaryKeyRelatedField):
+    """A role of the caller's tenant, by id. Another tenant's role id is simply unknown."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("pk_field", serializers.UUIDField())
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        # Resolved per request, under the caller's tenant: never at import time.
+        return role_list(tenant=self.context["tenant"])
+
+
+# --- permissions -----------------------------------------------------------------------------
+
+
+class PermissionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Permission
+        fields = ["code", "description"]
+        read_only_fields = fields
+
+
+class PermissionPageSerializer(serializers.Serializer):
+    """The list shape, for the schema of the one list that is not a viewset's."""
+
+    results = PermissionSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+# --- roles -----------------------------------------------------------------------------------
+
+
+class RoleSerializer(serializers.ModelSerializer):
+    permissions = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = Role
+        fields = [
+            "id",
+            "name",
+            "description",
+            "permissions",
+            "is_builtin",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class RoleInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    # PUT replaces the role, so an absent description is emptied; PATCH leaves it as it is.
+    description = serializers.CharField(max_length=255, default="", allow_blank=True)
+    permissions = serializers.ListField(
+        child=serializers.CharField(max_length=64), allow_empty=True, max_length=100
+    )
+
+    def validate_permissions(self, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - permission_codes())
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown permission codes: {', '.join(unknown)}. GET /api/v1/permissions/ "
+                "lists them."
+            )
+        return sorted(set(value))
+
+
+class RoleSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Role
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+# --- members ---------------------------------------------------------------------------------
+
+
+class MemberUserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = get_user_model()
+        fields = ["id", "email", "name"]
+        read_only_fields = fields
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    user = MemberUserSerializer(read_only=True)
+    roles = RoleSummarySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "user", "roles", "created_at"]
+        read_only_fields = fields
+
+
+class MemberRolesInputSerializer(serializers.Serializer):
+    roles = TenantRoleField(many=True, allow_empty=False)
+
+    def validate_roles(self, value: list[Role]) -> list[Role]:
+        return list(dict.fromkeys(value))  # a role named twice is granted once
+
+
+# --- invitations -----------------------------------------------------------------------------
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    roles = RoleSummarySerializer(many=True, read_only=True)
+    invited_by = MemberUserSerializer(read_only=True, allow_null=True)
+    status = serializers.ChoiceField(choices=Invitation.Status.choices, read_only=True)
+
+    class Meta:
+        model = Invitation
+        fields = [
+            "id",
+            "email",
+            "roles",
+            "status",
+            "invited_by",
+            "expires_at",
+            "accepted_at",
+            "revoked_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class InvitationInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    roles = TenantRoleField(many=True, allow_empty=False)
+
+    def validate_roles(self, value: list[Role]) -> list[Role]:
+        return list(dict.fromkeys(value))
+
+
+class InvitationAcceptSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=128, write_only=True)
+    password = serializers.CharField(
+        max_length=128, required=False, write_only=True, style={"input_type": "password"}
+    )
+    name = serializers.CharField(max_length=150, required=False, default="", allow_blank=True)
+
+
+class InvitationAcceptResponseSerializer(serializers.Serializer):
+    user = UserSerializer()
+    tenant = TenantSummarySerializer()
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+# --- the tenant ------------------------------------------------------------------------------
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    plan = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "slug", "status", "plan", "settings", "created_at"]
+        read_only_fields = fields
+
+
+class TenantInputSerializer(serializers.Serializer):
+    """What a tenant may change about itself; slug, status and plan are the operators'."""
+
+    name = serializers.CharField(max_length=200, required=False)
+    settings = serializers.DictField(required=False)

@@ -1,0 +1,229 @@
+"""Members, roles, invitations and the tenant itself. Thin: input in serializers, rules in services.
+
+Each view says in `required_permissions` which permission code each action needs; that map is
+the whole of the permission checking done here. The rules that depend on more than a code (grant
+only what you hold, owner-only rights, the last owner) are the services'.
+"""
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from tenants import services
+from tenants.api import serializers as s
+from tenants.api.base import TenantAPIView, TenantViewSet
+from tenants.models import Invitation, Membership, Role
+from tenants.permissions import Perm
+from tenants.selectors import permission_list, with_invitation_details, with_member_details
+
+
+class CursorPage(CursorPagination):
+    """The list shape of the API: `{"results", "next", "previous"}`, `?page_size=` up to 100."""
+
+    page_size = 25
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class PermissionPage(CursorPage):
+    ordering = "code"
+
+
+class RolePage(CursorPage):
+    ordering = "name"
+
+
+class MemberPage(CursorPage):
+    ordering = "created_at"
+
+
+class InvitationPage(CursorPage):
+    ordering = "-created_at"
+
+
+def validated_input(view, serializer_class, *, partial: bool = False) -> dict:
+    serializer = serializer_class(
+        data=view.request.data,
+        partial=partial,
+        context={"request": view.request, "tenant": view.principal.tenant},
+    )
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def created(request, body: dict, viewname: str, pk) -> Response:
+    location = reverse(viewname, kwargs={"pk": pk}, request=request)
+    return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
+
+
+class PermissionListView(TenantAPIView):
+    """The permission codes roles are made of."""
+
+    required_permissions = {"get": None}
+
+    @extend_schema(responses={200: s.PermissionPageSerializer})
+    def get(self, request, version):
+        paginator = PermissionPage()
+        page = paginator.paginate_queryset(permission_list(), request, view=self)
+        return paginator.get_paginated_response(s.PermissionSerializer(page, many=True).data)
+
+
+class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """The tenant's roles: the built-in ones, read-only, and its own."""
+
+    model = Role
+    serializer_class = s.RoleSerializer
+    pagination_class = RolePage
+    # Reading roles is part of seeing the members; roles.manage implies members.read
+    # (services.IMPLIED_PERMISSIONS), so every role manager can read them too.
+    required_permissions = {
+        "list": Perm.MEMBERS_READ,
+        "retrieve": Perm.MEMBERS_READ,
+        "create": Perm.ROLES_MANAGE,
+        "update": Perm.ROLES_MANAGE,
+        "partial_update": Perm.ROLES_MANAGE,
+        "destroy": Perm.ROLES_MANAGE,
+    }
+
+    @extend_schema(request=s.RoleInputSerializer, responses={201: s.RoleSerializer})
+    def create(self, request, *args, **kwargs):
+        data = validated_input(self, s.RoleInputSerializer)
+        role = services.role_create(tenant=self.principal.tenant, actor=self.principal, **data)
+        return created(request, s.RoleSerializer(role).data, "role-detail", role.pk)
+
+    @extend_schema(request=s.RoleInputSerializer, responses={200: s.RoleSerializer})
+    def update(self, request, *args, partial: bool = False, **kwargs):
+        role = self.get_object()
+        data = validated_input(self, s.RoleInputSerializer, partial=partial)
+        role = services.role_update(
+            tenant=self.principal.tenant, actor=self.principal, role=role, **data
+        )
+        return Response(s.RoleSerializer(role).data)
+
+    @extend_schema(request=s.RoleInputSerializer, responses={200: s.RoleSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        return self.update(request, *args, partial=True, **kwargs)
+
+    def destroy(self, request, *args, **kwargs):
+        services.role_delete(
+            tenant=self.principal.tenant, actor=self.principal, role=self.get_object()
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """The tenant's members. Joining is through an invitation."""
+
+    model = Membership
+    serializer_class = s.MemberSerializer
+    pagination_class = MemberPage
+    required_permissions = {
+        "list": Perm.MEMBERS_READ,
+        "retrieve": Perm.MEMBERS_READ,
+        "partial_update": Perm.MEMBERS_MANAGE,
+        "destroy": Perm.MEMBERS_MANAGE,
+    }
+
+    def scope_queryset(self, queryset: QuerySet[Membership]) -> QuerySet[Membership]:
+        return with_member_details(queryset)
+
+    @extend_schema(request=s.MemberRolesInputSerializer, responses={200: s.MemberSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        membership = self.get_object()
+        data = validated_input(self, s.MemberRolesInputSerializer)
+        services.member_update_roles(
+            tenant=self.principal.tenant,
+            actor=self.principal,
+            membership=membership,
+            roles=data["roles"],
+        )
+        return Response(s.MemberSerializer(self.get_object()).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.member_remove(
+            tenant=self.principal.tenant, actor=self.principal, membership=self.get_object()
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Invitations to join the tenant. The token goes to the invited address only."""
+
+    model = Invitation
+    serializer_class = s.InvitationSerializer
+    pagination_class = InvitationPage
+    required_permissions = {
+        "list": Perm.MEMBERS_READ,
+        "retrieve": Perm.MEMBERS_READ,
+        "create": Perm.MEMBERS_MANAGE,
+        "destroy": Perm.MEMBERS_MANAGE,
+    }
+
+    def scope_queryset(self, queryset: QuerySet[Invitation]) -> QuerySet[Invitation]:
+        return with_invitation_details(queryset)
+
+    @extend_schema(request=s.InvitationInputSerializer, responses={201: s.InvitationSerializer})
+    def create(self, request, *args, **kwargs):
+        data = validated_input(self, s.InvitationInputSerializer)
+        invitation = services.invitation_create(
+            tenant=self.principal.tenant, actor=self.principal, **data
+        )
+        invitation = self.get_queryset().get(pk=invitation.pk)
+        return created(
+            request, s.InvitationSerializer(invitation).data, "invitation-detail", invitation.pk
+        )
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, *args, **kwargs):
+        """Revoke the invitation; it stays listed, with `revoked_at` set."""
+        services.invitation_revoke(
+            tenant=self.principal.tenant, actor=self.principal, invitation=self.get_object()
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationAcceptView(APIView):
+    """Public: the token is the credential. Returns tokens for the tenant joined."""
+
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(
+        request=s.InvitationAcceptSerializer,
+        responses={200: s.InvitationAcceptResponseSerializer},
+    )
+    def post(self, request, version):
+        serializer = s.InvitationAcceptSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user, tenant, tokens = services.invitation_accept(**serializer.validated_data)
+        body = {"user": user, "tenant": tenant, **tokens}
+        return Response(s.InvitationAcceptResponseSerializer(body).data)
+
+
+class TenantView(TenantAPIView):
+    """The caller's tenant. Deleting it is for owners only (services.tenant_delete)."""
+
+    required_permissions = {
+        "get": None,
+        "patch": Perm.TENANT_MANAGE,
+        "delete": Perm.TENANT_MANAGE,
+    }
+
+    @extend_schema(responses={200: s.TenantSerializer})
+    def get(self, request, version):
+        return Response(s.TenantSerializer(self.principal.tenant).data)
+
+    @extend_schema(request=s.TenantInputSerializer, responses={200: s.TenantSerializer})
+    def patch(self, request, version):
+        data = validated_input(self, s.TenantInputSerializer, partial=True)
+        tenant = services.tenant_update(tenant=self.principal.tenant, actor=self.principal, **data)
+        return Response(s.TenantSerializer(tenant).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, version):
+        services.tenant_delete(tenant=self.principal.tenant, actor=self.principal)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,25 @@
+"""Every request starts with no tenant and ends with none, whatever happened in between."""
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from tenants.context import no_tenant
+
+
+class TenantScopeMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        with no_tenant():
+            return self.get_response(request)
+
+    async def __acall__(self, request):
+        with no_tenant():
+            return await self.get_response(request)

@@ -1,0 +1,11 @@
+"""Background jobs of the tenants app: thin, they call services."""
+
+from celery import shared_task
+
+from tenants import services
+
+
+@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def tenant_purge_task(*, tenant_id: str) -> bool:
+    """Delete a soft-deleted tenant's data; queued on commit by services.tenant_delete."""
+    return services.tenant_purge(tenant_id=tenant_id)

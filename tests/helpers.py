@@ -1,0 +1,95 @@
+"""Shared steps of the API tests: signing in, making members, checking problems."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rest_framework.test import APIClient
+
+from config.celery import app as celery_app
+from tenants.context import operator_scope
+from tenants.models import Membership
+from tests.factories import DEFAULT_PASSWORD, make_member
+
+API = "/api/v1"
+TOKEN = f"{API}/auth/token/"
+REFRESH = f"{API}/auth/token/refresh/"
+ME = f"{API}/auth/me/"
+
+
+def sign_in(client: APIClient, user, tenant, *, password: str = DEFAULT_PASSWORD) -> dict:
+    """Sign `user` in to `tenant` through the token endpoint; `client` then sends the token."""
+    response = client.post(
+        TOKEN, {"email": user.email, "password": password, "tenant": tenant.slug}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    tokens = response.json()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    return tokens
+
+
+def client_for(user, tenant) -> APIClient:
+    """A new client signed in as `user` in `tenant`."""
+    client = APIClient()
+    sign_in(client, user, tenant)
+    return client
+
+
+def member_with_role(tenant, *role_names: str, email: str | None = None):
+    """A new user who is a member of `tenant` holding the roles named (built-in or not)."""
+    return make_member(tenant, roles=role_names or ("viewer",), email=email).user
+
+
+def owner_of(tenant):
+    """The user `make_tenant` made the tenant's owner."""
+    with outcome():
+        return (
+            Membership.objects.select_related("user").get(tenant=tenant, roles__name="owner").user
+        )
+
+
+def assert_problem(response, status: int, problem: str | None = None) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    if problem is not None:
+        assert body["type"].endswith(f"/{problem}"), body
+    return body
+
+
+def error_fields(response) -> set[str | None]:
+    return {error["field"] for error in assert_problem(response, 400)["errors"]}
+
+
+@contextmanager
+def tasks_run_inline() -> Iterator[None]:
+    """Run Celery tasks in the test's process, whatever the test settings say.
+
+    The suite may run with a real broker (scripts/test): a test that is about what a task does
+    runs it inline instead, through Celery's own eager path.
+    """
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = previous
+
+
+def assert_not_found_for_every_method(client: APIClient, url: str, bodies: dict[str, dict]):
+    """Another tenant's object, through each method: a 404 problem, never a 403."""
+    for method in ("get", *bodies):
+        response = getattr(client, method)(url, bodies.get(method), format="json")
+        assert_problem(response, 404, "not-found")
+
+
+def outcome():
+    """The scope a test reads the outcome of a request in: operator scope, with explicit tenant
+    filters in the query.
+
+    Not `tenant_context()`: a test runs inside one transaction, so each request's transaction is
+    a savepoint in it, and after an error response rolls that savepoint back, the database has
+    also undone the request's tenant setting while the connection still believes it is applied
+    for that tenant. A query in the same tenant's context would then see no rows at all, and a
+    check that something is absent would pass whatever happened.
+    """
+    return operator_scope("a test reading the outcome of a request")
