@@ -88,7 +88,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         await super().receive(text_data=text_data, **kwargs)
 
     # --- authentication ---------------------------------------------------------------------
-    async def authenticate(self, token: str) -> None:
+    async def authenticate(self, token: str, *, announce: bool = True) -> None:
         try:
             principal = await database_sync_to_async(principal_from_access_token)(token)
         except Problem as exc:
@@ -113,6 +113,7 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         for timer in self.timers:
             timer.cancel()
         self.principal = principal
+        self.token = token
         groups = [
             tenant_group(principal.tenant.id),
             user_group(principal.tenant.id, principal.user.id),
@@ -129,7 +130,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 remaining, self._close_soon, CLOSE_UNAUTHENTICATED, "token-expired"
             )
         ]
-        await self.send_json({"type": "authenticated"})
+        if announce:
+            await self.send_json({"type": "authenticated"})
 
     async def refuse(self, code: int, error: str, detail: str) -> None:
         await self.send_error(error, detail)
@@ -145,6 +147,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- events from the channel layer ------------------------------------------------------
     async def socket_close(self, event: dict) -> None:
         await self.refuse(event["code"], event["reason"], "The socket is closed.")
+
+    async def access_changed(self, event: dict) -> None:
+        """Who may do what in the tenant changed: verify this socket's token again."""
+        if self.principal is not None:
+            await self.authenticate(self.token, announce=False)
 
     def _token_from_handshake(self) -> str | None:
         for name, value in self.scope.get("headers", []):

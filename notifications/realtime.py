@@ -1,15 +1,21 @@
 """Channel-layer groups and the events that close sockets.
 
 Group names come from a verified principal only, never from client input, so a message for one
-tenant cannot be routed to a socket of another. Events that end sockets (a tenant suspended, a
-member removed, a session logged out) are sent after the transaction that caused them commits.
+tenant cannot be routed to a socket of another. Events that may end sockets (access changed in a
+tenant, a session logged out) are sent after the transaction that caused them commits.
 """
 
 import uuid
 
+import structlog
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+CHANNEL_LAYER_ERRORS = (RedisError, OSError)
 
 # Close codes of the WebSocket protocol (see docs/api-conventions.md).
 CLOSE_UNAUTHENTICATED = 4401
@@ -28,30 +34,34 @@ def session_group(session_id: str) -> str:
     return f"session.{session_id}"
 
 
-def _send_on_commit(group: str, message: dict) -> None:
+def recheck_tenant_sockets(tenant_id) -> None:
+    """Ask every open socket of the tenant to verify its credential again, now.
+
+    Called when who may do what in the tenant changed (tenants.principals.access_changed, after
+    commit): a socket whose token no longer passes (tenant suspended or deleted, member removed,
+    password changed, permission gone) is closed with 4401 or 4403; the others carry on.
+    """
     layer = get_channel_layer()
-    if layer is not None:
-        transaction.on_commit(lambda: async_to_sync(layer.group_send)(group, message))
-
-
-def disconnect_tenant(tenant_id, *, code: int = CLOSE_FORBIDDEN, reason: str) -> None:
-    """Close every open socket of the tenant (suspended, deleted)."""
-    _send_on_commit(
-        tenant_group(tenant_id), {"type": "socket.close", "code": code, "reason": reason}
-    )
-
-
-def disconnect_user(tenant_id, user_id, *, reason: str) -> None:
-    """Close a member's sockets in one tenant (membership removed)."""
-    _send_on_commit(
-        user_group(tenant_id, user_id),
-        {"type": "socket.close", "code": CLOSE_UNAUTHENTICATED, "reason": reason},
-    )
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(tenant_group(tenant_id), {"type": "access.changed"})
+    except CHANNEL_LAYER_ERRORS:
+        # The sockets still re-check when their token expires (15 minutes at most).
+        log.warning("socket_recheck_unavailable", tenant_id=str(tenant_id))
 
 
 def disconnect_session(session_id: str) -> None:
-    """Close the sockets opened with the tokens of one sign-in (logout)."""
-    _send_on_commit(
-        session_group(session_id),
-        {"type": "socket.close", "code": CLOSE_UNAUTHENTICATED, "reason": "logged-out"},
-    )
+    """Close the sockets opened with the tokens of one sign-in (logout), after commit."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "socket.close", "code": CLOSE_UNAUTHENTICATED, "reason": "logged-out"}
+
+    def send() -> None:
+        try:
+            async_to_sync(layer.group_send)(session_group(session_id), message)
+        except CHANNEL_LAYER_ERRORS:
+            log.warning("socket_disconnect_unavailable")
+
+    transaction.on_commit(send)

@@ -66,7 +66,8 @@ def resolve_principal(*, tenant_id: uuid.UUID, user_id: uuid.UUID, session_id: s
 
 
 def access_changed(tenant_id: uuid.UUID) -> None:
-    """Invalidate every cached principal of the tenant, once the current transaction commits."""
+    """Invalidate every cached principal of the tenant, and have its open sockets re-check their
+    credentials, once the current transaction commits."""
 
     def bump() -> None:
         with tenant_context(tenant_id):
@@ -75,6 +76,10 @@ def access_changed(tenant_id: uuid.UUID) -> None:
             except CACHE_ERRORS:
                 # Snapshots expire within PRINCIPAL_CACHE_SECONDS in any case.
                 log.warning("principal_cache_unavailable", tenant_id=str(tenant_id))
+        # Open sockets re-check their credential against the new state.
+        from notifications.realtime import recheck_tenant_sockets
+
+        recheck_tenant_sockets(tenant_id)
 
     transaction.on_commit(bump)
 

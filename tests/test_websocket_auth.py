@@ -3,13 +3,12 @@
 import json
 
 import pytest
-from django.db import transaction
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from notifications.realtime import disconnect_tenant
-from tenants.context import operator_scope, tenant_context
+from tenants.context import tenant_context
 from tenants.models import Membership, MembershipRole, Role, Tenant
+from tenants.services import tenant_set_status
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
 from tests.fixtures.servers import server_environment, start_live_asgi_server
 
@@ -148,9 +147,8 @@ def test_suspending_a_tenant_closes_its_open_sockets_and_no_others(
     ):
         assert receive(socket) == {"type": "authenticated"}
         assert receive(other_socket) == {"type": "authenticated"}
-        with transaction.atomic(), operator_scope("test: suspend"):
-            Tenant.objects.filter(pk=tenant.pk).update(status=Tenant.Status.SUSPENDED)
-            disconnect_tenant(tenant.id, reason="tenant-suspended")
+        # The operator's path (the admin's Suspend action calls this service).
+        tenant_set_status(tenant_ids=[tenant.id], status=Tenant.Status.SUSPENDED)
         code, messages = closed_with(socket)
         assert code == 4403
         assert messages[-1]["code"] == "tenant-suspended"
@@ -181,3 +179,27 @@ def test_malformed_messages_get_an_error_and_the_socket_stays(server, owner_toke
         assert receive(socket)["type"] == "error"
         socket.send(json.dumps({"type": "ping"}))
         assert receive(socket) == {"type": "pong"}
+
+
+def test_removing_a_member_closes_their_sockets(server, owner_tokens, api_client):
+    tenant, owner = owner_tokens
+    member = make_user(email="leaving@example.com")
+    with tenant_context(tenant.id):
+        viewer = Role.objects.get(name="viewer")
+        membership = Membership.objects.create(user=member)
+        MembershipRole.objects.create(membership=membership, role=viewer)
+    tokens = api_client.post(
+        "/api/v1/auth/token/",
+        {"email": "leaving@example.com", "password": DEFAULT_PASSWORD},
+        format="json",
+    ).json()
+    with connect(f"{server.ws_url}{PATH}?token={tokens['access']}") as socket:
+        assert receive(socket) == {"type": "authenticated"}
+        removed = api_client.delete(
+            f"/api/v1/members/{membership.id}/",
+            HTTP_AUTHORIZATION=f"Bearer {owner['access']}",
+        )
+        assert removed.status_code == 204
+        code, messages = closed_with(socket)
+    assert code == 4401
+    assert messages[-1]["code"] == "not-authenticated"
