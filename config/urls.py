@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("tenants.api.urls")),
     path("", include("catalog.api.urls")),
+    path("", include("notifications.api.notification_urls")),
 ]
 
 urlpatterns = [

@@ -8,6 +8,7 @@ would only show the client an HTTP 403).
 
 import asyncio
 import time
+import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,6 +18,7 @@ from django.conf import settings
 from rest_framework.exceptions import APIException
 
 from core.problems import Problem, ProblemType
+from notifications import selectors, services
 from notifications.realtime import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHENTICATED,
@@ -25,8 +27,12 @@ from notifications.realtime import (
     user_group,
 )
 from tenants.authentication import principal_from_access_token
+from tenants.context import tenant_context
 from tenants.permissions import Perm
 from tenants.principal import Principal
+
+MAX_TOPICS = 50
+MAX_TOPIC_LENGTH = 100
 
 
 class NotificationConsumer(AsyncJsonWebsocketConsumer):
@@ -35,6 +41,13 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.groups_joined: list[str] = []
         self.timers: list[asyncio.TimerHandle] = []
+        # No `subscribe` yet: every topic of the user's. `subscribe` narrows to its patterns,
+        # `unsubscribe` takes patterns away again.
+        self.included: set[str] | None = None
+        self.excluded: set[str] = set()
+        # The highest notification sent by a `resume`: a live push of one already replayed is
+        # not sent twice.
+        self.replayed_up_to = 0
         await self.accept()
         token = self._token_from_handshake()
         if token is not None:
@@ -70,10 +83,111 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         if self.principal is None:
             await self.send_error("not-authenticated", "Authenticate first.")
             return
-        if kind == "ping":
-            await self.send_json({"type": "pong"})
+        handler = {
+            "ping": self.on_ping,
+            "subscribe": self.on_subscribe,
+            "unsubscribe": self.on_unsubscribe,
+            "ack": self.on_ack,
+            "resume": self.on_resume,
+        }.get(kind)
+        if handler is None:
+            await self.send_error("unknown-type", f"Unknown message type {kind!r}.")
             return
-        await self.send_error("unknown-type", f"Unknown message type {kind!r}.")
+        await handler(content)
+
+    # --- client messages ----------------------------------------------------------------------
+    async def on_ping(self, content: dict) -> None:
+        await self.send_json({"type": "pong"})
+
+    async def on_subscribe(self, content: dict) -> None:
+        topics = await self._topics_of(content)
+        if topics is not None:
+            self.included = (self.included or set()) | topics
+            self.excluded -= topics
+            await self.send_json({"type": "subscribed", "topics": sorted(topics)})
+
+    async def on_unsubscribe(self, content: dict) -> None:
+        topics = await self._topics_of(content)
+        if topics is not None:
+            if self.included is None:
+                self.excluded |= topics
+            else:
+                self.included -= topics
+            await self.send_json({"type": "unsubscribed", "topics": sorted(topics)})
+
+    async def on_ack(self, content: dict) -> None:
+        notification_id = _uuid_or_none(content.get("id"))
+        if notification_id is None:
+            await self.send_error("invalid-message", "'ack' needs the notification's 'id'.")
+            return
+        found = await self.in_tenant(
+            services.notification_acknowledge,
+            user_id=self.principal.user.id,
+            notification_id=notification_id,
+        )
+        if not found:
+            await self.send_error("not-found", "No such notification.")
+            return
+        await self.send_json({"type": "acked", "id": str(notification_id)})
+
+    async def on_resume(self, content: dict) -> None:
+        after = content.get("after")
+        after_id = _uuid_or_none(after)
+        if after is not None and after_id is None:
+            await self.send_error("invalid-message", "'after' is a notification id or null.")
+            return
+        replay = await self.in_tenant(self._replay, after_id)
+        if replay is None:
+            await self.send_error("not-found", "No such notification to resume after.")
+            return
+        sent = 0
+        for seq, payload in replay:
+            self.replayed_up_to = max(self.replayed_up_to, seq)
+            if self._wants(payload["topic"]):
+                await self.send_json({"type": "notification", **payload})
+                sent += 1
+        await self.send_json({"type": "resumed", "count": sent})
+
+    def _replay(self, after_id) -> list[tuple[int, dict]] | None:
+        user_id = self.principal.user.id
+        after = None
+        if after_id is not None:
+            after = selectors.notification_get(user_id=user_id, notification_id=after_id)
+            if after is None:
+                return None
+        return [
+            (notification.seq, services.notification_payload(notification))
+            for notification in selectors.notifications_after(user_id=user_id, after=after)
+        ]
+
+    async def _topics_of(self, content: dict) -> set[str] | None:
+        topics = content.get("topics")
+        if (
+            not isinstance(topics, list)
+            or not 0 < len(topics) <= MAX_TOPICS
+            or not all(isinstance(t, str) and 0 < len(t) <= MAX_TOPIC_LENGTH for t in topics)
+        ):
+            await self.send_error(
+                "invalid-message",
+                f"'topics' is a list of 1 to {MAX_TOPICS} topic names or patterns.",
+            )
+            return None
+        return set(topics)
+
+    def _wants(self, topic: str) -> bool:
+        if self.included is not None and not selectors.topic_matches(topic, self.included):
+            return False
+        return not selectors.topic_matches(topic, self.excluded)
+
+    async def in_tenant(self, function, *args, **kwargs):
+        """Run database work in a thread, inside this socket's tenant."""
+        tenant_id = self.principal.tenant.id
+
+        def run():
+            with tenant_context(tenant_id):
+                return function(*args, **kwargs)
+
+        return await database_sync_to_async(run)()
 
     async def decode_json(self, text_data: str) -> Any:
         try:
@@ -148,6 +262,13 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def socket_close(self, event: dict) -> None:
         await self.refuse(event["code"], event["reason"], "The socket is closed.")
 
+    async def notification_push(self, event: dict) -> None:
+        if event["seq"] <= self.replayed_up_to or self.principal is None:
+            return
+        payload = event["notification"]
+        if self._wants(payload["topic"]):
+            await self.send_json({"type": "notification", **payload})
+
     async def access_changed(self, event: dict) -> None:
         """Who may do what in the tenant changed: verify this socket's token again."""
         if self.principal is not None:
@@ -162,3 +283,10 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         tokens = query.get("token")
         return tokens[0] if tokens else None
+
+
+def _uuid_or_none(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None

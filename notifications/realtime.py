@@ -65,3 +65,23 @@ def disconnect_session(session_id: str) -> None:
             log.warning("socket_disconnect_unavailable")
 
     transaction.on_commit(send)
+
+
+def push_notifications(tenant_id, pushes: list[tuple]) -> None:
+    """Send stored notifications to their recipients' sockets, on any server process.
+
+    A push that does not arrive (Redis down, channel over capacity) loses nothing: the
+    notification is stored, and `resume` or the REST list returns it.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for user_id, seq, payload in pushes:
+        try:
+            async_to_sync(layer.group_send)(
+                user_group(tenant_id, user_id),
+                {"type": "notification.push", "seq": seq, "notification": payload},
+            )
+        except CHANNEL_LAYER_ERRORS:
+            log.warning("notification_push_unavailable", tenant_id=str(tenant_id))
+            return

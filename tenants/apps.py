@@ -13,7 +13,8 @@ class TenantsConfig(AppConfig):
     name = "tenants"
 
     def ready(self) -> None:
-        from tenants import openapi, propagation  # noqa: F401  (openapi registers on import)
+        # checks and openapi register themselves on import.
+        from tenants import checks, openapi, propagation  # noqa: F401
 
         propagation.register()
         # Django's own way for data that must survive `flush`, as contenttypes and auth do.

@@ -192,3 +192,17 @@ def test_unique_constraints_of_tenant_owned_tables_include_the_tenant(two_tenant
     # ... but not twice in one.
     with tenant_context(alpha.id), pytest.raises(IntegrityError), transaction.atomic():
         Role.objects.create(name="Owner")
+
+
+def test_a_tenant_owned_model_with_a_plain_manager_stops_start_up(monkeypatch):
+    from django.db import models
+
+    from tenants.checks import tenant_owned_models_are_scoped
+
+    assert tenant_owned_models_are_scoped() == []
+    plain = models.Manager()
+    plain.model = Role
+    # What `objects = SomeQuerySet.as_manager()` on a tenant-owned model would amount to.
+    monkeypatch.setitem(Role._meta.__dict__, "default_manager", plain)
+    errors = tenant_owned_models_are_scoped()
+    assert [(error.id, error.obj) for error in errors] == [("tenants.E001", Role)]

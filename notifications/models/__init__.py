@@ -1,0 +1,3 @@
+from notifications.models.notification import Notification, NotificationPreference
+
+__all__ = ["Notification", "NotificationPreference"]

@@ -1,0 +1,12 @@
+"""Background jobs of notifications: thin, they call the services."""
+
+from celery import shared_task
+
+from core.events import Event
+from notifications.services import notifications_fan_out
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
+def notifications_fan_out_task(*, event: dict) -> int:
+    """Runs in the event's tenant (it travels with the task); idempotent, so retries are safe."""
+    return notifications_fan_out(event=Event.from_message(event))
