@@ -1,11 +1,20 @@
-"""Users in the operators' admin. A user signs in with an email address: there is no username."""
+"""Users and API keys in the operators' admin.
+
+A user signs in with an email address: there is no username. API keys are read-only (their
+secret is nowhere to be seen, not even hashed); an operator can revoke them, through the same
+service as the API, which records the revocation with the operator as the actor.
+"""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
+
+from accounts import services
+from accounts.models import ApiKey
+from tenants.admin import ReadOnlyAdminMixin
 
 User = get_user_model()
 
@@ -56,3 +65,30 @@ class UserAdmin(DjangoUserAdmin):
             },
         ),
     )
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "name",
+        "prefix",
+        "tenant",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["tenant"]
+    search_fields = ["name", "prefix", "tenant__slug"]
+    list_select_related = ["tenant"]
+    # The hash is of no use to anyone reading, and is a secret's stand-in: leave it out.
+    exclude = ["key_hash"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke")
+    def revoke(self, request, queryset):
+        revoked = 0
+        for api_key in queryset.select_related("tenant").filter(revoked_at__isnull=True):
+            services.api_key_revoke(tenant=api_key.tenant, api_key=api_key)
+            revoked += 1
+        self.message_user(request, f"{revoked} API key(s) revoked.", messages.SUCCESS)

@@ -1,17 +1,36 @@
-"""Writes on accounts: sign-up, passwords. Keyword-only, one transaction each."""
+"""Writes on accounts: sign-up, passwords, sessions, API keys. Keyword-only, one transaction each.
+
+Each write records its audit event in its own transaction (tenants/audit.py). An account is
+global but the audit log is per tenant: an event about the account itself (a password changed
+or reset) is recorded in every tenant the person belongs to, since each of them loses the
+sessions it ended.
+"""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.tokens import default_token_generator
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
+from rest_framework import exceptions
 
+from accounts import apikeys
+from accounts.models import ApiKey
+from accounts.selectors import api_key_count
 from accounts.sessions import issue_tokens
 from accounts.tasks import send_email_task
 from core.problems import Problem, ProblemType
+from tenants import audit
+from tenants.context import operator_scope, tenant_context
 from tenants.models import Tenant
-from tenants.principals import access_changed
+from tenants.principal import Principal
+from tenants.principals import access_changed, revoke_session
+from tenants.quotas import Resource, enforce_quota
 from tenants.selectors import tenants_of_user
 from tenants.services import tenant_create, tenant_slug_from_name
 
@@ -32,26 +51,38 @@ def signup(
         try:
             with transaction.atomic():
                 user = User.objects.create_user(email, password, name=name)
-                tenant = tenant_create(name=tenant_name, slug=slug, owner=user)
+                tenant = tenant_create(
+                    name=tenant_name, slug=slug, owner=user, actor=audit.Actor.user(user)
+                )
         except IntegrityError as exc:  # lost a race for the same email or slug
             raise Problem(ProblemType.CONFLICT, detail="The email or slug was just taken.") from exc
     return user, tenant, issue_tokens(user=user, tenant=tenant)
 
 
-def _set_password(user, new_password: str) -> None:
+def _set_password(user, new_password: str, *, action: str) -> None:
     """Every token issued before is refused from now on: they carry a digest of the old hash,
     and the cached principals holding it are invalidated in each of the user's tenants."""
     password_validation.validate_password(new_password, user)
     user.set_password(new_password)
     user.save(update_fields=["password"])
     for tenant in tenants_of_user(user_id=user.id):
+        # The password is not a value the log keeps: the marker says only that it changed.
+        with tenant_context(tenant.id):
+            audit.record(
+                tenant_id=tenant.id,
+                action=action,
+                target_type="user",
+                target_id=user.pk,
+                changes={"password": [audit.REDACTED, audit.REDACTED]},
+                actor=audit.Actor.user(user),
+            )
         access_changed(tenant.id)
 
 
 @transaction.atomic
 def password_change(*, user, tenant, new_password: str) -> dict[str, str]:
     """Set a new password and sign in afresh to `tenant`."""
-    _set_password(user, new_password)
+    _set_password(user, new_password, action="accounts.user.password_changed")
     return issue_tokens(user=user, tenant=tenant)
 
 
@@ -78,4 +109,143 @@ def password_reset_confirm(*, user, token: str, new_password: str) -> None:
     if not default_token_generator.check_token(user, token):
         raise Problem(ProblemType.VALIDATION_ERROR, detail="The reset link is invalid or expired.")
     with transaction.atomic():
-        _set_password(user, new_password)
+        _set_password(user, new_password, action="accounts.user.password_reset")
+
+
+@transaction.atomic
+def logout(*, refresh, tenant_id: uuid.UUID, session_id: str, user_id: uuid.UUID) -> None:
+    """End one session: its refresh token is blacklisted, its access tokens refused at once."""
+    refresh.blacklist()
+    revoke_session(tenant_id=tenant_id, session_id=session_id)
+    user = User.objects.filter(pk=user_id).first()
+    # A tenant purged since the token was issued has no log left to write to.
+    if user is not None and Tenant.objects.filter(pk=tenant_id).exists():
+        audit.record(
+            tenant_id=tenant_id,
+            action="accounts.user.logged_out",
+            target_type="user",
+            target_id=user.pk,
+            actor=audit.Actor.user(user),
+        )
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+def _api_key_values(api_key: ApiKey) -> dict:
+    return {
+        "name": api_key.name,
+        "prefix": api_key.prefix,
+        "permissions": api_key.permissions,
+        "expires_at": api_key.expires_at,
+    }
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    tenant: Tenant,
+    actor: Principal,
+    name: str,
+    permissions: Sequence[str],
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key for `tenant`, and the key itself: the only time it exists outside its holder.
+
+    The key's permissions must be codes the actor holds (the API checks that they exist). A key
+    made by another key cannot outlive it: with no expiry given it gets its creator's. Keys that
+    still work count against the plan's `max_api_keys` (403 quota-exceeded past it).
+    """
+    codes = sorted(set(permissions))
+    missing = sorted(set(codes) - actor.permissions)
+    if missing:
+        raise Problem(
+            ProblemType.PERMISSION_DENIED,
+            detail=f"An API key cannot be given permissions you do not hold: {', '.join(missing)}.",
+        )
+    creator_expiry = actor.api_key.expires_at if actor.api_key is not None else None
+    if creator_expiry is not None:
+        if expires_at is None:
+            expires_at = creator_expiry
+        elif expires_at > creator_expiry:
+            raise exceptions.ValidationError(
+                {"expires_at": ["A key cannot outlive the API key that creates it."]}
+            )
+    # Last before the INSERT: it locks the tenant until this transaction ends.
+    enforce_quota(
+        tenant=tenant, resource=Resource.API_KEYS, count=lambda: api_key_count(tenant=tenant)
+    )
+    new = apikeys.generate()
+    api_key = ApiKey.objects.create(
+        tenant=tenant,
+        name=name,
+        prefix=new.prefix,
+        key_hash=new.key_hash,
+        permissions=codes,
+        expires_at=expires_at,
+        created_by=actor.user,
+    )
+    audit.record(
+        tenant_id=tenant.id,
+        action="accounts.api_key.created",
+        target_type="api_key",
+        target_id=api_key.pk,
+        changes=audit.created(_api_key_values(api_key)),
+    )
+    return api_key, new.key
+
+
+@transaction.atomic
+def api_key_revoke(*, tenant: Tenant, api_key: ApiKey) -> ApiKey:
+    """Make the key unusable everywhere from the next request. The row stays, for the record.
+
+    The tenant's access epoch moves on commit, so no process serves the key from its cache any
+    more (accounts/apikeys.py). Revoking a revoked key changes nothing.
+    """
+    api_key = ApiKey.objects.select_for_update().get(tenant=tenant, pk=api_key.pk)
+    if api_key.revoked_at is not None:
+        return api_key
+    api_key.revoked_at = timezone.now()
+    api_key.save(update_fields=["revoked_at"])
+    audit.record(
+        tenant_id=tenant.id,
+        action="accounts.api_key.revoked",
+        target_type="api_key",
+        target_id=api_key.pk,
+        changes={"revoked_at": [None, api_key.revoked_at]},
+    )
+    access_changed(tenant.id)
+    return api_key
+
+
+def api_key_last_used_flush(*, batch_size: int = 500) -> int:
+    """Write the uses marked in the cache to `last_used_at`, for every tenant's keys.
+
+    Run by beat every minute. Reads each unrevoked key's id and `last_used_at`, and the marks of
+    a batch in one round trip; only keys used since their stored time are written, in one
+    statement per batch. Returns how many keys were updated.
+    """
+    updated = 0
+    with transaction.atomic(), operator_scope("recording when API keys were last used"):
+        rows = ApiKey.objects.unrevoked().order_by().values_list("id", "last_used_at")
+        batch: list[tuple[uuid.UUID, datetime | None]] = []
+        for row in rows.iterator(chunk_size=batch_size):
+            batch.append(row)
+            if len(batch) == batch_size:
+                updated += _flush_batch(batch)
+                batch = []
+        if batch:
+            updated += _flush_batch(batch)
+    return updated
+
+
+def _flush_batch(batch: list[tuple[uuid.UUID, datetime | None]]) -> int:
+    marks = apikeys.marks_for([key_id for key_id, _ in batch])
+    changed = [
+        ApiKey(id=key_id, last_used_at=marks[key_id])
+        for key_id, stored in batch
+        if key_id in marks and (stored is None or marks[key_id] > stored)
+    ]
+    if changed:
+        ApiKey.objects.bulk_update(changed, ["last_used_at"])
+    return len(changed)

@@ -110,34 +110,47 @@ _MISSING = object()
 def _call(operation: str, *args: Any, **kwargs: Any) -> Any:
     """`cache.<operation>(...)`, or _MISSING when the cache is unavailable."""
     health = _health()
-    if health.down and time.monotonic() < health.down_until:
+    if health.down and (time.monotonic() < health.down_until or not _replay_bumps(health)):
         CACHE_ERRORS_TOTAL.labels(operation=operation).inc()
         return _MISSING
     try:
         result = getattr(cache, operation)(*args, **kwargs)
     except CACHE_ERRORS as exc:
         CACHE_ERRORS_TOTAL.labels(operation=operation).inc()
-        with health.lock:
-            first = not health.down
-            health.down = True
-            health.down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
-        if first:
-            log.warning("catalog_cache_unavailable", operation=operation, error=type(exc).__name__)
+        _mark_down(health, operation, exc)
         return _MISSING
     if health.down:
-        _recovered(health)
+        with health.lock:
+            health.down = False
+        log.info("catalog_cache_recovered")
     return result
 
 
-def _recovered(health: _Health) -> None:
+def _mark_down(health: _Health, operation: str, exc: Exception) -> None:
     with health.lock:
-        if not health.down:
-            return
-        health.down = False
-        pending, health.pending_bumps = health.pending_bumps, set()
-    log.info("catalog_cache_recovered", replayed_bumps=len(pending))
+        first = not health.down
+        health.down = True
+        health.down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
+    if first:
+        log.warning("catalog_cache_unavailable", operation=operation, error=type(exc).__name__)
+
+
+def _replay_bumps(health: _Health) -> bool:
+    """Before the cache serves anything again, the versions it missed are bumped: else it would
+    serve entries cached before writes made during the outage."""
+    with health.lock:
+        pending = list(health.pending_bumps)
     for tenant_id in pending:
-        _bump(tenant_id)
+        try:
+            with tenant_context(tenant_id):
+                cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        except CACHE_ERRORS as exc:
+            CACHE_ERRORS_TOTAL.labels(operation="set").inc()
+            _mark_down(health, "set", exc)
+            return False
+        with health.lock:
+            health.pending_bumps.discard(tenant_id)
+    return True
 
 
 # --- versions ------------------------------------------------------------------------------------

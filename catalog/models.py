@@ -6,14 +6,14 @@ or orders by starts with it too, since every query the API runs is filtered by t
 unique_fields=["tenant", "sku"])`), which is why tags are a JSON list on the row rather than a
 table of their own.
 
-On PostgreSQL, migration 0002 adds two GIN indexes the ORM cannot declare portably: full-text
-search over name, sku and description (`search_vector()` below builds the same expression), and
-`tags` for `?tag=`. The embedded SQLite default goes without them.
+On PostgreSQL, migration 0002 adds what the ORM cannot declare portably: a stored full-text
+document (`search_document`, generated from name, sku and description), GIN indexes on it and on
+`tags`, and foreign keys that keep a category's products and children in its tenant. The embedded
+SQLite default goes without them.
 """
 
 import uuid
 
-from django.contrib.postgres.search import SearchVector
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -21,14 +21,10 @@ from django.db.models import Q
 from catalog import validators as v
 from tenants.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
 
-# The text search configuration: "simple" lower-cases and splits, without language stemming,
-# which suits SKUs, brand names and catalogs in several languages alike.
+# The text search configuration of `search_document` (migration 0002) and of search queries:
+# "simple" lower-cases and splits, without language stemming, which suits SKUs, brand names and
+# catalogs in several languages alike.
 SEARCH_CONFIG = "simple"
-
-
-def search_vector() -> SearchVector:
-    """The document full-text search matches; migration 0002 indexes exactly this expression."""
-    return SearchVector("name", "sku", "description", config=SEARCH_CONFIG)
 
 
 class Category(TenantOwnedModel):
@@ -121,3 +117,67 @@ class Product(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
+
+
+class Job(TenantOwnedModel):
+    """Background work a client started and follows at /api/v1/jobs/{id}/: a bulk import so far.
+
+    Counts and errors are updated after each batch, in the batch's own transaction, so that what
+    a reader sees always matches what is written. `created_by_*` hold plain ids rather than
+    foreign keys: the job's history outlives the person or key that started it.
+    """
+
+    class Kind(models.TextChoices):
+        PRODUCTS_IMPORT = "products.import"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=50, choices=Kind.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # [{"row": <1-based data row>, "field"?: ..., "message": ...}], the first ones only; how many
+    # more there were is in errors_omitted.
+    errors = models.JSONField(default=list, blank=True)
+    errors_omitted = models.PositiveIntegerField(default=0)
+    # Why the job itself failed (not a row: those are in `errors`); empty otherwise.
+    detail = models.TextField(blank=True, default="")
+    # Runs started: a task redelivered after a worker died starts over, up to a limit.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_by_user_id = models.UUIDField(null=True, blank=True)
+    created_by_api_key_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["tenant", "created_at", "id"], name="job_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+
+class JobFile(TenantOwnedModel):
+    """The file a job works on, in a table of its own so that reading a job never loads it.
+
+    Kept in the database rather than on a disk: every worker can read it, and it survives
+    container restarts. Deleted when the job finishes.
+    """
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    name = models.CharField(max_length=255, blank=True, default="")
+    format = models.CharField(max_length=10)
+    content = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"{self.name or 'file'} of job {self.job_id}"

@@ -11,18 +11,16 @@ names in it come from the models and every value is a bound parameter.
 import datetime
 import decimal
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.postgres.search import SearchQuery
 from django.db import connection
 from django.db.models import BooleanField, IntegerField, Q, QuerySet
 from django.db.models.expressions import RawSQL, Value
 
-from catalog.models import SEARCH_CONFIG, Category, Product, search_vector
+from catalog.models import SEARCH_CONFIG, Category, Product
 from tenants.context import require_tenant_id
 
 CATEGORY_TABLE = Category._meta.db_table
@@ -47,6 +45,16 @@ ANCESTORS_SQL = (
     f" SELECT c.id, c.parent_id FROM {CATEGORY_TABLE} c JOIN up ON c.id = up.parent_id"
     f" WHERE c.tenant_id = %s"
     f") SELECT id FROM up"
+)
+# Every word of the search text as a prefix, all required: "blue wid" finds "Blue Widget". The
+# words are the lexemes PostgreSQL's own parser finds in the text (to_tsvector), so the query
+# splits "RG-200" exactly as the stored document did, and no input is ever a tsquery syntax
+# error (each lexeme is quoted). The tsquery is an uncorrelated subquery, built once per query;
+# text with no word in it matches nothing. `search_document` is migration 0002's.
+SEARCH_SQL = (
+    f"{PRODUCT_TABLE}.search_document @@ (SELECT coalesce(string_agg("  # noqa: S608
+    r"'''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || ''':*', ' & '"
+    "), '')::tsquery FROM unnest(to_tsvector(%s::regconfig, %s)))"
 )
 SQLITE_HAS_TAG_SQL = (
     f"EXISTS (SELECT 1 FROM json_each({PRODUCT_TABLE}.tags) WHERE json_each.value = %s)"  # noqa: S608
@@ -119,8 +127,6 @@ def _tree_params(category_id: uuid.UUID) -> list:
 # ?ordering= values; each has an index (catalog/models.py).
 PRODUCT_ORDERINGS = ("created_at", "updated_at", "name", "price", "sku")
 DEFAULT_PRODUCT_ORDERING = "-created_at"
-# More words than this in ?search= are ignored: each is one more index probe.
-MAX_SEARCH_WORDS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,24 +208,8 @@ def _search(queryset: QuerySet[Product], text: str) -> QuerySet[Product]:
         return queryset.filter(
             Q(name__icontains=text) | Q(sku__icontains=text) | Q(description__icontains=text)
         )
-    query = _prefix_tsquery(text)
-    if query is None:  # nothing searchable in the text (only punctuation): nothing matches
-        return queryset.none()
-    # alias(), not annotate(): the vector is computed in WHERE only, where it is the indexed
-    # expression, and not once more per selected row.
-    return queryset.alias(search_document=search_vector()).filter(search_document=query)
-
-
-def _prefix_tsquery(text: str) -> SearchQuery | None:
-    """Every word of `text`, each as a prefix: "blue wid" finds "Blue Widget".
-
-    Built from the words alone (letters and digits), so that no input is a tsquery syntax error.
-    """
-    words = [word.lower() for word in re.findall(r"\w+", text)][:MAX_SEARCH_WORDS]
-    if not words:
-        return None
-    return SearchQuery(
-        " & ".join(f"{word}:*" for word in words), search_type="raw", config=SEARCH_CONFIG
+    return queryset.filter(
+        RawSQL(SEARCH_SQL, [SEARCH_CONFIG, text], output_field=BooleanField())  # noqa: S611
     )
 
 

@@ -12,9 +12,10 @@ besides the write itself, so that none can be forgotten on one path:
   If-Match (`expected_versions`) the loser gets 412; without, the write is re-applied on top of
   the newer row (last writer wins, but nothing is half-applied).
 
-Uniqueness (SKU, category slug) is checked first for a clear message, and enforced by the
-database constraint, whose violation (a concurrent insert) is caught in a savepoint: 409 either
-way.
+Creating a product counts against the plan's `max_products` (tenants/quotas.py): past it, 403
+quota-exceeded. Uniqueness (SKU, category slug) is checked first for a clear message, and
+enforced by the database constraint, whose violation (a concurrent insert) is caught in a
+savepoint: 409 either way.
 """
 
 import uuid
@@ -42,6 +43,7 @@ from core.problems import Problem, ProblemType
 from tenants.context import require_tenant_id
 from tenants.models import Tenant
 from tenants.principal import Principal
+from tenants.quotas import Resource, enforce_quota
 
 DEFAULT_LOW_STOCK_THRESHOLD = 5
 # Attempts at a write without If-Match that keeps losing to concurrent writers.
@@ -103,6 +105,12 @@ def product_create(*, actor: Actor, data: Mapping[str, Any]) -> Product:
         values["currency"] = default_currency(tenant_settings(actor))
     _check_category(values.get("category"))
     _check_sku_free(values["sku"])
+    # Locks the tenant's row, so that two creates cannot both take the plan's last slot.
+    enforce_quota(
+        tenant=require_tenant_id(),
+        resource=Resource.PRODUCTS,
+        count=lambda: Product.objects.count(),
+    )
     try:
         with transaction.atomic():
             product = Product.objects.create(**values)

@@ -16,6 +16,7 @@ api_v1 = [
     path("", include("tenants.api.urls")),
     path("", include("catalog.api.urls")),
     path("", include("notifications.api.notification_urls")),
+    path("", include("notifications.api.urls")),
 ]
 
 urlpatterns = [

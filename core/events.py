@@ -94,7 +94,9 @@ def publish(
     from core.tasks import event_dispatch_task
 
     message = event.as_message()
-    transaction.on_commit(lambda: event_dispatch_task.delay(event=message))
+    # robust: the write has committed by then, and a broker outage must not turn its success
+    # into a 500; Django logs the failed send (logger django.db.backends.base) instead.
+    transaction.on_commit(lambda: event_dispatch_task.delay(event=message), robust=True)
     return event
 
 

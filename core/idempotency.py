@@ -25,7 +25,9 @@ The semantics (docs/catalog.md, ../API conventions):
 import functools
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import structlog
@@ -40,6 +42,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.problems import Problem, ProblemType
+from tenants.context import current_tenant_id, tenant_context
 
 log = structlog.get_logger(__name__)
 
@@ -88,8 +91,10 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
             "headers": {name: response[name] for name in REPLAYED_HEADERS if name in response},
         }
         # Stored when the data it describes is committed; if the transaction rolls back, the
-        # claim expires instead and the client's retry runs afresh.
-        transaction.on_commit(lambda: _store(record_key, record), robust=True)
+        # claim expires instead and the client's retry runs afresh. The tenant is captured now:
+        # the key's namespace must not depend on where the commit happens to run.
+        tenant_id = current_tenant_id()
+        transaction.on_commit(lambda: _store(record_key, record, tenant_id), robust=True)
         return response
 
     return wrapper
@@ -157,9 +162,10 @@ def _fingerprint(request: Request) -> str:
     return digest.hexdigest()
 
 
-def _store(record_key: str, record: dict[str, Any]) -> None:
+def _store(record_key: str, record: dict[str, Any], tenant_id: uuid.UUID | None) -> None:
     try:
-        cache.set(record_key, record, timeout=settings.IDEMPOTENCY_TTL_SECONDS)
+        with tenant_context(tenant_id) if tenant_id is not None else nullcontext():
+            cache.set(record_key, record, timeout=settings.IDEMPOTENCY_TTL_SECONDS)
     except _CACHE_ERRORS:
         # The resource exists; a retry now runs again and may duplicate it. Nothing better is
         # possible with the store gone: say so loudly.

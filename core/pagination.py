@@ -59,7 +59,7 @@ class CursorPagination(BasePagination):
         cursor = self.decode_cursor(request)
 
         reverse = bool(cursor and cursor["reverse"])
-        order_by = [("" if descending != reverse else "-") + name for name, descending in self.keys]
+        order_by = [("-" if descending != reverse else "") + name for name, descending in self.keys]
         queryset = queryset.order_by(*order_by)
         if cursor is not None:
             queryset = queryset.filter(self._beyond(cursor["values"], reverse=reverse))

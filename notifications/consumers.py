@@ -12,13 +12,16 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
+import structlog
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import APIException
 
 from core.problems import Problem, ProblemType
 from notifications import selectors, services
+from notifications.metrics import SLOW_SOCKETS_CLOSED
 from notifications.realtime import (
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHENTICATED,
@@ -30,6 +33,11 @@ from tenants.authentication import principal_from_access_token
 from tenants.context import tenant_context
 from tenants.permissions import Perm
 from tenants.principal import Principal
+
+log = structlog.get_logger(__name__)
+
+# What a client that stopped reading sees: the connection ends without a close frame.
+CLOSE_ABNORMAL = 1006
 
 MAX_TOPICS = 50
 MAX_TOPIC_LENGTH = 100
@@ -234,8 +242,9 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             session_group(principal.claims["sid"]),
         ]
         for group in groups:
+            # Always (re-)added: it refreshes the membership's expiry in the channel layer.
+            await self.channel_layer.group_add(group, self.channel_name)
             if group not in self.groups_joined:
-                await self.channel_layer.group_add(group, self.channel_name)
                 self.groups_joined.append(group)
         # The socket lives as long as its token: renew by sending a fresh one in an 'auth'.
         remaining = max(0.0, principal.claims["exp"] - time.time())
@@ -246,6 +255,25 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         ]
         if announce:
             await self.send_json({"type": "authenticated"})
+
+    async def send_json(self, content, close=False) -> None:
+        """Send, or give up on a client that stopped reading.
+
+        The server waits while the connection's buffer is full, so without a deadline one slow
+        client would hold its consumer, and its queue in the channel layer, forever. Past the
+        deadline the connection is dropped: a close frame could not reach a client that reads
+        nothing, so it sees an abnormal closure, reconnects and resumes without loss.
+        """
+        try:
+            await asyncio.wait_for(
+                super().send_json(content, close=close),
+                timeout=settings.WEBSOCKET_SEND_TIMEOUT_SECONDS,
+            )
+        except TimeoutError:
+            SLOW_SOCKETS_CLOSED.inc()
+            log.warning("websocket_client_too_slow")
+            await self.disconnect(CLOSE_ABNORMAL)
+            raise StopConsumer() from None
 
     async def refuse(self, code: int, error: str, detail: str) -> None:
         await self.send_error(error, detail)

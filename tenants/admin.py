@@ -1,15 +1,17 @@
-"""The operators' view of tenants, plans, memberships, roles and invitations.
+"""The operators' view of tenants, plans, memberships, roles, invitations and the audit log.
 
 Every view here runs in operator scope (tenants/admin_site.py), so the changelists show every
 tenant's rows. Tenant data (memberships, roles, invitations) is read-only: its writes carry
 rules (grant only what you hold, keep an owner) that live in the services and the API, not in
-forms. Operators change tenants (status, plan, name) and plans.
+forms. Operators change tenants (status, plan, name) and plans; each change of a tenant, in the
+form or through an action, goes through a service that records its audit event with the
+operator as the actor. The audit log itself is read-only here as everywhere.
 """
 
 from django.contrib import admin, messages
 
 from tenants import services
-from tenants.models import Invitation, Membership, Plan, Role, Tenant
+from tenants.models import AuditEvent, Invitation, Membership, Plan, Role, Tenant
 from tenants.principals import access_changed
 
 
@@ -60,10 +62,10 @@ class TenantAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        # Status and plan are part of every member's cached principal: a suspension made in
-        # this form must bite on the next request, as one made with the action does.
-        access_changed(obj.pk)
+        # The service saves, records the audit events and invalidates the tenant's cached
+        # principals: a suspension made in this form bites on the next request, as one made
+        # with the action does.
+        services.tenant_operator_save(tenant=obj, changed_fields=form.changed_data)
 
     @admin.action(description="Suspend")
     def suspend(self, request, queryset):
@@ -131,3 +133,14 @@ class InvitationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["tenant"]
     # The token's hash is of no use to anyone reading: leave it out.
     exclude = ["token_hash"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only: no add, change or delete, and so no delete action either."""
+
+    list_display = ["created_at", "tenant", "action", "actor_type", "actor_label", "target_type"]
+    list_filter = ["actor_type", "tenant"]
+    search_fields = ["action", "actor_label", "target_id", "request_id", "tenant__slug"]
+    list_select_related = ["tenant"]
+    show_full_result_count = False

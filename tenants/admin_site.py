@@ -4,7 +4,8 @@ Operators look across tenants, so each admin request has to see every tenant's r
 both the scoped managers and row-level security. Rather than each ModelAdmin remembering it, the
 site wraps every view it serves (its own and every registered ModelAdmin's) in
 `operator_scope()`, after Django's own check that the user is active staff: anyone else is sent
-to the login page before any tenant data is read.
+to the login page before any tenant data is read. The same wrapper names the operator as the
+actor of every audit event the view records (tenants/audit.py).
 
 Installed as the default admin site (INSTALLED_APPS names OperatorAdminConfig), so
 `admin.site` and `@admin.register` everywhere mean this site. This module must not import
@@ -26,7 +27,13 @@ class OperatorAdminSite(admin.AdminSite):
 
     def admin_view(self, view, cacheable=False):
         def view_in_operator_scope(request, *args, **kwargs):
-            with operator_scope("an operator using the Django admin"):
+            # Imported here: this module is loaded before the models are.
+            from tenants.audit import Actor, acting_as
+
+            with (
+                operator_scope("an operator using the Django admin"),
+                acting_as(Actor.operator(request.user)),
+            ):
                 response = view(request, *args, **kwargs)
                 # A TemplateResponse renders after the view returns, and the lazy querysets in
                 # its context (a changelist's rows) would then run outside the scope.

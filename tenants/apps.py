@@ -14,8 +14,9 @@ class TenantsConfig(AppConfig):
 
     def ready(self) -> None:
         # checks and openapi register themselves on import.
-        from tenants import checks, openapi, propagation  # noqa: F401
+        from tenants import audit, checks, openapi, propagation  # noqa: F401
 
         propagation.register()
+        audit.register()
         # Django's own way for data that must survive `flush`, as contenttypes and auth do.
         post_migrate.connect(_seed_reference_data, sender=self)

@@ -9,6 +9,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
 from core.problems import Problem, ProblemType
 from core.tracing import bind_actor
+from tenants import audit
 from tenants.context import enter_tenant_for_request
 from tenants.principal import Principal
 from tenants.principals import resolve_principal
@@ -62,4 +63,5 @@ class TenantJWTAuthentication(JWTAuthentication):
         principal = principal_from_access_token(raw_token)
         enter_tenant_for_request(principal.tenant.id)
         bind_actor(tenant_id=principal.tenant.id, user_id=principal.user.id)
+        audit.set_request_actor(audit.Actor.user(principal.user))
         return principal.user, principal

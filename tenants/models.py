@@ -264,3 +264,97 @@ class InvitationRole(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.invitation_id}:{self.role_id}"
+
+
+class AuditLogIsAppendOnly(RuntimeError):
+    """An audit event was about to be changed or deleted: the log only ever grows."""
+
+
+class AuditEventQuerySet(TenantScopedQuerySet):
+    """Reads only: bulk changes and deletes are refused like those of a single event.
+
+    The one way events leave the table is the retention prune and the purge of a deleted tenant
+    (tenants/audit.py), which go through the database functions the migration creates.
+    """
+
+    def update(self, **kwargs):
+        raise AuditLogIsAppendOnly("Audit events cannot be updated.")
+
+    def delete(self):
+        raise AuditLogIsAppendOnly("Audit events cannot be deleted.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise AuditLogIsAppendOnly("Audit events cannot be updated.")
+
+    def update_or_create(self, *args, **kwargs):
+        raise AuditLogIsAppendOnly("Audit events cannot be updated.")
+
+
+class AuditEvent(TenantOwnedModel):
+    """Who did what to which object of a tenant, when and from where. Append-only.
+
+    Written by `tenants.audit.record()` in the transaction of the change it describes. Besides
+    the refusals here, a PostgreSQL trigger refuses UPDATE and DELETE on the table for anyone
+    but the retention functions (migration 0004, docs/audit.md).
+    """
+
+    class ActorType(models.TextChoices):
+        USER = "user"
+        API_KEY = "api_key", "API key"
+        OPERATOR = "operator"
+        SYSTEM = "system"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    # The user's or the API key's id; none for the system.
+    actor_id = models.UUIDField(null=True, blank=True)
+    # The actor as people know it at the time: an email, or an API key's name.
+    actor_label = models.CharField(max_length=254, blank=True)
+    # `<app>.<entity>.<verb>`: tenants.member.removed, accounts.api_key.created, ...
+    action = models.CharField(max_length=100)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64, blank=True)
+    # {field: [old, new]}, with secrets replaced by a marker before they get here.
+    changes = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=256, blank=True)
+    # Not auto_now_add: the retention job and its tests need to name the time.
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantScopedManager.from_queryset(AuditEventQuerySet)()
+
+    class Meta(TenantOwnedModel.Meta):
+        ordering = ["-created_at"]
+        indexes = [
+            # The list, newest first, and the since/until range.
+            models.Index(fields=["tenant", "-created_at"], name="audit_tenant_created_idx"),
+            models.Index(fields=["tenant", "actor_id", "-created_at"], name="audit_actor_idx"),
+            models.Index(
+                fields=["tenant", "target_type", "target_id", "-created_at"],
+                name="audit_target_idx",
+            ),
+            # Pattern operators, so that the prefix filter (`tenants.member.*`, a LIKE) can use
+            # the index whatever the database's collation.
+            models.Index(
+                fields=["tenant", "action"],
+                name="audit_action_idx",
+                opclasses=["uuid_ops", "varchar_pattern_ops"],
+            ),
+            # The retention job, across tenants.
+            models.Index(fields=["created_at"], name="audit_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditLogIsAppendOnly("Audit events cannot be updated.")
+        kwargs["force_insert"] = True
+        kwargs.pop("force_update", None)
+        kwargs.pop("update_fields", None)
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditLogIsAppendOnly("Audit events cannot be deleted.")

@@ -1,4 +1,4 @@
-"""Reads on tenants, memberships, roles and invitations.
+"""Reads on tenants, memberships, roles, invitations and the audit log.
 
 Every read of tenant-owned rows goes through the scoped managers, so it sees the tenant in context
 only; those that take `tenant` also filter on it, a second lock on the same door.
@@ -6,11 +6,21 @@ only; those that take `tenant` also filter on it, a second lock on the same door
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import Prefetch, QuerySet
 
 from tenants.context import operator_scope
-from tenants.models import Invitation, Membership, MembershipRole, Permission, Role, Tenant
+from tenants.models import (
+    AuditEvent,
+    Invitation,
+    Membership,
+    MembershipRole,
+    Permission,
+    Role,
+    Tenant,
+)
 from tenants.permissions import OWNER
 
 
@@ -122,3 +132,44 @@ def invitation_by_token_hash(*, token_hash: str) -> Invitation | None:
             .filter(token_hash=token_hash)
             .first()
         )
+
+
+# --- the audit log -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    actor_id: uuid.UUID | None = None
+    actor_type: str | None = None
+    # Exact, or a prefix when it ends in `.*` (`tenants.member.*`).
+    action: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+
+def audit_event_list(
+    *, tenant: Tenant, filters: AuditFilters | None = None
+) -> QuerySet[AuditEvent]:
+    """The tenant's audit events, newest first, narrowed by `filters`."""
+    filters = filters or AuditFilters()
+    events = AuditEvent.objects.filter(tenant=tenant)
+    if filters.actor_id is not None:
+        events = events.filter(actor_id=filters.actor_id)
+    if filters.actor_type:
+        events = events.filter(actor_type=filters.actor_type)
+    if filters.action:
+        if filters.action.endswith(".*"):
+            events = events.filter(action__startswith=filters.action[:-1])
+        else:
+            events = events.filter(action=filters.action)
+    if filters.target_type:
+        events = events.filter(target_type=filters.target_type)
+    if filters.target_id:
+        events = events.filter(target_id=filters.target_id)
+    if filters.since is not None:
+        events = events.filter(created_at__gte=filters.since)
+    if filters.until is not None:
+        events = events.filter(created_at__lt=filters.until)
+    return events.order_by("-created_at")

@@ -14,6 +14,10 @@ Every write that changes who may do what calls `access_changed()`, which invalid
 cached principals once the transaction commits (tenants/principals.py): a changed role, a removed
 member, a renamed, suspended or deleted tenant are seen by the very next request.
 
+Every write records its audit event (`audit.record()`) in its own transaction, so that the event
+and the change commit together or not at all. The actor comes from the request's audit context
+(tenants/audit.py), unless a service learns it from what it was given (an invitation's token).
+
 docs/rbac.md describes the rules for API clients.
 """
 
@@ -34,6 +38,7 @@ from rest_framework import exceptions
 from accounts.sessions import issue_tokens
 from accounts.tasks import send_email_task
 from core.problems import Problem, ProblemType
+from tenants import audit
 from tenants.context import operator_scope, tenant_context
 from tenants.models import (
     Invitation,
@@ -47,6 +52,7 @@ from tenants.models import (
 from tenants.permissions import BUILTIN_ROLES, OWNER, Perm
 from tenants.principal import Principal
 from tenants.principals import access_changed
+from tenants.quotas import Resource, enforce_quota
 from tenants.selectors import (
     invitation_by_token_hash,
     membership_count,
@@ -78,8 +84,19 @@ def tenant_slug_from_name(name: str) -> str:
 
 
 @transaction.atomic
-def tenant_create(*, name: str, slug: str | None = None, owner, plan_code: str = DEFAULT_PLAN):
-    """A new tenant with its built-in roles and `owner` as its first owner."""
+def tenant_create(
+    *,
+    name: str,
+    slug: str | None = None,
+    owner,
+    plan_code: str = DEFAULT_PLAN,
+    actor: audit.Actor | None = None,
+):
+    """A new tenant with its built-in roles and `owner` as its first owner.
+
+    `actor` is who the audit log names (at sign-up, the new owner); by default the one in
+    context, else the system (a command).
+    """
     with operator_scope("creating a tenant and its first rows"):
         tenant = Tenant.objects.create(
             name=name,
@@ -99,6 +116,16 @@ def tenant_create(*, name: str, slug: str | None = None, owner, plan_code: str =
         membership = Membership.objects.create(tenant=tenant, user=owner)
         owner_role = next(role for role in roles if role.name == OWNER)
         MembershipRole.objects.create(tenant=tenant, membership=membership, role=owner_role)
+        audit.record(
+            tenant_id=tenant.id,
+            action="tenants.tenant.created",
+            target_type="tenant",
+            target_id=tenant.id,
+            changes=audit.created(
+                {"name": tenant.name, "slug": tenant.slug, "plan": plan_code, "owner": owner.email}
+            ),
+            actor=actor,
+        )
     return tenant
 
 
@@ -111,11 +138,21 @@ def tenant_update(
     Slug, status and plan are the operators' (the admin); the API never writes them.
     """
     tenant = Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=tenant.pk)
+    before = {"name": tenant.name, "settings": tenant.settings}
     if name is not None:
         tenant.name = name
     if settings is not None:
         tenant.settings = settings
     tenant.save(update_fields=["name", "settings"])
+    changes = audit.diff(before, {"name": tenant.name, "settings": tenant.settings})
+    if changes:
+        audit.record(
+            tenant_id=tenant.id,
+            action="tenants.tenant.updated",
+            target_type="tenant",
+            target_id=tenant.id,
+            changes=changes,
+        )
     access_changed(tenant.id)
     return tenant
 
@@ -128,7 +165,17 @@ def tenant_delete(*, tenant: Tenant, actor: Principal) -> None:
     every session at once; the purge can take its time.
     """
     _ensure_owner(actor=actor, detail="Only an owner can delete the tenant.")
-    Tenant.objects.filter(pk=tenant.pk, deleted_at__isnull=True).update(deleted_at=timezone.now())
+    deleted_at = timezone.now()
+    if Tenant.objects.filter(pk=tenant.pk, deleted_at__isnull=True).update(deleted_at=deleted_at):
+        # Purged with the tenant's other rows: it is there for as long as the tenant can be
+        # restored by an operator.
+        audit.record(
+            tenant_id=tenant.pk,
+            action="tenants.tenant.deleted",
+            target_type="tenant",
+            target_id=tenant.pk,
+            changes={"deleted_at": [None, deleted_at]},
+        )
     access_changed(tenant.pk)
     # Imported here: tasks import this module.
     from tenants.tasks import tenant_purge_task
@@ -150,8 +197,17 @@ def tenant_purge(*, tenant_id: uuid.UUID | str) -> bool:
         )
         if tenant is None:
             return False
+        # The audit log refuses deletes but this one (tenants/audit.py); the cascade then finds
+        # nothing left in it.
+        audit.purge_tenant_events(tenant_id=tenant.pk)
         tenant.delete()
     return True
+
+
+STATUS_ACTIONS = {
+    Tenant.Status.SUSPENDED: "tenants.tenant.suspended",
+    Tenant.Status.ACTIVE: "tenants.tenant.reactivated",
+}
 
 
 def tenant_set_status(*, tenant_ids: Iterable[uuid.UUID], status: Tenant.Status) -> int:
@@ -163,11 +219,72 @@ def tenant_set_status(*, tenant_ids: Iterable[uuid.UUID], status: Tenant.Status)
         tenants = Tenant.objects.filter(pk__in=list(tenant_ids), deleted_at__isnull=True).exclude(
             status=status
         )
-        changed = list(tenants.values_list("pk", flat=True))
-        Tenant.objects.filter(pk__in=changed).update(status=status)
-        for tenant_id in changed:
+        changed = list(tenants.select_for_update().values_list("pk", "status"))
+        Tenant.objects.filter(pk__in=[pk for pk, _ in changed]).update(status=status)
+        for tenant_id, previous in changed:
+            audit.record(
+                tenant_id=tenant_id,
+                action=STATUS_ACTIONS[status],
+                target_type="tenant",
+                target_id=tenant_id,
+                changes={"status": [previous, str(status)]},
+            )
             access_changed(tenant_id)
     return len(changed)
+
+
+def tenant_operator_save(*, tenant: Tenant, changed_fields: Iterable[str]) -> Tenant:
+    """Save a tenant as an operator edited it in the admin, with its audit events.
+
+    A change of status is recorded as a suspension or a reactivation, a change of plan as
+    `plan_changed`, anything else as `updated`: each kind can be found by its action however it
+    was made. Status and plan are part of every member's cached principal, so the change bites
+    on the next request, as one made with the admin's actions does.
+    """
+    fields = sorted(set(changed_fields))
+    with operator_scope("an operator editing a tenant"), transaction.atomic():
+        adding = tenant._state.adding
+        before = {}
+        if not adding:
+            stored = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+            before = _operator_values(stored, fields)
+        tenant.save()
+        after = _operator_values(tenant, fields)
+        if adding:
+            _record_tenant_change(tenant, "tenants.tenant.created", audit.created(after))
+        else:
+            grouped: dict[str, dict] = {}
+            for field, change in audit.diff(before, after).items():
+                grouped.setdefault(_operator_action(field, change), {})[field] = change
+            for action, changes in grouped.items():
+                _record_tenant_change(tenant, action, changes)
+        access_changed(tenant.pk)
+    return tenant
+
+
+def _operator_values(tenant: Tenant, fields: Iterable[str]) -> dict:
+    # A plan by its code: what an operator reads and what the API shows.
+    return {
+        field: tenant.plan.code if field == "plan" else getattr(tenant, field) for field in fields
+    }
+
+
+def _operator_action(field: str, change: list) -> str:
+    if field == "status":
+        return STATUS_ACTIONS[Tenant.Status(change[1])]
+    if field == "plan":
+        return "tenants.tenant.plan_changed"
+    return "tenants.tenant.updated"
+
+
+def _record_tenant_change(tenant: Tenant, action: str, changes: dict) -> None:
+    audit.record(
+        tenant_id=tenant.pk,
+        action=action,
+        target_type="tenant",
+        target_id=tenant.pk,
+        changes=changes,
+    )
 
 
 # --- grant rules -------------------------------------------------------------------------------
@@ -261,10 +378,22 @@ def role_create(
     codes = role_permissions_with_implied(permissions)
     _ensure_holds(actor=actor, codes=codes)
     _ensure_role_name_free(tenant=tenant, name=name)
-    return _save_role(
+    role = _save_role(
         Role(tenant=tenant, name=name, description=description, permissions=codes),
         force_insert=True,
     )
+    audit.record(
+        tenant_id=tenant.id,
+        action="tenants.role.created",
+        target_type="role",
+        target_id=role.pk,
+        changes=audit.created(_role_values(role)),
+    )
+    return role
+
+
+def _role_values(role: Role) -> dict:
+    return {"name": role.name, "description": role.description, "permissions": role.permissions}
 
 
 @transaction.atomic
@@ -284,6 +413,7 @@ def role_update(
     # What the role grants now is taken from its members if it shrinks, given if it grows:
     # the actor must hold both.
     _ensure_holds(actor=actor, codes=role.permissions)
+    before = _role_values(role)
     if permissions is not None:
         role.permissions = role_permissions_with_implied(permissions)
         _ensure_holds(actor=actor, codes=role.permissions)
@@ -293,6 +423,15 @@ def role_update(
     if description is not None:
         role.description = description
     _save_role(role)
+    changes = audit.diff(before, _role_values(role))
+    if changes:
+        audit.record(
+            tenant_id=tenant.id,
+            action="tenants.role.updated",
+            target_type="role",
+            target_id=role.pk,
+            changes=changes,
+        )
     access_changed(tenant.id)
     return role
 
@@ -309,6 +448,13 @@ def role_delete(*, tenant: Tenant, actor: Principal, role: Role) -> None:
             detail="The role is held by members or offered by pending invitations: "
             "take it from them first.",
         )
+    audit.record(
+        tenant_id=tenant.id,
+        action="tenants.role.deleted",
+        target_type="role",
+        target_id=role.pk,
+        changes=audit.deleted(_role_values(role)),
+    )
     role.delete()
 
 
@@ -330,8 +476,20 @@ def member_update_roles(
     MembershipRole.objects.bulk_create(
         MembershipRole(tenant=tenant, membership=membership, role=role) for role in added
     )
+    if added or removed:
+        audit.record(
+            tenant_id=tenant.id,
+            action="tenants.member.roles_changed",
+            target_type="member",
+            target_id=membership.pk,
+            changes={"roles": [_role_names(current), _role_names(wanted)]},
+        )
     access_changed(tenant.id)
     return membership
+
+
+def _role_names(roles: Iterable[Role]) -> list[str]:
+    return sorted(role.name for role in roles)
 
 
 @transaction.atomic
@@ -346,18 +504,22 @@ def member_remove(*, tenant: Tenant, actor: Principal, membership: Membership) -
     _ensure_can_grant(actor=actor, roles=roles)
     if any(role.is_builtin and role.name == OWNER for role in roles):
         _ensure_an_owner_remains(tenant=tenant, without=membership)
+    audit.record(
+        tenant_id=tenant.id,
+        action="tenants.member.removed",
+        target_type="member",
+        target_id=membership.pk,
+        changes=audit.deleted({"user": membership.user.email, "roles": _role_names(roles)}),
+    )
     membership.delete()
     access_changed(tenant.id)
 
 
 def _ensure_room_for_a_member(*, tenant: Tenant) -> None:
-    limit = tenant.plan.max_members
-    if membership_count(tenant=tenant) >= limit:
-        raise Problem(
-            ProblemType.QUOTA_EXCEEDED,
-            detail=f"The plan allows {limit} members; the tenant has reached it.",
-            extra={"limit": limit},
-        )
+    # Locks the tenant's row first: two joins cannot both take the last seat (tenants/quotas.py).
+    enforce_quota(
+        tenant=tenant, resource=Resource.MEMBERS, count=lambda: membership_count(tenant=tenant)
+    )
 
 
 # --- invitations -------------------------------------------------------------------------------
@@ -401,7 +563,16 @@ def invitation_create(
         )
     # An expired one still holds the address's place in the unique constraint: it is revoked,
     # which is what it is in effect.
-    pending.update(revoked_at=timezone.now())
+    revoked_at = timezone.now()
+    for expired_id in list(pending.values_list("pk", flat=True)):
+        audit.record(
+            tenant_id=tenant.id,
+            action="tenants.invitation.revoked",
+            target_type="invitation",
+            target_id=expired_id,
+            changes={"revoked_at": [None, revoked_at]},
+        )
+    pending.update(revoked_at=revoked_at)
 
     token = secrets.token_urlsafe(32)
     expires_at = timezone.now() + timedelta(days=settings.INVITATION_TTL_DAYS)
@@ -418,6 +589,15 @@ def invitation_create(
         raise Problem(ProblemType.CONFLICT, detail=f"{email} has a pending invitation.") from exc
     InvitationRole.objects.bulk_create(
         InvitationRole(tenant=tenant, invitation=invitation, role=role) for role in roles
+    )
+    audit.record(
+        tenant_id=tenant.id,
+        action="tenants.invitation.created",
+        target_type="invitation",
+        target_id=invitation.pk,
+        changes=audit.created(
+            {"email": email, "roles": _role_names(roles), "expires_at": expires_at}
+        ),
     )
     message = _invitation_email(tenant=tenant, actor=actor, token=token, expires_at=expires_at)
     transaction.on_commit(lambda: send_email_task.delay(to=email, **message))
@@ -436,6 +616,13 @@ def invitation_revoke(*, tenant: Tenant, actor: Principal, invitation: Invitatio
     if invitation.revoked_at is None:
         invitation.revoked_at = timezone.now()
         invitation.save(update_fields=["revoked_at"])
+        audit.record(
+            tenant_id=tenant.id,
+            action="tenants.invitation.revoked",
+            target_type="invitation",
+            target_id=invitation.pk,
+            changes={"revoked_at": [None, invitation.revoked_at]},
+        )
 
 
 def _invalid_invitation() -> exceptions.ValidationError:
@@ -495,5 +682,17 @@ def invitation_accept(*, token: str, password: str | None = None, name: str = ""
         )
         invitation.accepted_at = timezone.now()
         invitation.save(update_fields=["accepted_at"])
+        # Nobody is signed in here: the token was the credential, and its holder is the actor.
+        audit.record(
+            tenant_id=tenant.id,
+            action="tenants.invitation.accepted",
+            target_type="invitation",
+            target_id=invitation.pk,
+            changes={
+                "accepted_at": [None, invitation.accepted_at],
+                "member": [None, membership.pk],
+            },
+            actor=audit.Actor.user(user),
+        )
         access_changed(tenant.id)
     return user, tenant, issue_tokens(user=user, tenant=tenant)

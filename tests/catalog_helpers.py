@@ -103,6 +103,18 @@ def count_queries(client: APIClient, url: str, **headers: Any) -> tuple[int, Any
     return len(queries), response
 
 
+def baseline_queries(client: APIClient) -> int:
+    """What a request costs that does nothing but authenticate (and, in a test, the savepoint
+    pair of the request's transaction): the floor any request is measured against.
+
+    Measured on the second call, once authentication's own cache is warm.
+    """
+    client.get(NO_OP)
+    queries, response = count_queries(client, NO_OP)
+    assert response.status_code == 200
+    return queries
+
+
 @contextmanager
 def published_events(pattern: str = "catalog.*") -> Iterator[list[events.Event]]:
     """Collect the events the code under test publishes and that reach their handlers."""

@@ -1,15 +1,18 @@
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt import serializers as jwt_serializers
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from accounts.models import ApiKey
 from accounts.sessions import TENANT_CLAIM, issue_tokens
 from core.problems import Problem, ProblemType
 from tenants.context import operator_scope, tenant_context
 from tenants.models import Membership, Tenant
+from tenants.selectors import permission_codes
 
 User = get_user_model()
 
@@ -164,3 +167,53 @@ class PasswordResetConfirmSerializer(serializers.Serializer):
     uid = serializers.CharField(max_length=64)
     token = serializers.CharField(max_length=128)
     new_password = serializers.CharField(max_length=128, write_only=True)
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    """A key as listed: never its secret, never its hash."""
+
+    permissions = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "permissions", "expires_at", "last_used_at", "created_at"]
+        read_only_fields = fields
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    """The answer to its creation: the only response that carries the key itself."""
+
+    key = serializers.CharField(
+        read_only=True, help_text="The whole key. Shown here once: store it now."
+    )
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+class ApiKeyInputSerializer(serializers.Serializer):
+    """What a client may set; anything else in the body (tenant, prefix, ...) is ignored."""
+
+    name = serializers.CharField(max_length=100)
+    permissions = serializers.ListField(
+        child=serializers.CharField(max_length=64), allow_empty=False, max_length=100
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate_permissions(self, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - permission_codes())
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown permission codes: {', '.join(unknown)}. GET /api/v1/permissions/ "
+                "lists them."
+            )
+        return sorted(set(value))
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value

@@ -1,6 +1,11 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from accounts.api import views
+from accounts.api.api_keys import ApiKeyViewSet
+
+router = SimpleRouter(use_regex_path=False)
+router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
 urlpatterns = [
     path("auth/signup/", views.SignupView.as_view(), name="auth-signup"),
@@ -17,4 +22,5 @@ urlpatterns = [
         views.PasswordResetConfirmView.as_view(),
         name="auth-password-reset-confirm",
     ),
+    *router.urls,
 ]

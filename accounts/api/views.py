@@ -1,6 +1,11 @@
-"""Sign-up, tokens and passwords. Thin: validation in serializers, writes in services."""
+"""Sign-up, tokens and passwords. Thin: validation in serializers, writes in services.
+
+Every endpoint here is limited per client address, and per account where the request names one
+(core/ratelimit.py), before its body is validated: a refused attempt costs no password hash.
+"""
 
 import uuid
+from collections.abc import Mapping
 
 from django.contrib.auth import get_user_model
 from django.utils.encoding import force_str
@@ -9,23 +14,59 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.exceptions import TokenBackendError, TokenError
+from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts import services
 from accounts.api import serializers as s
 from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
+from core import ratelimit
 from core.problems import Problem, ProblemType
 from notifications.realtime import disconnect_session
-from tenants.api.base import TenantAPIView
-from tenants.principals import revoke_session
+from tenants.api.base import IsPerson, TenantAPIView
 from tenants.selectors import tenants_of_user
 
 User = get_user_model()
 
 
-class PublicAPIView(APIView):
+def _body_field(request, name: str) -> str:
+    data = request.data
+    value = data.get(name) if isinstance(data, Mapping) else None
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _email_in_body(request) -> str | None:
+    return _body_field(request, "email").lower() or None
+
+
+class PublicLimitsMixin:
+    """Limits per client address and, for the endpoints that name one, per account.
+
+    `rate_limit_scope` picks the endpoint's limits; `rate_limited_account()` names the account
+    (an email, or the user a refresh token speaks for) from the body.
+    """
+
+    rate_limit_scope = ratelimit.PublicScope.OTHER
+    # Limited in initial() instead, with the account that DRF's throttles cannot see.
+    throttle_classes: list = []
+
+    def initial(self, request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        try:
+            account = self.rate_limited_account(request)
+        except (exceptions.ParseError, exceptions.UnsupportedMediaType):
+            # The handler would fail the same way on the body: charge the address, then fail.
+            ratelimit.limit_public_request(request, scope=self.rate_limit_scope, account=None)
+            raise
+        ratelimit.limit_public_request(request, scope=self.rate_limit_scope, account=account)
+
+    def rate_limited_account(self, request) -> str | None:
+        return None
+
+
+class PublicAPIView(PublicLimitsMixin, APIView):
     """An endpoint that takes no credential (the credential is what it hands out)."""
 
     authentication_classes: list = []
@@ -33,6 +74,8 @@ class PublicAPIView(APIView):
 
 
 class SignupView(PublicAPIView):
+    rate_limit_scope = ratelimit.PublicScope.SIGNUP
+
     @extend_schema(request=s.SignupSerializer, responses={201: s.SignupResponseSerializer})
     def post(self, request, version):
         serializer = s.SignupSerializer(data=request.data)
@@ -44,18 +87,45 @@ class SignupView(PublicAPIView):
         )
 
 
-class TokenObtainView(TokenObtainPairView):
+class TokenObtainView(PublicLimitsMixin, TokenObtainPairView):
+    """Sign-in. Failures count against the (address, account) pair, the address and the
+    account; a pair, address or account that has failed too often is locked out (429), whatever
+    the password."""
+
     authentication_classes: list = []
     checks_credentials = True
+    rate_limit_scope = ratelimit.PublicScope.SIGN_IN
+
+    def rate_limited_account(self, request) -> str | None:
+        return _email_in_body(request)
 
     @extend_schema(request=s.TokenObtainSerializer, responses={200: s.TokenPairSerializer})
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        account = self.rate_limited_account(request)
+        try:
+            response = super().post(request, *args, **kwargs)
+        except exceptions.AuthenticationFailed:
+            # Every sign-in failure answers the same 401, and counts the same.
+            ratelimit.sign_in_failed(request, account=account)
+            raise
+        ratelimit.sign_in_succeeded(request, account=account)
+        return response
 
 
-class TokenRefreshRotateView(TokenRefreshView):
+class TokenRefreshRotateView(PublicLimitsMixin, TokenRefreshView):
     authentication_classes: list = []
     checks_credentials = True
+    rate_limit_scope = ratelimit.PublicScope.REFRESH
+
+    def rate_limited_account(self, request) -> str | None:
+        # Only a token we signed names a user to count against: anyone could write another's id
+        # into a forged one. The signature is checked here; the rest, database included, later.
+        try:
+            payload = token_backend.decode(_body_field(request, "refresh"), verify=True)
+        except TokenBackendError:
+            return None
+        user_id = payload.get("user_id")
+        return str(user_id) if user_id else None
 
     @extend_schema(responses={200: s.TokenPairSerializer})
     def post(self, request, *args, **kwargs):
@@ -75,18 +145,23 @@ class LogoutView(PublicAPIView):
             refresh = RefreshToken(serializer.validated_data["refresh"])
             session_id = refresh[SESSION_CLAIM]
             tenant_id = uuid.UUID(refresh[TENANT_CLAIM])
+            user_id = uuid.UUID(str(refresh["user_id"]))
         except (TokenError, KeyError, ValueError) as exc:
             raise exceptions.AuthenticationFailed("Invalid token.") from exc
-        refresh.blacklist()
-        revoke_session(tenant_id=tenant_id, session_id=session_id)
+        services.logout(
+            refresh=refresh, tenant_id=tenant_id, session_id=session_id, user_id=user_id
+        )
         disconnect_session(session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeView(TenantAPIView):
+    """The person signed in. An API key gets a 403: it is nobody's account."""
+
+    permission_classes = [*TenantAPIView.permission_classes, IsPerson]
     required_permissions = {"get": None}
 
-    @extend_schema(responses={200: s.MeSerializer})
+    @extend_schema(responses={200: s.MeSerializer}, auth=[{"bearerAuth": []}])
     def get(self, request, version):
         principal = self.principal
         body = {
@@ -104,9 +179,16 @@ class MeView(TenantAPIView):
 
 
 class PasswordChangeView(TenantAPIView):
+    """A person's own password. An API key has none: 403."""
+
+    permission_classes = [*TenantAPIView.permission_classes, IsPerson]
     required_permissions = {"post": None}
 
-    @extend_schema(request=s.PasswordChangeSerializer, responses={200: s.TokenPairSerializer})
+    @extend_schema(
+        request=s.PasswordChangeSerializer,
+        responses={200: s.TokenPairSerializer},
+        auth=[{"bearerAuth": []}],
+    )
     def post(self, request, version):
         # The principal's user is a cached snapshot without the password hash: read the row.
         user = User.objects.get(pk=request.user.pk)
@@ -121,6 +203,14 @@ class PasswordChangeView(TenantAPIView):
 
 
 class PasswordResetRequestView(PublicAPIView):
+    """Limited per address and per account (email): past either, a 429, whether or not the
+    address has an account, so that the limit reveals nothing either."""
+
+    rate_limit_scope = ratelimit.PublicScope.PASSWORD_RESET
+
+    def rate_limited_account(self, request) -> str | None:
+        return _email_in_body(request)
+
     @extend_schema(request=s.PasswordResetRequestSerializer, responses={202: None})
     def post(self, request, version):
         serializer = s.PasswordResetRequestSerializer(data=request.data)

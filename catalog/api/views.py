@@ -24,6 +24,7 @@ from catalog.api.conditional import conditional_get, if_match_versions
 from catalog.cache import CachedResponse, cached_response, etag_for
 from catalog.models import Category, Product
 from core.idempotency import idempotent
+from core.problems import PROBLEM_CONTENT_TYPE
 from tenants.api.base import TenantViewSet
 from tenants.permissions import Perm
 
@@ -40,7 +41,7 @@ _renderer = JSONRenderer()
 
 
 def render(data: Any) -> bytes:
-    """Exactly the bytes DRF's response would carry, so that the ETag is of what is sent."""
+    """The bytes DRF's JSON response carries (compact), so that the ETag is of what is sent."""
     return _renderer.render(data)
 
 
@@ -53,8 +54,6 @@ def validated_input(view: TenantViewSet, serializer_class: type[Serializer], **k
 
 
 # --- OpenAPI pieces ----------------------------------------------------------------------------
-
-ETAG_HEADER = {"ETag": {"schema": {"type": "string"}, "description": "Strong entity tag."}}
 
 
 def _query(name: str, schema: Any, description: str) -> OpenApiParameter:
@@ -116,16 +115,33 @@ CATEGORY_LIST_PARAMETERS = [
 ]
 
 
-def _conditional_responses(serializer: Any, **extra: Any) -> dict:
+def _problem(status: int, description: str) -> dict:
     return {
-        200: OpenApiResponse(serializer, description="The resource, with its ETag."),
-        304: OpenApiResponse(description="Not modified: If-None-Match holds the current ETag."),
-        **extra,
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(PROBLEM_SCHEMA, description=description)
     }
 
 
-PRECONDITION = OpenApiResponse(description="If-Match does not hold the current ETag.")
-CONFLICT = OpenApiResponse(description="Duplicate SKU or slug, or the resource is still in use.")
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+NOT_MODIFIED = {
+    304: OpenApiResponse(description="Not modified: If-None-Match holds the current ETag.")
+}
+PRECONDITION_FAILED = _problem(
+    412, "If-Match does not hold the current ETag (precondition-failed)."
+)
+CREATE_PROBLEMS = {
+    **_problem(
+        409,
+        "The SKU or slug is taken (conflict), or a request with this Idempotency-Key is still "
+        "running (idempotency-key-in-use).",
+    ),
+    **_problem(422, "The Idempotency-Key was used with another request (idempotency-key-reused)."),
+    **_problem(503, "Idempotency-Key given, but the store of keys is unavailable; retry."),
+}
+UPDATE_PROBLEMS = {**_problem(409, "The SKU or slug is taken (conflict)."), **PRECONDITION_FAILED}
+DELETE_PROBLEMS = {
+    **_problem(409, "The category still has subcategories or products (conflict)."),
+    **PRECONDITION_FAILED,
+}
 
 
 # --- products ----------------------------------------------------------------------------------
@@ -138,7 +154,10 @@ class ProductViewSet(TenantViewSet):
     serializer_class = s.ProductSerializer
     required_permissions = READ_WRITE_PERMISSIONS
 
-    @extend_schema(parameters=PRODUCT_LIST_PARAMETERS, responses=s.ProductSerializer(many=True))
+    @extend_schema(
+        parameters=PRODUCT_LIST_PARAMETERS,
+        responses={200: s.ProductSerializer(many=True), **NOT_MODIFIED},
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any):
         query, product_filters = filters.product_list_query(
             request, page_size=self.paginator.get_page_size(request)
@@ -164,7 +183,7 @@ class ProductViewSet(TenantViewSet):
 
     @extend_schema(
         parameters=[FIELDS_PARAMETER, IF_NONE_MATCH],
-        responses=_conditional_responses(s.ProductDetailSerializer),
+        responses={200: s.ProductDetailSerializer, **NOT_MODIFIED},
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any):
         fields = filters.product_detail_fields(request)
@@ -183,7 +202,7 @@ class ProductViewSet(TenantViewSet):
     @extend_schema(
         parameters=[IDEMPOTENCY_KEY],
         request=s.ProductInputSerializer,
-        responses={201: s.ProductDetailSerializer, 409: CONFLICT},
+        responses={201: s.ProductDetailSerializer, **CREATE_PROBLEMS},
     )
     @idempotent
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -194,7 +213,7 @@ class ProductViewSet(TenantViewSet):
     @extend_schema(
         parameters=[IF_MATCH],
         request=s.ProductInputSerializer,
-        responses={200: s.ProductDetailSerializer, 409: CONFLICT, 412: PRECONDITION},
+        responses={200: s.ProductDetailSerializer, **UPDATE_PROBLEMS},
     )
     def update(self, request: Request, *args: Any, partial: bool = False, **kwargs: Any):
         product = self.get_object()
@@ -211,12 +230,12 @@ class ProductViewSet(TenantViewSet):
     @extend_schema(
         parameters=[IF_MATCH],
         request=s.ProductInputSerializer,
-        responses={200: s.ProductDetailSerializer, 409: CONFLICT, 412: PRECONDITION},
+        responses={200: s.ProductDetailSerializer, **UPDATE_PROBLEMS},
     )
     def partial_update(self, request: Request, *args: Any, **kwargs: Any):
         return self.update(request, *args, partial=True, **kwargs)
 
-    @extend_schema(parameters=[IF_MATCH], responses={204: None, 412: PRECONDITION})
+    @extend_schema(parameters=[IF_MATCH], responses={204: None, **PRECONDITION_FAILED})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         services.product_delete(
             actor=self.principal,
@@ -256,7 +275,10 @@ class CategoryViewSet(TenantViewSet):
     serializer_class = s.CategorySerializer
     required_permissions = READ_WRITE_PERMISSIONS
 
-    @extend_schema(parameters=CATEGORY_LIST_PARAMETERS, responses=s.CategorySerializer(many=True))
+    @extend_schema(
+        parameters=CATEGORY_LIST_PARAMETERS,
+        responses={200: s.CategorySerializer(many=True), **NOT_MODIFIED},
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any):
         query = filters.category_list_query(
             request, page_size=self.paginator.get_page_size(request)
@@ -281,7 +303,7 @@ class CategoryViewSet(TenantViewSet):
 
     @extend_schema(
         parameters=[FIELDS_PARAMETER, IF_NONE_MATCH],
-        responses=_conditional_responses(s.CategorySerializer),
+        responses={200: s.CategorySerializer, **NOT_MODIFIED},
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any):
         fields = filters.category_detail_fields(request)
@@ -302,7 +324,7 @@ class CategoryViewSet(TenantViewSet):
     @extend_schema(
         parameters=[IDEMPOTENCY_KEY],
         request=s.CategoryInputSerializer,
-        responses={201: s.CategorySerializer, 409: CONFLICT},
+        responses={201: s.CategorySerializer, **CREATE_PROBLEMS},
     )
     @idempotent
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -313,7 +335,7 @@ class CategoryViewSet(TenantViewSet):
     @extend_schema(
         parameters=[IF_MATCH],
         request=s.CategoryInputSerializer,
-        responses={200: s.CategorySerializer, 409: CONFLICT, 412: PRECONDITION},
+        responses={200: s.CategorySerializer, **UPDATE_PROBLEMS},
     )
     def update(self, request: Request, *args: Any, partial: bool = False, **kwargs: Any):
         category = self.get_object()
@@ -329,12 +351,12 @@ class CategoryViewSet(TenantViewSet):
     @extend_schema(
         parameters=[IF_MATCH],
         request=s.CategoryInputSerializer,
-        responses={200: s.CategorySerializer, 409: CONFLICT, 412: PRECONDITION},
+        responses={200: s.CategorySerializer, **UPDATE_PROBLEMS},
     )
     def partial_update(self, request: Request, *args: Any, **kwargs: Any):
         return self.update(request, *args, partial=True, **kwargs)
 
-    @extend_schema(parameters=[IF_MATCH], responses={204: None, 409: CONFLICT, 412: PRECONDITION})
+    @extend_schema(parameters=[IF_MATCH], responses={204: None, **DELETE_PROBLEMS})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         services.category_delete(
             actor=self.principal,

@@ -53,6 +53,9 @@ MIDDLEWARE = [
     # Outside ProblemDetailsMiddleware so that the 413 it answers on its own, before anything
     # further in runs, still carries the CORS headers a browser needs to read it.
     "corsheaders.middleware.CorsMiddleware",
+    # RateLimit-* headers on every API response; outside ProblemDetailsMiddleware so that it sees
+    # that middleware's own answers (a 413) too (core/ratelimit.py).
+    "core.ratelimit.RateLimitMiddleware",
     # Everything further in is covered by its guarantees (core/middleware.py): its errors,
     # exceptions and Django's own error pages all leave as problem+json.
     "core.middleware.ProblemDetailsMiddleware",
@@ -141,7 +144,31 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="asgi")},
+            "CONFIG": {
+                # redis-py 8 reads with a 5 s socket timeout by default, and channels-redis waits
+                # for messages with a 5 s blocking pop on the same connection: left alone, every
+                # idle socket's receive times out and the socket dies. Reads get 15 s, so only a
+                # Redis that truly stopped answering trips it.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 2,
+                        "socket_keepalive": True,
+                        "health_check_interval": 30,
+                    }
+                ],
+                "prefix": env.str("CHANNELS_PREFIX", default="asgi"),
+                # Messages waiting for one socket before further ones are dropped (and counted):
+                # a socket that falls this far behind is too slow to keep, and nothing is lost,
+                # since notifications are stored before they are pushed.
+                "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=200),
+                # Seconds an undelivered message waits in Redis.
+                "expiry": env.int("CHANNEL_LAYER_EXPIRY", default=60),
+                # Group membership outlives any socket: each re-joins at every credential
+                # check (token renewal, access change), which refreshes it.
+                "group_expiry": 86400,
+            },
         }
     }
 else:
@@ -159,6 +186,8 @@ else:
 # How long a member's resolved permissions may be served from the cache; every change to them
 # invalidates at once, this only bounds what an unforeseen path could leave stale.
 PRINCIPAL_CACHE_SECONDS = env.int("PRINCIPAL_CACHE_SECONDS", default=300)
+# A socket whose client has not read what was sent within this many seconds is closed.
+WEBSOCKET_SEND_TIMEOUT_SECONDS = env.float("WEBSOCKET_SEND_TIMEOUT_SECONDS", default=10.0)
 # A socket that has not authenticated this long after connecting is closed with 4401.
 WEBSOCKET_AUTH_TIMEOUT_SECONDS = env.float("WEBSOCKET_AUTH_TIMEOUT_SECONDS", default=10.0)
 
@@ -176,7 +205,25 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE: dict = {}
+# Webhook tasks go to their own queue (notifications/webhooks/tasks.py); see the README's worker
+# command. A list, so that other routers can join.
+CELERY_TASK_ROUTES = ["notifications.webhooks.tasks.route_webhook_tasks"]
+# Redis broker: a message a worker took and never acknowledged (it died) goes back to its queue
+# after `visibility_timeout` seconds. Keep that longer than the longest countdown a task is
+# scheduled with (WEBHOOK_RETRY_MAX_DELAY, the breaker's reset), or a waiting message is handed
+# to a second worker too. JSON, e.g. {"visibility_timeout": 3600}.
+CELERY_BROKER_TRANSPORT_OPTIONS = env.json(
+    "CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600}
+)
+CELERY_BEAT_SCHEDULE: dict = {
+    # API keys' last_used_at, from the marks each use leaves in the cache (accounts/apikeys.py).
+    "api-key-last-used-flush": {
+        "task": "accounts.tasks.api_key_last_used_flush_task",
+        "schedule": timedelta(minutes=1),
+    },
+    # Audit events past AUDIT_RETENTION_DAYS; hourly, so that each run deletes little.
+    "audit-prune": {"task": "tenants.tasks.audit_prune_task", "schedule": timedelta(hours=1)},
+}
 
 # --- Auth -----------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -199,7 +246,11 @@ REST_FRAMEWORK = {
     "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.URLPathVersioning",
     "DEFAULT_VERSION": "v1",
     "ALLOWED_VERSIONS": ["v1"],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.TenantJWTAuthentication"],
+    # People with an access token; machines with `Authorization: Api-Key <key>`.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.TenantJWTAuthentication",
+        "accounts.authentication.ApiKeyAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -226,6 +277,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TenantStatusEnum": "tenants.models.Tenant.Status",
         "InvitationStatusEnum": "tenants.models.Invitation.Status",
+        "WebhookDeliveryStatusEnum": "notifications.models.webhook.WebhookDelivery.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -268,6 +320,24 @@ CATALOG_RELATED_LIMIT = env.int("CATALOG_RELATED_LIMIT", default=5)
 # How long a response is replayed for a POST retried with the same Idempotency-Key.
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 60 * 60)
 
+# --- Webhooks (docs/webhooks.md) -----------------------------------------------------------------
+# The Celery queue of every webhook task; workers must consume it (`-Q celery,webhooks`).
+WEBHOOKS_QUEUE = env.str("WEBHOOKS_QUEUE", default="webhooks")
+# Tests and local development only: allows targets on loopback, private and link-local addresses,
+# and plain http. Never in production: it opens the internal network to tenants' URLs.
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", default=False)
+WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", default=5.0)
+WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", default=10.0)
+# Attempts per delivery before it is dead; retries wait at most base * 2^(n-1) seconds, capped,
+# with full jitter.
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_BASE_DELAY = env.float("WEBHOOK_RETRY_BASE_DELAY", default=30.0)
+WEBHOOK_RETRY_MAX_DELAY = env.float("WEBHOOK_RETRY_MAX_DELAY", default=30 * 60.0)
+# The circuit breaker of each endpoint: opens after this many consecutive failures, and lets one
+# probe through after the reset period.
+WEBHOOK_BREAKER_FAILURE_THRESHOLD = env.int("WEBHOOK_BREAKER_FAILURE_THRESHOLD", default=5)
+WEBHOOK_BREAKER_RESET_SECONDS = env.float("WEBHOOK_BREAKER_RESET_SECONDS", default=60.0)
+
 # --- HTTP limits, CORS ------------------------------------------------------------------------
 # Bodies over this are refused with 413 before any view runs.
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=1024 * 1024)
@@ -276,6 +346,54 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
+
+# --- Rate limits ------------------------------------------------------------------------------
+# Token buckets in Redis (core/ratelimit.py; docs/rate-limits.md explains each one). A rate is
+# "N/period" (period: s, m, h or d): a bucket of N requests that refills at N per period. Parsed
+# here, so that a typo stops start-up.
+
+
+def _rate(value: str) -> tuple[int, int]:
+    requests, _, period = value.partition("/")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(period.strip().lower()[:1])
+    if not requests.strip().isdigit() or int(requests) < 1 or seconds is None:
+        raise ValueError(f"A rate is N/s, N/m, N/h or N/d with N >= 1, not {value!r}.")
+    return int(requests), seconds
+
+
+# Without Redis (the embedded default) there is nowhere to keep shared counts: off unless asked.
+RATELIMIT_ENABLED = env.bool("RATELIMIT_ENABLED", default=bool(REDIS_URL))
+# Raw Redis keys, outside the cache's key function: this names them all.
+RATELIMIT_KEY_PREFIX = env.str("RATELIMIT_KEY_PREFIX", default="tenantapi:rl")
+# Each credential (user or API key) may use this share of its tenant's burst and rate.
+RATELIMIT_CREDENTIAL_SHARE = env.float("RATELIMIT_CREDENTIAL_SHARE", default=0.5)
+# Per client address: requests with no valid tenant credential, and anything else under /api/.
+RATELIMIT_ANONYMOUS_RATE = _rate(env.str("RATELIMIT_ANONYMOUS_RATE", default="60/m"))
+# Per client address, across sign-in, signup, refresh, logout and password reset.
+RATELIMIT_AUTH_RATE = _rate(env.str("RATELIMIT_AUTH_RATE", default="30/m"))
+RATELIMIT_SIGNUP_RATE = _rate(env.str("RATELIMIT_SIGNUP_RATE", default="10/h"))  # per address
+RATELIMIT_REFRESH_RATE = _rate(env.str("RATELIMIT_REFRESH_RATE", default="30/m"))  # per user
+RATELIMIT_PASSWORD_RESET_RATE = _rate(  # per account (email)
+    env.str("RATELIMIT_PASSWORD_RESET_RATE", default="5/h")
+)
+# Redis unreachable: reads are served unlimited; writes too unless this is false (then 503).
+RATELIMIT_FAIL_OPEN_WRITES = env.bool("RATELIMIT_FAIL_OPEN_WRITES", default=True)
+# After a Redis failure, requests go unchecked this long before Redis is tried again.
+RATELIMIT_BACKEND_RETRY_SECONDS = env.float("RATELIMIT_BACKEND_RETRY_SECONDS", default=5.0)
+# Failed sign-ins: this many for one (address, account) pair within the window lock the pair out
+# for LOGIN_LOCKOUT_SECONDS, even with the right password; coarser limits per address across
+# accounts (credential stuffing) and per account across addresses lock those out too.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=15 * 60)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=100)
+LOGIN_ACCOUNT_FAILURE_LIMIT = env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=50)
+# DRF views that limit nothing themselves (the schema, accepting an invitation) take from the
+# address's anonymous bucket; tenant views and the public auth views set their own.
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.ratelimit.AnonymousAddressThrottle"]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"].append("core.ratelimit.add_rate_limit_headers")
+# Browsers let scripts read only the response headers listed here.
+CORS_EXPOSE_HEADERS = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"]
 
 # --- Observability ------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -313,6 +431,8 @@ INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
 INVITATION_ACCEPT_URL = env.str(
     "INVITATION_ACCEPT_URL", default="http://localhost:8000/accept-invitation?token={token}"
 )
+# Audit events older than this many days are deleted by the hourly beat job (docs/audit.md).
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="no-reply@localhost")
 

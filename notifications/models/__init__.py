@@ -1,3 +1,4 @@
 from notifications.models.notification import Notification, NotificationPreference
+from notifications.models.webhook import WebhookDelivery, WebhookEndpoint
 
-__all__ = ["Notification", "NotificationPreference"]
+__all__ = ["Notification", "NotificationPreference", "WebhookDelivery", "WebhookEndpoint"]

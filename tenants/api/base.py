@@ -10,15 +10,19 @@
   an action missing from the map is a configuration error, not an open door.
 - The whole request runs in one transaction, so row-level security's tenant setting is applied
   once, and an error response rolls back whatever was written.
+- Right after authentication, before the permission checks, the request takes its tokens from
+  its tenant's and its credential's rate-limit buckets (core/ratelimit.py), so that refused
+  requests are counted and answered 429 like any other.
 """
 
 from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from rest_framework import permissions, viewsets
+from rest_framework import exceptions, permissions, viewsets
 from rest_framework.views import APIView
 
+from core import ratelimit
 from tenants.permissions import Perm
 from tenants.principal import Principal
 
@@ -30,6 +34,17 @@ class IsTenantPrincipal(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, Principal)
+
+
+class IsPerson(permissions.BasePermission):
+    """The caller is a person (an access token), not an API key: for what only a person has,
+    such as a password or a list of their own tenants. A key gets a 403 problem that says so."""
+
+    message = "This endpoint is for people: an API key cannot use it."
+
+    def has_permission(self, request, view) -> bool:
+        principal = request.auth
+        return isinstance(principal, Principal) and principal.user is not None
 
 
 class HasRequiredPermission(permissions.BasePermission):
@@ -57,6 +72,8 @@ def required_permission(view, request) -> Perm | None:
 class TenantScopedMixin:
     permission_classes = [IsTenantPrincipal, HasRequiredPermission]
     required_permissions: Mapping[str, Perm | None] = {}
+    # Limited in perform_authentication instead: DRF's throttles would run after the permissions.
+    throttle_classes: list = []
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -75,6 +92,15 @@ class TenantScopedMixin:
             if response.status_code >= 400:
                 transaction.set_rollback(True)
             return response
+
+    def perform_authentication(self, request) -> None:
+        try:
+            super().perform_authentication(request)
+        except exceptions.APIException:
+            # A refused credential still costs its address a token.
+            ratelimit.limit_anonymous_request(request)
+            raise
+        ratelimit.limit_api_request(request)
 
     @property
     def principal(self) -> Principal:

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from accounts.api.serializers import TenantSummarySerializer, UserSerializer
-from tenants.models import Invitation, Membership, Permission, Role, Tenant
+from tenants.models import AuditEvent, Invitation, Membership, Permission, Role, Tenant
 from tenants.selectors import permission_codes, role_list
 
 
@@ -179,3 +179,54 @@ class TenantInputSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=200, required=False)
     settings = serializers.DictField(required=False)
+
+
+# --- the audit log ---------------------------------------------------------------------------
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    changes = serializers.JSONField(
+        help_text="What changed, as {field: [old, new]}; secrets are never shown (nor stored)."
+    )
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "actor_type",
+            "actor_id",
+            "actor_label",
+            "action",
+            "target_type",
+            "target_id",
+            "changes",
+            "request_id",
+            "ip",
+            "user_agent",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class AuditEventFilterSerializer(serializers.Serializer):
+    """The query parameters of the audit log. A bad value is a 400 naming the parameter."""
+
+    actor_id = serializers.UUIDField(required=False)
+    actor_type = serializers.ChoiceField(choices=AuditEvent.ActorType.choices, required=False)
+    action = serializers.RegexField(
+        r"^[a-z0-9_]+(\.[a-z0-9_]+){0,2}(\.\*)?$",
+        max_length=100,
+        required=False,
+        help_text="An action (`tenants.member.removed`), or a prefix ending in `.*` "
+        "(`tenants.member.*`).",
+    )
+    target_type = serializers.CharField(max_length=64, required=False)
+    target_id = serializers.CharField(max_length=64, required=False)
+    since = serializers.DateTimeField(required=False, help_text="At or after this time (RFC 3339).")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (RFC 3339).")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since >= until:
+            raise serializers.ValidationError({"until": ["Must be later than since."]})
+        return attrs

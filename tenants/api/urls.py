@@ -8,6 +8,7 @@ router = SimpleRouter(use_regex_path=False)
 router.register("roles", views.RoleViewSet, basename="role")
 router.register("members", views.MemberViewSet, basename="member")
 router.register("invitations", views.InvitationViewSet, basename="invitation")
+router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 
 urlpatterns = [
     path("permissions/", views.PermissionListView.as_view(), name="permission-list"),

@@ -1,4 +1,5 @@
-"""Members, roles, invitations and the tenant itself. Thin: input in serializers, rules in services.
+"""Members, roles, invitations, the tenant itself and its audit log. Thin: input in serializers,
+rules in services.
 
 Each view says in `required_permissions` which permission code each action needs; that map is
 the whole of the permission checking done here. The rules that depend on more than a code (grant
@@ -6,7 +7,8 @@ only what you hold, owner-only rights, the last owner) are the services'.
 """
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -16,9 +18,15 @@ from rest_framework.views import APIView
 from tenants import services
 from tenants.api import serializers as s
 from tenants.api.base import TenantAPIView, TenantViewSet
-from tenants.models import Invitation, Membership, Role
+from tenants.models import AuditEvent, Invitation, Membership, Role
 from tenants.permissions import Perm
-from tenants.selectors import permission_list, with_invitation_details, with_member_details
+from tenants.selectors import (
+    AuditFilters,
+    audit_event_list,
+    permission_list,
+    with_invitation_details,
+    with_member_details,
+)
 
 
 class CursorPage(CursorPagination):
@@ -227,3 +235,44 @@ class TenantView(TenantAPIView):
     def delete(self, request, version):
         services.tenant_delete(tenant=self.principal.tenant, actor=self.principal)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+AUDIT_FILTER_PARAMETERS = [
+    OpenApiParameter(name, type_, OpenApiParameter.QUERY, description=description)
+    for name, type_, description in [
+        ("actor_id", OpenApiTypes.UUID, "Events of this user or API key."),
+        ("actor_type", OpenApiTypes.STR, "user, api_key, operator or system."),
+        (
+            "action",
+            OpenApiTypes.STR,
+            "An action (`tenants.member.removed`), or a prefix ending in `.*` "
+            "(`tenants.member.*`).",
+        ),
+        ("target_type", OpenApiTypes.STR, "Events about this kind of object (`member`, ...)."),
+        ("target_id", OpenApiTypes.STR, "Events about this object."),
+        ("since", OpenApiTypes.DATETIME, "At or after this time (RFC 3339)."),
+        ("until", OpenApiTypes.DATETIME, "Before this time (RFC 3339)."),
+    ]
+]
+
+
+class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """The tenant's audit log, newest first. Read-only: there is no way to change an event."""
+
+    model = AuditEvent
+    serializer_class = s.AuditEventSerializer
+    required_permissions = {"list": Perm.AUDIT_READ, "retrieve": Perm.AUDIT_READ}
+
+    def scope_queryset(self, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+        if self.action != "list":
+            return queryset
+        params = s.AuditEventFilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        # The selector filters on the same tenant as `queryset` does, and narrows and orders it.
+        return audit_event_list(
+            tenant=self.principal.tenant, filters=AuditFilters(**params.validated_data)
+        )
+
+    @extend_schema(parameters=AUDIT_FILTER_PARAMETERS)
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)

@@ -1,0 +1,172 @@
+"""Writes on webhook endpoints and deliveries, for the tenant in context. Keyword-only arguments.
+
+- An endpoint's URL is checked against the SSRF rules (ssrf.py) whenever it is set, here, so
+  that every way in (the API, a command, the shell) is held to them; the delivery checks again.
+- The fan-out turns a domain event into one delivery row per matching endpoint and queues a
+  task for each after commit. It is idempotent: (tenant, endpoint, event) is unique, and running
+  it again for the same event (a retried task) creates nothing new.
+- Redelivery puts a finished delivery (succeeded or dead) back in the queue with its attempts
+  reset, under the same `webhook-id`.
+"""
+
+import datetime
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from core.events import Event
+from core.problems import Problem, ProblemType
+from notifications.models import WebhookDelivery, WebhookEndpoint
+from notifications.webhooks import breaker, selectors, signing, ssrf
+
+UPDATABLE_FIELDS = ("url", "topics", "is_active")
+
+
+def webhook_endpoint_create(
+    *, url: str, topics: Sequence[str], is_active: bool = True
+) -> WebhookEndpoint:
+    """A new endpoint with a new secret; the caller shows `endpoint.secret` once, now."""
+    _check_url(url)
+    return WebhookEndpoint.objects.create(
+        url=url,
+        topics=_unique(topics),
+        is_active=is_active,
+        secret=signing.secret_generate(),
+    )
+
+
+@transaction.atomic
+def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndpoint:
+    unknown = set(changes) - set(UPDATABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"Not updatable: {sorted(unknown)}")
+    if "url" in changes:
+        _check_url(changes["url"])
+    if "topics" in changes:
+        changes["topics"] = _unique(changes["topics"])
+    # A new address, or an endpoint switched back on, deserves a fresh start: the failures the
+    # breaker counted were about what was there before.
+    fresh_start = ("url" in changes and changes["url"] != endpoint.url) or (
+        changes.get("is_active") is True and not endpoint.is_active
+    )
+    for name, value in changes.items():
+        setattr(endpoint, name, value)
+    endpoint.save(update_fields=[*changes, "updated_at"])
+    if fresh_start:
+        breaker.reset(endpoint.pk)
+        endpoint.refresh_from_db(fields=["consecutive_failures", "circuit_open_until"])
+    return endpoint
+
+
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    # Its deliveries go with it; a task already queued for one finds nothing and stops.
+    endpoint.delete()
+
+
+# --- fan-out -----------------------------------------------------------------------------------
+
+
+def webhook_body(event: Event) -> str:
+    """The exact body every attempt sends: `{"type", "timestamp", "data"}`, compact JSON."""
+    occurred_at = datetime.datetime.fromisoformat(event.occurred_at).astimezone(datetime.UTC)
+    body = {
+        "type": event.topic,
+        "timestamp": occurred_at.isoformat().replace("+00:00", "Z"),
+        "data": event.data,
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+@transaction.atomic
+def webhook_deliveries_create_for_event(*, event: Event) -> list[WebhookDelivery]:
+    """A delivery per active endpoint of the tenant whose topics match; queued after commit.
+
+    Returns the deliveries queued: those created now, and any that an earlier run created but
+    never got to attempt (it may have stopped between its commit and its queueing).
+    """
+    endpoints = selectors.webhook_endpoints_for_topic(topic=event.topic)
+    if not endpoints:
+        return []
+    body = webhook_body(event)
+    WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(endpoint=endpoint, event_id=event.id, topic=event.topic, payload=body)
+            for endpoint in endpoints
+        ],
+        ignore_conflicts=True,
+    )
+    deliveries = list(
+        selectors.webhook_deliveries_of_event(event_id=event.id).filter(
+            endpoint__in=endpoints, status=WebhookDelivery.Status.PENDING, attempts=0
+        )
+    )
+    for delivery in deliveries:
+        _queue_on_commit(delivery)
+    return deliveries
+
+
+# --- redelivery --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def webhook_delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a finished delivery again, now, with its attempts reset.
+
+    Only a finished one: a delivery that is still pending or failed has a task scheduled, and
+    a second would send it twice. The first attempt skips the circuit breaker (someone asked
+    for it, typically once the receiver is back) and counts as its probe.
+    """
+    if not delivery.endpoint.is_active:
+        raise Problem(
+            ProblemType.CONFLICT, detail="The endpoint is disabled: enable it before redelivering."
+        )
+    # Conditional, so that of two concurrent requests only one queues a task.
+    queued = WebhookDelivery.objects.filter(
+        pk=delivery.pk,
+        status__in=[WebhookDelivery.Status.SUCCEEDED, WebhookDelivery.Status.DEAD],
+    ).update(
+        status=WebhookDelivery.Status.PENDING,
+        attempts=0,
+        next_attempt_at=timezone.now(),
+        last_status_code=None,
+        last_error="",
+        delivered_at=None,
+    )
+    if not queued:
+        raise Problem(
+            ProblemType.CONFLICT,
+            detail="This delivery is still scheduled for another attempt; it can be redelivered "
+            "once it has succeeded or is dead.",
+        )
+    delivery.refresh_from_db()
+    _queue_on_commit(delivery, skip_breaker=True)
+    return delivery
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _check_url(url: str) -> None:
+    try:
+        ssrf.check_url(url)
+    except ssrf.UnsafeTarget as exc:
+        raise ValidationError({"url": [str(exc)]}, code="invalid") from exc
+
+
+def _unique(topics: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(topics))
+
+
+def _queue_on_commit(delivery: WebhookDelivery, *, skip_breaker: bool = False) -> None:
+    # Imported here: the tasks module imports this one. The task is queued only once the row it
+    # names is committed, or a worker could look for it before it exists.
+    from notifications.webhooks.tasks import webhook_deliver_task
+
+    kwargs = {"delivery_id": str(delivery.pk)}
+    if skip_breaker:
+        kwargs["skip_breaker"] = True
+    transaction.on_commit(lambda: webhook_deliver_task.delay(**kwargs))
