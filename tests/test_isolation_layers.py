@@ -206,3 +206,13 @@ def test_a_tenant_owned_model_with_a_plain_manager_stops_start_up(monkeypatch):
     monkeypatch.setitem(Role._meta.__dict__, "default_manager", plain)
     errors = tenant_owned_models_are_scoped()
     assert [(error.id, error.obj) for error in errors] == [("tenants.E001", Role)]
+
+
+def test_a_failed_nested_block_that_changed_scope_rolls_back_cleanly(two_tenants):
+    """Leaving a scope after an error inside a savepoint must not poison the outer transaction."""
+    alpha, beta = two_tenants
+    with transaction.atomic():
+        with pytest.raises(IntegrityError), transaction.atomic(), tenant_context(beta.id):
+            Role.objects.create(name="Owner")  # duplicate: the savepoint is rolled back
+        with tenant_context(alpha.id):
+            assert Role.objects.filter(name="owner").count() == 1

@@ -37,6 +37,8 @@ class DatabaseWrapper(PrometheusPostgres):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.as_schema_owner = False
+        # True while Django runs its own SAVEPOINT / RELEASE / ROLLBACK TO statements.
+        self._in_savepoint_statement = False
         # The scope whose settings the open transaction carries; None when none was applied.
         self._applied_scope: Scope | None = None
         self.execute_wrappers.append(self._run_in_scope)
@@ -78,8 +80,27 @@ class DatabaseWrapper(PrometheusPostgres):
             # Apply it first thing, before any savepoint whose rollback would undo it.
             self._apply_scope(wanted)
 
+    # Savepoint statements carry no data, so they never apply the scope: after an error in a
+    # nested block the transaction accepts nothing but the ROLLBACK TO that follows.
+    @contextmanager
+    def _savepoint_statement(self) -> Iterator[None]:
+        self._in_savepoint_statement = True
+        try:
+            yield
+        finally:
+            self._in_savepoint_statement = False
+
+    def _savepoint(self, sid):
+        with self._savepoint_statement():
+            super()._savepoint(sid)
+
+    def _savepoint_commit(self, sid):
+        with self._savepoint_statement():
+            super()._savepoint_commit(sid)
+
     def _savepoint_rollback(self, sid):
-        super()._savepoint_rollback(sid)
+        with self._savepoint_statement():
+            super()._savepoint_rollback(sid)
         # Rolling back to a savepoint also undoes a set_config made after it: the applied
         # scope is unknown now, so the next statement applies it afresh.
         self._applied_scope = _UNKNOWN
@@ -101,7 +122,7 @@ class DatabaseWrapper(PrometheusPostgres):
 
     def _run_in_scope(self, execute, sql, params, many, context):
         wanted = _wanted_scope()
-        if self.as_schema_owner or wanted == self._applied_scope:
+        if self.as_schema_owner or self._in_savepoint_statement or wanted == self._applied_scope:
             return execute(sql, params, many, context)
         if self.get_autocommit():
             if wanted is None:  # settings of earlier transactions died with them
