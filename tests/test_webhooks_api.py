@@ -8,6 +8,7 @@ import re
 import uuid
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.events import Event
@@ -449,6 +450,9 @@ def test_a_name_is_judged_by_every_address_it_resolves_to(admin_client, fake_dns
     )
 
     assert error_fields(response) == {"url"}
+    # One answer whatever the addresses, naming none: no map of our internal DNS for tenants
+    (error,) = response.json()["errors"]
+    assert error["message"] == ssrf.NOT_PUBLIC
 
 
 @pytest.mark.parametrize(
@@ -520,7 +524,7 @@ def test_deliveries_are_listed_newest_first_and_filtered_by_status(tenant, admin
         },
         "status": "pending",
         "attempts": 0,
-        "next_attempt_at": None,
+        "next_attempt_at": shown["next_attempt_at"],
         "last_attempt_at": None,
         "last_status_code": None,
         "last_error": "",
@@ -528,6 +532,7 @@ def test_deliveries_are_listed_newest_first_and_filtered_by_status(tenant, admin
         "delivered_at": None,
     }
     assert shown["payload"]["timestamp"].endswith("Z")
+    assert shown["next_attempt_at"] is not None  # due at once
 
 
 def test_an_unknown_status_filter_is_a_400(admin_client, endpoint):
@@ -565,14 +570,41 @@ def test_redeliver_requeues_a_dead_delivery_with_its_attempts_reset(
 def test_a_delivery_still_being_retried_cannot_be_redelivered(
     tenant, admin_client, endpoint, status, django_capture_on_commit_callbacks
 ):
+    # Given a delivery whose next attempt is late, but not so late that its task must be lost
     (delivery,) = deliveries_for(tenant, event_for(tenant))
-    set_status(delivery, status)
+    with outcome():
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            status=status, next_attempt_at=timezone.now() - datetime.timedelta(minutes=14)
+        )
 
     with django_capture_on_commit_callbacks() as callbacks:
         response = admin_client.post(redeliver_url(endpoint["id"], delivery.pk))
 
     assert_problem(response, 409, "conflict")
     assert callbacks == []
+    with outcome():
+        assert WebhookDelivery.objects.get(pk=delivery.pk).status == status
+
+
+@pytest.mark.parametrize("status", ["pending", "failed"])
+def test_a_delivery_whose_task_is_long_overdue_can_be_redelivered(
+    tenant, admin_client, endpoint, status, django_capture_on_commit_callbacks
+):
+    # Given a delivery whose attempt was due 16 minutes ago and never happened (its task lost)
+    (delivery,) = deliveries_for(tenant, event_for(tenant))
+    with outcome():
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            status=status,
+            attempts=1,
+            next_attempt_at=timezone.now() - datetime.timedelta(minutes=16),
+        )
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(redeliver_url(endpoint["id"], delivery.pk))
+
+    assert response.status_code == 200, response.content
+    assert (response.json()["status"], response.json()["attempts"]) == ("pending", 0)
+    assert len(callbacks) == 1
 
 
 def test_a_disabled_endpoints_delivery_cannot_be_redelivered(tenant, admin_client, endpoint):

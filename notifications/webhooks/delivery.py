@@ -94,14 +94,14 @@ def attempt(delivery_id: str, *, skip_breaker: bool = False) -> Outcome:
     if not skip_breaker:
         permit = breaker.permit(endpoint.pk)
         if not permit.allowed:
-            assert permit.retry_at is not None
-            WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=permit.retry_at)
+            retry_at = permit.retry_at or timezone.now() + breaker.reset_period()
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=retry_at)
             log.info(
                 "webhook_delivery_waits_for_breaker",
                 delivery_id=str(delivery.pk),
                 endpoint_id=str(endpoint.pk),
             )
-            return Outcome(status=delivery.status, retry_in=breaker_countdown(permit.retry_at))
+            return Outcome(status=delivery.status, retry_in=breaker_countdown(retry_at))
         probe = permit.probe
 
     if not _claim(delivery):
@@ -140,6 +140,12 @@ def post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> Response:
     try:
         target = ssrf.resolve_target(endpoint.url)
     except ssrf.UnsafeTarget as exc:
+        log.warning(
+            "webhook_target_refused",
+            delivery_id=str(delivery.pk),
+            endpoint_id=str(endpoint.pk),
+            reason=exc.detail,
+        )
         return Response(False, None, _short(f"Target refused: {exc}"))
     body = delivery.payload.encode()
     headers = {

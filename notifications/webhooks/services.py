@@ -6,7 +6,9 @@
   task for each after commit. It is idempotent: (tenant, endpoint, event) is unique, and running
   it again for the same event (a retried task) creates nothing new.
 - Redelivery puts a finished delivery (succeeded or dead) back in the queue with its attempts
-  reset, under the same `webhook-id`.
+  reset, under the same `webhook-id`; also one whose task is evidently lost (overdue by
+  OVERDUE_AFTER: the broker was down when it was queued, or a process died between its commit
+  and its queueing).
 """
 
 import datetime
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -24,6 +27,9 @@ from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import breaker, selectors, signing, ssrf
 
 UPDATABLE_FIELDS = ("url", "topics", "is_active")
+# A delivery still pending or failed this long after its next attempt was due has no task any
+# more: it may be redelivered. Far longer than any queue should take to reach it.
+OVERDUE_AFTER = datetime.timedelta(minutes=15)
 
 
 def webhook_endpoint_create(
@@ -94,7 +100,13 @@ def webhook_deliveries_create_for_event(*, event: Event) -> list[WebhookDelivery
     body = webhook_body(event)
     WebhookDelivery.objects.bulk_create(
         [
-            WebhookDelivery(endpoint=endpoint, event_id=event.id, topic=event.topic, payload=body)
+            WebhookDelivery(
+                endpoint=endpoint,
+                event_id=event.id,
+                topic=event.topic,
+                payload=body,
+                next_attempt_at=timezone.now(),
+            )
             for endpoint in endpoints
         ],
         ignore_conflicts=True,
@@ -114,33 +126,38 @@ def webhook_deliveries_create_for_event(*, event: Event) -> list[WebhookDelivery
 
 @transaction.atomic
 def webhook_delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
-    """Send a finished delivery again, now, with its attempts reset.
+    """Send a delivery again, now, with its attempts reset.
 
-    Only a finished one: a delivery that is still pending or failed has a task scheduled, and
-    a second would send it twice. The first attempt skips the circuit breaker (someone asked
-    for it, typically once the receiver is back) and counts as its probe.
+    A finished one (succeeded or dead), or one whose task is evidently lost (overdue). Not one
+    that is still scheduled: its task would send it a second time. The first attempt skips the
+    circuit breaker (someone asked for it, typically once the receiver is back) and serves as
+    its probe.
     """
     if not delivery.endpoint.is_active:
         raise Problem(
             ProblemType.CONFLICT, detail="The endpoint is disabled: enable it before redelivering."
         )
+    now = timezone.now()
+    finished = Q(status__in=[WebhookDelivery.Status.SUCCEEDED, WebhookDelivery.Status.DEAD])
+    overdue = Q(next_attempt_at__lt=now - OVERDUE_AFTER)
     # Conditional, so that of two concurrent requests only one queues a task.
-    queued = WebhookDelivery.objects.filter(
-        pk=delivery.pk,
-        status__in=[WebhookDelivery.Status.SUCCEEDED, WebhookDelivery.Status.DEAD],
-    ).update(
-        status=WebhookDelivery.Status.PENDING,
-        attempts=0,
-        next_attempt_at=timezone.now(),
-        last_status_code=None,
-        last_error="",
-        delivered_at=None,
+    queued = (
+        WebhookDelivery.objects.filter(pk=delivery.pk)
+        .filter(finished | overdue)
+        .update(
+            status=WebhookDelivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            last_status_code=None,
+            last_error="",
+            delivered_at=None,
+        )
     )
     if not queued:
         raise Problem(
             ProblemType.CONFLICT,
             detail="This delivery is still scheduled for another attempt; it can be redelivered "
-            "once it has succeeded or is dead.",
+            "once it has succeeded or is dead (or if that attempt is 15 minutes overdue).",
         )
     delivery.refresh_from_db()
     _queue_on_commit(delivery, skip_breaker=True)
@@ -166,7 +183,9 @@ def _queue_on_commit(delivery: WebhookDelivery, *, skip_breaker: bool = False) -
     # names is committed, or a worker could look for it before it exists.
     from notifications.webhooks.tasks import webhook_deliver_task
 
-    kwargs = {"delivery_id": str(delivery.pk)}
+    kwargs: dict[str, Any] = {"delivery_id": str(delivery.pk)}
     if skip_breaker:
         kwargs["skip_breaker"] = True
-    transaction.on_commit(lambda: webhook_deliver_task.delay(**kwargs))
+    # robust: the rows are committed by then, and a broker outage must not turn that into an
+    # error; the delivery stays pending, overdue after a while, and can then be redelivered.
+    transaction.on_commit(lambda: webhook_deliver_task.delay(**kwargs), robust=True)

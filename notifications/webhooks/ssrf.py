@@ -43,8 +43,19 @@ NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 
 
+# One answer for a name that does not resolve and for one that resolves to an address we refuse,
+# without the address: anything more precise would let a tenant map our internal DNS (which names
+# exist in it, and where they point) through error messages.
+NOT_PUBLIC = "The URL's host must resolve to public internet addresses only."
+
+
 class UnsafeTarget(ValueError):
-    """The URL may not be used as a webhook target; the message says why, for the client."""
+    """The URL may not be used as a webhook target. The message is for the client; `detail` is
+    for our logs only (it may name an internal address)."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +114,12 @@ def resolve_target(url: str, *, allow_private: bool | None = None) -> Target:
     literal = _ip_literal(parsed.host)
     addresses = (literal,) if literal is not None else resolve_host(parsed.host, port)
     if not addresses:
-        raise UnsafeTarget("The URL's host does not resolve.")
+        raise UnsafeTarget(NOT_PUBLIC, detail=f"{parsed.host} does not resolve")
     if not allow_private:
         for address in addresses:
             reason = refusal_reason(address)
             if reason is not None:
-                raise UnsafeTarget(f"The URL's host resolves to {reason} ({address}).")
+                raise UnsafeTarget(NOT_PUBLIC, detail=f"{parsed.host} resolves to {reason}")
     return Target(url=parsed, addresses=addresses)
 
 
