@@ -40,6 +40,7 @@ from catalog.selectors import (
 from catalog.validators import normalize_tags
 from core.events import publish
 from core.problems import Problem, ProblemType
+from tenants import audit
 from tenants.context import require_tenant_id
 from tenants.models import Tenant
 from tenants.principal import Principal
@@ -118,6 +119,7 @@ def product_create(*, actor: Actor, data: Mapping[str, Any]) -> Product:
         _raise_conflict_if_duplicate(exc, values)
         raise
     catalog_changed()
+    _audit("catalog.product.created", product, audit.created(_snapshot(product)))
     publish(topic=TOPIC_CREATED, data=_product_event(product), actor=actor)
     return product
 
@@ -143,6 +145,7 @@ def product_update(
     before = _write_conditionally(Product, product, values, expected_versions)
     product = Product.objects.get(pk=product.pk)
     catalog_changed()
+    _audit("catalog.product.updated", product, audit.diff(_snapshot(before), _snapshot(product)))
 
     changed = sorted(name for name in values if _value(before, name) != _value(product, name))
     publish(topic=TOPIC_UPDATED, data={**_product_event(product), "changed": changed}, actor=actor)
@@ -162,10 +165,36 @@ def product_delete(
 ) -> None:
     _delete_conditionally(Product, product, expected_versions)
     catalog_changed()
+    _audit("catalog.product.deleted", product, audit.deleted(_snapshot(product)))
     publish(
         topic=TOPIC_DELETED,
         data={"id": product.pk, "sku": product.sku, "name": product.name},
         actor=actor,
+    )
+
+
+# What the audit log keeps of each object: every field a client can write, foreign keys as ids.
+_AUDITED_FIELDS = {
+    Product: (
+        "sku", "name", "description", "price", "currency", "stock", "is_active", "category_id",
+        "tags", "attributes",
+    ),
+    Category: ("name", "slug", "parent_id"),
+}  # fmt: skip
+
+
+def _snapshot(obj: Product | Category) -> dict[str, Any]:
+    return {field: getattr(obj, field) for field in _AUDITED_FIELDS[type(obj)]}
+
+
+def _audit(action: str, obj: Product | Category, changes: Mapping[str, Any]) -> None:
+    """In the transaction of the change: there is never a change without its event."""
+    audit.record(
+        tenant_id=obj.tenant_id,
+        action=action,
+        target_type=type(obj)._meta.model_name,
+        target_id=obj.pk,
+        changes=changes,
     )
 
 
@@ -215,6 +244,7 @@ def category_create(*, actor: Actor, data: Mapping[str, Any]) -> Category:
         _raise_conflict_if_duplicate(exc, values)
         raise
     catalog_changed()
+    _audit("catalog.category.created", category, audit.created(_snapshot(category)))
     return category
 
 
@@ -231,9 +261,11 @@ def category_update(
         _check_parent(category, values["parent"])
     if "slug" in values and values["slug"] != category.slug:
         _check_slug_free(values["slug"], exclude_id=category.pk)
-    _write_conditionally(Category, category, values, expected_versions)
+    before = _write_conditionally(Category, category, values, expected_versions)
+    after = Category.objects.get(pk=category.pk)
     catalog_changed()
-    return Category.objects.get(pk=category.pk)
+    _audit("catalog.category.updated", after, audit.diff(_snapshot(before), _snapshot(after)))
+    return after
 
 
 @transaction.atomic
@@ -248,6 +280,7 @@ def category_delete(
     except RestrictedError as exc:  # a product or child added since the check above
         raise _category_in_use() from exc
     catalog_changed()
+    _audit("catalog.category.deleted", category, audit.deleted(_snapshot(category)))
 
 
 def _category_in_use() -> Problem:
