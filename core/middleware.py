@@ -41,8 +41,9 @@ _BODY_HEADERS = frozenset(
 class ProblemDetailsMiddleware:
     """Three guarantees, for every request that reaches it (see MIDDLEWARE for its place):
 
-    1. A body declared larger than MAX_REQUEST_BODY_BYTES is refused with 413 before anything
-       further in, a middleware or a view, reads it.
+    1. A body declared larger than MAX_REQUEST_BODY_BYTES (or the route's own limit in
+       MAX_REQUEST_BODY_BYTES_BY_PATH) is refused with 413 before anything further in, a
+       middleware or a view, reads it.
     2. A view's unexpected exception is logged with its traceback and answered with a 500 problem
        that says only that, with the request id; DEBUG changes nothing.
     3. Any other error response that is not a problem yet (Django's 404 for an unknown URL, a
@@ -109,7 +110,7 @@ def refuse_oversized_body(request: HttpRequest) -> HttpResponseBase | None:
         return problem_response(
             request, ProblemType.MALFORMED_REQUEST, detail="Content-Length is not a number."
         )
-    limit = settings.MAX_REQUEST_BODY_BYTES
+    limit = body_limit(request)
     if length > limit:
         return problem_response(
             request,
@@ -117,6 +118,13 @@ def refuse_oversized_body(request: HttpRequest) -> HttpResponseBase | None:
             detail=f"The request body is {length} bytes; the limit is {limit}.",
         )
     return None
+
+
+def body_limit(request: HttpRequest) -> int:
+    """MAX_REQUEST_BODY_BYTES, unless MAX_REQUEST_BODY_BYTES_BY_PATH names this exact path (the
+    bulk import's upload): one route's larger allowance leaves every other route's as it was."""
+    by_path = getattr(settings, "MAX_REQUEST_BODY_BYTES_BY_PATH", None) or {}
+    return by_path.get(request.path_info, settings.MAX_REQUEST_BODY_BYTES)
 
 
 def ensure_problem(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:

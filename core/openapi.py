@@ -8,6 +8,7 @@ view has to declare them. A view that declares one of these statuses itself (wit
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework.permissions import AllowAny
 
 from core.problems import PROBLEM_CONTENT_TYPE
@@ -116,6 +117,9 @@ class ProblemAutoSchema(AutoSchema):
             responses[415] = _response("Request body is not of a supported media type.")
         responses[429] = _response("Rate limited.", headers=_RETRY_AFTER)
         responses[500] = _response("Unexpected error; the body says only that, with request_id.")
+        responses[503] = _response(
+            "A dependency (database, cache) is unavailable; retry later (service-unavailable)."
+        )
         return responses
 
     def _needs_credentials(self) -> bool:
@@ -147,3 +151,14 @@ def _response(
     if headers:
         response["headers"] = headers
     return response
+
+
+def problem(status: int, description: str) -> dict[tuple[int, str], OpenApiResponse]:
+    """An `extend_schema(responses=...)` entry for a problem status an operation can return
+    beyond those every operation gets (a 409 of its services, say):
+    `responses={201: Serializer, **problem(409, "The name is taken.")}`."""
+    return {
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            {"$ref": PROBLEM_REF}, description=description
+        )
+    }

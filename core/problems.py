@@ -24,6 +24,7 @@ from typing import Any, TypedDict
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.request import Request
@@ -281,6 +282,14 @@ def problem_for_exception(request: HttpRequest | Request, exc: Exception) -> Jso
         return problem_response(request, ProblemType.NOT_FOUND)
     if isinstance(exc, DjangoPermissionDenied):
         return problem_response(request, ProblemType.PERMISSION_DENIED)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away under the request (a restart, a failover, a terminated
+        # session): its transaction is rolled back, Django discards the broken connection at the
+        # end of the request, and the next one opens a new connection. A retry will do: a 503.
+        logger.warning("Database unavailable in %s %s", request.method, request.path, exc_info=exc)
+        return problem_response(
+            request, ProblemType.SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}
+        )
     return None
 
 

@@ -200,8 +200,10 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def decode_json(self, text_data: str) -> Any:
         try:
             return await super().decode_json(text_data)
-        except ValueError:
-            return None  # answered as an invalid message, never a dropped socket
+        except (ValueError, RecursionError):
+            # Malformed, or nested deeper than the parser follows: answered as an invalid
+            # message, never a dropped socket.
+            return None
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         if text_data is None:

@@ -13,10 +13,8 @@ Results are printed as a Markdown table; docs/serving.md records a run.
 import argparse
 import os
 import platform
-import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from benchlib import HOST, Result, free_port, run_wrk, stop, wait_until_serving
 
 REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"  # never anything else: this drives load at whatever it targets
-START_TIMEOUT = 30.0
 
 BENCH_SETTINGS = """\
 from config.settings.base import *  # noqa: F403
@@ -95,71 +92,7 @@ def arrangements(port: int) -> list[Arrangement]:
     ]
 
 
-@dataclass(frozen=True)
-class Result:
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    # The log lives in a temporary directory that is about to go: show its end now.
-    tail = log_path.read_text(errors="replace")[-3000:]
-    raise RuntimeError(f"the server did not start serving:\n{tail}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 # --- Load generators ----------------------------------------------------------------------------
-
-
-def _milliseconds(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def run_wrk(url: str, *, duration: float, connections: int) -> Result:
-    command = [
-        "wrk", "--threads", "2", "--connections", str(connections),
-        "--duration", f"{duration:g}s", "--timeout", "5s", "--latency", url,
-    ]  # fmt: skip
-    output = subprocess.run(  # noqa: S603  (a fixed command line)
-        command, capture_output=True, text=True, check=True, timeout=duration + 30
-    ).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
-    socket_errors = re.search(r"Socket errors: (.*)", output)
-    if socket_errors:
-        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    return Result(
-        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        p50_ms=_milliseconds(latency["50"]),
-        p99_ms=_milliseconds(latency["99"]),
-        errors=errors,
-    )
 
 
 def run_python_client(url: str, *, requests: int, connections: int) -> Result:

@@ -397,8 +397,8 @@ def test_each_operation_declares_the_problems_that_fit_it():
     validate_schema(schema)
     create = schema["paths"]["/api/v1/test/things/"]["post"]["responses"]
     retrieve = schema["paths"]["/api/v1/test/things/{thing_id}/"]["get"]["responses"]
-    assert problem_statuses(create) == {"400", "413", "415", "429", "500"}
-    assert problem_statuses(retrieve) == {"401", "403", "404", "429", "500"}
+    assert problem_statuses(create) == {"400", "413", "415", "429", "500", "503"}
+    assert problem_statuses(retrieve) == {"401", "403", "404", "429", "500", "503"}
     assert create["400"]["content"]["application/problem+json"]["schema"] == {
         "$ref": "#/components/schemas/ValidationProblem"
     }

@@ -23,6 +23,7 @@ from accounts import services
 from accounts.api import serializers as s
 from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
 from core import ratelimit
+from core.openapi import problem
 from core.problems import Problem, ProblemType
 from notifications.realtime import disconnect_session
 from tenants.api.base import IsPerson, TenantAPIView
@@ -76,7 +77,13 @@ class PublicAPIView(PublicLimitsMixin, APIView):
 class SignupView(PublicAPIView):
     rate_limit_scope = ratelimit.PublicScope.SIGNUP
 
-    @extend_schema(request=s.SignupSerializer, responses={201: s.SignupResponseSerializer})
+    @extend_schema(
+        request=s.SignupSerializer,
+        responses={
+            201: s.SignupResponseSerializer,
+            **problem(409, "The email has an account, or the tenant slug is taken (conflict)."),
+        },
+    )
     def post(self, request, version):
         serializer = s.SignupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -6,6 +6,7 @@ strings that mean the same (`in_stock=1` and `in_stock=true`, parameters in anot
 unknown ones) share one entry.
 """
 
+import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,8 @@ class ListQuery:
 
 def product_list_query(request: Request, *, page_size: int) -> tuple[ListQuery, ProductFilters]:
     filters = _validated(ProductFilterSet, request)
+    if filters.get("updated_since") is not None:
+        filters["updated_since"] = _in_utc(filters["updated_since"], "updated_since")
     if (
         filters.get("price_min") is not None
         and filters.get("price_max") is not None
@@ -168,7 +171,25 @@ def model_fields_for(fields: Iterable[str] | None, *, ordering: str) -> list[str
     return sorted(columns)
 
 
+def _in_utc(value: datetime.datetime, name: str) -> datetime.datetime:
+    """The time in UTC. PostgreSQL takes UTC offsets up to 15:59 only, while ISO 8601 (and
+    Python) allow up to 23:59: sent as given, `+19:00` would be a database error."""
+    try:
+        return value.astimezone(datetime.UTC)
+    except OverflowError as exc:
+        raise ValidationError({name: [ErrorDetail("Out of range.", code="invalid")]}) from exc
+
+
 def _validated(filterset_class: type[django_filters.FilterSet], request: Request) -> dict:
+    # A parameter given with no value is an error, as any other value that is not one: "no
+    # filter" is leaving the parameter out.
+    blank = {
+        name: [ErrorDetail("This parameter may not be empty.", code="blank")]
+        for name in filterset_class.base_filters
+        if request.query_params.get(name) == ""
+    }
+    if blank:
+        raise ValidationError(blank)
     form = filterset_class(data=request.query_params).form
     if not form.is_valid():
         raise ValidationError(

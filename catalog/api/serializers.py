@@ -14,7 +14,7 @@ from django.utils.text import slugify
 from rest_framework import serializers
 
 from catalog import validators as v
-from catalog.models import Category, Product
+from catalog.models import Category, Job, Product
 from catalog.selectors import category_list
 
 
@@ -186,3 +186,52 @@ class ProductInputSerializer(serializers.Serializer):
 
     def validate_tags(self, value: list[str]) -> list[str]:
         return v.normalize_tags(value)
+
+
+# --- jobs and bulk import ----------------------------------------------------------------------
+
+
+class JobErrorSerializer(serializers.Serializer):
+    row = serializers.IntegerField(read_only=True, help_text="The data row, from 1 (no header).")
+    field = serializers.CharField(read_only=True, help_text="The field, when the error is one's.")
+    message = serializers.CharField(read_only=True)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    errors = JobErrorSerializer(many=True, read_only=True)
+    errors_omitted = serializers.IntegerField(
+        read_only=True, help_text="Errors beyond those listed (the list keeps the first 1,000)."
+    )
+    detail = serializers.CharField(
+        read_only=True, help_text="Why the job itself failed; empty otherwise."
+    )
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "total",
+            "processed",
+            "succeeded",
+            "failed",
+            "errors",
+            "errors_omitted",
+            "detail",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class ProductImportSerializer(serializers.Serializer):
+    """The multipart body of an import (documentation only: the view reads the file itself)."""
+
+    file = serializers.FileField(
+        help_text=(
+            "A CSV file with a header row of product field names, or a JSON list of product "
+            "objects (docs/catalog.md, Bulk import)."
+        )
+    )

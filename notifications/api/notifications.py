@@ -29,7 +29,7 @@ class NotificationSerializer(serializers.ModelSerializer):
 
 
 class NotificationFilterSerializer(serializers.Serializer):
-    unread = serializers.BooleanField(required=False, allow_null=True, default=None)
+    unread = serializers.BooleanField(required=False, default=None)
     topic = serializers.CharField(required=False, max_length=100)
 
 
@@ -55,7 +55,9 @@ class NotificationViewSet(PersonOnly, mixins.ListModelMixin, TenantViewSet):
         ]
     )
     def list(self, request, *args, **kwargs):
-        filters = NotificationFilterSerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty value in a form as "not given",
+        # and a missing boolean as false; a query string is neither.
+        filters = NotificationFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         queryset = selectors.notification_list(user_id=request.user.id, **filters.validated_data)
         page = self.paginate_queryset(queryset)

@@ -206,7 +206,7 @@ class WebhookEndpointViewSet(TenantViewSet):
     def deliveries(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """The endpoint's deliveries, newest first."""
         endpoint = self.get_object()
-        filters = DeliveryFilterSerializer(data=request.query_params)
+        filters = DeliveryFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         deliveries: QuerySet[WebhookDelivery] = selectors.webhook_delivery_list(
             endpoint=endpoint, status=filters.validated_data.get("status")

@@ -62,6 +62,10 @@ def required_permission(view, request) -> Perm | None:
     mapping: Mapping[str, Perm | None] = getattr(view, "required_permissions", None) or {}
     method = "get" if request.method == "HEAD" else request.method.lower()
     key = getattr(view, "action", None) or method
+    if key == "metadata":
+        # DRF's OPTIONS answer checks the permissions of PUT and POST on the request cloned to
+        # each method, while the action stays "metadata": the method's own action decides.
+        key = getattr(view, "action_map", {}).get(method, method)
     if key not in mapping:
         raise ImproperlyConfigured(
             f"{type(view).__name__}.required_permissions does not name {key!r}."

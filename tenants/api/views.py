@@ -10,11 +10,12 @@ from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from core.openapi import problem
+from core.pagination import CursorPagination
 from tenants import services
 from tenants.api import serializers as s
 from tenants.api.base import TenantAPIView, TenantViewSet
@@ -30,11 +31,8 @@ from tenants.selectors import (
 
 
 class CursorPage(CursorPagination):
-    """The list shape of the API: `{"results", "next", "previous"}`, `?page_size=` up to 100."""
-
-    page_size = 25
-    page_size_query_param = "page_size"
-    max_page_size = 100
+    """The list shape of the API: `{"results", "next", "previous"}`, `?page_size=` up to 100;
+    a bad `cursor` or `page_size` is a 400 (core.pagination)."""
 
 
 class PermissionPage(CursorPage):
@@ -51,6 +49,10 @@ class MemberPage(CursorPage):
 
 class InvitationPage(CursorPage):
     ordering = "-created_at"
+
+
+ROLE_CHANGE = problem(409, "A built-in role, or a name another role has (conflict).")
+LAST_OWNER = problem(409, "The change would leave the tenant without an owner (conflict).")
 
 
 def validated_input(view, serializer_class, *, partial: bool = False) -> dict:
@@ -97,13 +99,16 @@ class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
         "destroy": Perm.ROLES_MANAGE,
     }
 
-    @extend_schema(request=s.RoleInputSerializer, responses={201: s.RoleSerializer})
+    @extend_schema(
+        request=s.RoleInputSerializer,
+        responses={201: s.RoleSerializer, **problem(409, "A role of that name exists (conflict).")},
+    )
     def create(self, request, *args, **kwargs):
         data = validated_input(self, s.RoleInputSerializer)
         role = services.role_create(tenant=self.principal.tenant, actor=self.principal, **data)
         return created(request, s.RoleSerializer(role).data, "role-detail", role.pk)
 
-    @extend_schema(request=s.RoleInputSerializer, responses={200: s.RoleSerializer})
+    @extend_schema(request=s.RoleInputSerializer, responses={200: s.RoleSerializer, **ROLE_CHANGE})
     def update(self, request, *args, partial: bool = False, **kwargs):
         role = self.get_object()
         data = validated_input(self, s.RoleInputSerializer, partial=partial)
@@ -112,10 +117,16 @@ class RoleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
         )
         return Response(s.RoleSerializer(role).data)
 
-    @extend_schema(request=s.RoleInputSerializer, responses={200: s.RoleSerializer})
+    @extend_schema(request=s.RoleInputSerializer, responses={200: s.RoleSerializer, **ROLE_CHANGE})
     def partial_update(self, request, *args, **kwargs):
         return self.update(request, *args, partial=True, **kwargs)
 
+    @extend_schema(
+        responses={
+            204: None,
+            **problem(409, "A built-in role, or a role members still hold (conflict)."),
+        }
+    )
     def destroy(self, request, *args, **kwargs):
         services.role_delete(
             tenant=self.principal.tenant, actor=self.principal, role=self.get_object()
@@ -139,7 +150,10 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     def scope_queryset(self, queryset: QuerySet[Membership]) -> QuerySet[Membership]:
         return with_member_details(queryset)
 
-    @extend_schema(request=s.MemberRolesInputSerializer, responses={200: s.MemberSerializer})
+    @extend_schema(
+        request=s.MemberRolesInputSerializer,
+        responses={200: s.MemberSerializer, **LAST_OWNER},
+    )
     def partial_update(self, request, *args, **kwargs):
         membership = self.get_object()
         data = validated_input(self, s.MemberRolesInputSerializer)
@@ -151,6 +165,7 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         )
         return Response(s.MemberSerializer(self.get_object()).data)
 
+    @extend_schema(responses={204: None, **LAST_OWNER})
     def destroy(self, request, *args, **kwargs):
         services.member_remove(
             tenant=self.principal.tenant, actor=self.principal, membership=self.get_object()
@@ -174,7 +189,13 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
     def scope_queryset(self, queryset: QuerySet[Invitation]) -> QuerySet[Invitation]:
         return with_invitation_details(queryset)
 
-    @extend_schema(request=s.InvitationInputSerializer, responses={201: s.InvitationSerializer})
+    @extend_schema(
+        request=s.InvitationInputSerializer,
+        responses={
+            201: s.InvitationSerializer,
+            **problem(409, "The address is a member already or has a pending invitation."),
+        },
+    )
     def create(self, request, *args, **kwargs):
         data = validated_input(self, s.InvitationInputSerializer)
         invitation = services.invitation_create(
@@ -185,7 +206,7 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
             request, s.InvitationSerializer(invitation).data, "invitation-detail", invitation.pk
         )
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **problem(409, "The invitation was accepted (conflict).")})
     def destroy(self, request, *args, **kwargs):
         """Revoke the invitation; it stays listed, with `revoked_at` set."""
         services.invitation_revoke(
@@ -202,7 +223,10 @@ class InvitationAcceptView(APIView):
 
     @extend_schema(
         request=s.InvitationAcceptSerializer,
-        responses={200: s.InvitationAcceptResponseSerializer},
+        responses={
+            200: s.InvitationAcceptResponseSerializer,
+            **problem(409, "The invited address is a member of the tenant already (conflict)."),
+        },
     )
     def post(self, request, version):
         serializer = s.InvitationAcceptSerializer(data=request.data)
@@ -266,7 +290,8 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
     def scope_queryset(self, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         if self.action != "list":
             return queryset
-        params = s.AuditEventFilterSerializer(data=self.request.query_params)
+        # A plain dict: in a QueryDict, DRF reads `?until=` as "not given" instead of invalid.
+        params = s.AuditEventFilterSerializer(data=self.request.query_params.dict())
         params.is_valid(raise_exception=True)
         # The selector filters on the same tenant as `queryset` does, and narrows and orders it.
         return audit_event_list(

@@ -1,0 +1,911 @@
+"""The catalog API under load, served as in production, against its ceiling: a bare Django view.
+
+    .venv/bin/python scripts/bench_catalog.py [--duration 10] [--connections 16] [--workers 4]
+
+Needs PostgreSQL and Redis on localhost and wrk (docs/benchmarks.md). The script
+
+1. drops and creates the database `bench_catalog`, migrates it, and seeds one tenant (on a
+   `bench` plan whose rate limits are far above what the run can send: limits stay on) with
+   100,000 products in 40 categories;
+2. starts gunicorn with config/gunicorn.conf.py and the production settings (plus a bare JSON
+   view at /bench/bare/, scripts/bench_urls.py), metrics in multiprocess mode, on a free
+   127.0.0.1 port;
+3. drives each scenario with wrk (a warm-up, then a fixed number of connections for a fixed
+   time) with a valid Bearer token, and reads the cache hit/miss counters from /metrics around
+   each run to show that a "cached" run hit and a "cold" run missed;
+4. counts, once and in process, the SQL queries and Redis round trips of a cached-list hit;
+5. prints the results as Markdown, then stops the server, drops the database and deletes its
+   Redis keys (only those under its own prefix: the Redis server is shared).
+"""
+
+import argparse
+import io
+import os
+import random
+import re
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+from benchlib import (
+    HOST,
+    Result,
+    child_pids,
+    cpu_seconds,
+    delete_redis_keys,
+    drop_database,
+    free_port,
+    load_average,
+    machine,
+    postgres_version,
+    recreate_database,
+    redis_version,
+    run_wrk,
+    server_url,
+    stop,
+    wait_until_serving,
+    wrk_version,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent
+KEY_PREFIX = "bench-catalog"  # every Redis key of the run starts with it
+BATCH = 5_000
+LIST_PATH = "/api/v1/products/?page_size=25"
+TARGET_RATIO = 0.70
+
+
+# --- seeding ------------------------------------------------------------------------------------
+
+ADJECTIVES = ["red", "blue", "green", "black", "white", "steel", "oak", "linen", "compact"]
+NOUNS = ["chair", "table", "lamp", "kettle", "mug", "backpack", "jacket", "shelf", "clock"]
+COLORS = ["red", "blue", "green", "black", "white", "grey"]
+SIZES = ["XS", "S", "M", "L", "XL"]
+TAGS = ["new", "sale", "eco", "bestseller", "limited", "gift", "outdoor", "kitchen", "office"]
+
+
+@dataclass
+class Fixture:
+    tenant_id: str
+    token: str
+    product_ids: list[str]
+    detail_id: str
+
+
+def seed(*, products: int) -> Fixture:
+    """One tenant on the `bench` plan, its owner, 40 categories and `products` products."""
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from accounts.sessions import issue_tokens
+    from catalog.models import Category, Product
+    from tenants.context import tenant_context
+    from tenants.models import Plan
+    from tenants.services import tenant_create
+
+    huge = 1_000_000_000
+    Plan.objects.update_or_create(
+        code="bench",
+        defaults={
+            "name": "Benchmark",
+            "requests_per_minute": huge,
+            "burst": huge,
+            "max_members": 10,
+            "max_api_keys": 10,
+            "max_products": huge,
+        },
+    )
+    user = get_user_model().objects.create_user(
+        "bench@example.com", secrets.token_urlsafe(16), name="Bench"
+    )
+    tenant = tenant_create(name="Bench", slug="bench", owner=user, plan_code="bench")
+    rng = random.Random(42)  # noqa: S311  (repeatable data, not secrets)
+    with tenant_context(tenant.id):
+        roots = Category.objects.bulk_create(
+            Category(name=f"Department {i}", slug=f"department-{i}") for i in range(8)
+        )
+        leaves = Category.objects.bulk_create(
+            Category(name=f"{root.name} / {j}", slug=f"{root.slug}-{j}", parent=root)
+            for root in roots
+            for j in range(4)
+        )
+        for start in range(0, products, BATCH):
+            with transaction.atomic():
+                Product.objects.bulk_create(
+                    _product(rng, i, leaves) for i in range(start, min(start + BATCH, products))
+                )
+        ids = Product.objects.order_by("sku").values_list("id", flat=True)
+        product_ids = [str(pk) for pk in ids]
+        detail_id = product_ids[len(product_ids) // 2]
+    token = issue_tokens(user=user, tenant=tenant)["access"]
+    return Fixture(str(tenant.id), token, product_ids, detail_id)
+
+
+def _product(rng: random.Random, i: int, categories: list):
+    from catalog.models import Product
+
+    adjective, noun = rng.choice(ADJECTIVES), rng.choice(NOUNS)
+    return Product(
+        sku=f"SKU-{i:06d}",
+        name=f"{adjective.title()} {noun} {i}",
+        description=(
+            f"A {adjective} {noun} for everyday use. Model {i}, made to last, easy to clean, "
+            f"and shipped in recycled packaging."
+        ),
+        price=Decimal(rng.randint(100, 99_999)) / 100,
+        currency="EUR",
+        stock=rng.randint(0, 500),
+        is_active=rng.random() > 0.05,
+        category=rng.choice(categories),
+        attributes={"color": rng.choice(COLORS), "size": rng.choice(SIZES)},
+        tags=rng.sample(TAGS, k=rng.randint(0, 3)),
+    )
+
+
+def analyze(database_url: str) -> None:
+    """What autovacuum would do soon after a bulk load: statistics for the planner."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+
+
+# --- wrk scripts ---------------------------------------------------------------------------------
+
+# wrk runs `setup` once per thread in its main Lua state: number the threads, so that each can
+# take its own share of the work.
+LUA_THREAD_INDEX = """
+local created = 0
+function setup(thread)
+  thread:set("thread_index", created)
+  created = created + 1
+end
+"""
+
+# A price_min that no request of the run asked before: every request misses the cache and
+# computes its page (one SQL query). Prices are 1.00 to 999.99, so most rows qualify and each
+# page is found within the first few dozen rows of the ordering index: a cheap, typical miss.
+LUA_COLD_LIST = (
+    LUA_THREAD_INDEX
+    + """
+local counter = 0
+function request()
+  counter = counter + 1
+  local cents = {offset} + counter * {threads} + (thread_index or 0)
+  local path = string.format("/api/v1/products/?page_size=25&price_min=%d.%02d",
+                             math.floor(cents / 100), cents % 100)
+  return wrk.format(nil, path)
+end
+"""
+)
+
+# PATCH the stock of products of this run's own slice, each thread its own products, with
+# If-Match holding the version the previous response of that product returned (products start
+# at version 1). A slice is far longer than the requests in flight, so the version is current.
+LUA_PATCH = (
+    LUA_THREAD_INDEX
+    + """
+local ids = {{{ids}}}
+local mine, versions, position = {{}}, {{}}, 0
+function init(args)
+  for i = (thread_index or 0) + 1, #ids, {threads} do mine[#mine + 1] = ids[i] end
+  for _, id in ipairs(mine) do versions[id] = 1 end
+end
+function request()
+  position = position % #mine + 1
+  local id = mine[position]
+  local headers = {{}}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["Content-Type"] = "application/json"
+  headers["If-Match"] = string.format('"%d-0"', versions[id])
+  local body = string.format('{{"stock": %d}}', math.random(10, 1000))
+  return wrk.format("PATCH", "/api/v1/products/" .. id .. "/", headers, body)
+end
+function response(status, headers, body)
+  local etag = headers["ETag"]
+  if etag then
+    local id = string.match(body, '"id":"([%x%-]+)"')
+    local version = string.match(etag, '^"(%d+)%-')
+    if id and version then versions[id] = tonumber(version) end
+  end
+end
+"""
+)
+
+# POST a new product with a SKU no request used before.
+LUA_CREATE = (
+    LUA_THREAD_INDEX
+    + """
+local counter = 0
+function request()
+  counter = counter + 1
+  local headers = {{}}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["Content-Type"] = "application/json"
+  local body = string.format(
+    '{{"sku": "BENCH-{run}-%d-%d", "name": "Bench product", "price": "9.99", "stock": 50}}',
+    thread_index or 0, counter)
+  return wrk.format("POST", "/api/v1/products/", headers, body)
+end
+"""
+)
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    key: str
+    label: str
+    path: str
+    headers: list[str] = field(default_factory=list)
+    # Lua scripts for the warm-up and the measured run (different, where requests must not
+    # repeat across the two).
+    warmup_script: Path | None = None
+    script: Path | None = None
+    cache_kind: str | None = None
+
+
+@dataclass
+class Measured:
+    scenario: Scenario
+    result: Result
+    load_before: str
+    load_after: str
+    hits: int | None = None
+    misses: int | None = None
+    # CPU milliseconds per request, by process group: where the two cores went.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Processes:
+    """What serves the run, for CPU accounting: gunicorn, PostgreSQL's backends, Redis, wrk."""
+
+    server_pid: int
+    postgres_url: str  # the server's maintenance database, to list the backends of ours
+    database: str
+    redis_url: str
+
+    def snapshot(self) -> dict[str, float]:
+        import psycopg
+        import redis
+
+        with psycopg.connect(self.postgres_url, connect_timeout=5) as admin:
+            backends = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.database]
+            ).fetchall()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        workers = [self.server_pid, *child_pids(self.server_pid)]
+        return {
+            "gunicorn": sum(cpu_seconds(pid) for pid in workers),
+            "postgres": sum(cpu_seconds(pid) for (pid,) in backends),
+            "redis": info["used_cpu_user"] + info["used_cpu_sys"],
+            "wrk": _children_cpu(),
+        }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has exited
+    return usage.ru_utime + usage.ru_stime
+
+
+_CACHE_COUNTER = re.compile(
+    r'^tenantapi_catalog_cache_(hits|misses)_total\{kind="(\w+)"\} ([\d.e+]+)$', re.MULTILINE
+)
+
+
+def cache_counters(base_url: str) -> dict[tuple[str, str], float]:
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return {(kind, what): float(value) for what, kind, value in _CACHE_COUNTER.findall(text)}
+
+
+def measure(
+    scenario: Scenario, base_url: str, options: argparse.Namespace, processes: Processes
+) -> Measured:
+    common = {"connections": options.connections, "threads": options.threads}
+    url = base_url + scenario.path
+    run_wrk(
+        url,
+        duration=options.warmup,
+        headers=scenario.headers,
+        script=scenario.warmup_script,
+        **common,
+    )
+    before = cache_counters(base_url)
+    cpu_before = processes.snapshot()
+    load_before = load_average()
+    result = run_wrk(
+        url, duration=options.duration, headers=scenario.headers, script=scenario.script, **common
+    )
+    load_after = load_average()
+    cpu_after = processes.snapshot()
+    measured = Measured(scenario, result, load_before, load_after)
+    if result.requests:
+        measured.cpu_ms = {
+            name: (cpu_after[name] - cpu_before[name]) * 1000 / result.requests
+            for name in cpu_before
+        }
+    if scenario.cache_kind:
+        after = cache_counters(base_url)
+        kind = scenario.cache_kind
+        measured.hits = round(after.get((kind, "hits"), 0) - before.get((kind, "hits"), 0))
+        measured.misses = round(after.get((kind, "misses"), 0) - before.get((kind, "misses"), 0))
+    return measured
+
+
+# --- counting one cached hit in process ----------------------------------------------------------
+
+
+@dataclass
+class Cost:
+    label: str
+    status: int
+    queries: int
+    round_trips: int
+    postgres: list[str]  # what the client sent PostgreSQL (libpq's trace of the protocol)
+    commands: list[str]
+    monitored: list[str]  # what the requests' commands ran, Lua scripts' own calls included
+    sql: list[str]
+
+
+class RedisRoundTrips:
+    """Counts what redis-py writes to its sockets: one write per command, one per pipeline."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def __enter__(self) -> "RedisRoundTrips":
+        from redis.connection import AbstractConnection
+
+        self._original = AbstractConnection.send_packed_command
+        original, commands = self._original, self.commands
+
+        def send_packed_command(connection, command, check_health=True):
+            chunks = command if isinstance(command, list) else [command]
+            data = b"".join(c if isinstance(c, bytes) else bytes(c) for c in chunks)
+            names = re.findall(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n", data)
+            commands.append("+".join(name.decode().upper() for name in names) or "?")
+            return original(connection, command, check_health)
+
+        AbstractConnection.send_packed_command = send_packed_command
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from redis.connection import AbstractConnection
+
+        AbstractConnection.send_packed_command = self._original
+
+
+class PostgresTrace:
+    """What the application's database connection actually sends, from libpq's protocol trace.
+
+    Django logs BEGIN and COMMIT when a view enters transaction.atomic(), but psycopg 3 sends
+    neither for a transaction in which nothing was executed: the trace tells the difference.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "libpq-trace.txt"
+        self.queries: list[str] = []
+
+    def __enter__(self) -> "PostgresTrace":
+        from django.db import connection
+
+        connection.ensure_connection()
+        self._file = self.path.open("w")
+        self._pgconn = connection.connection.pgconn
+        self._pgconn.trace(self._file.fileno())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pgconn.untrace()
+        self._file.close()
+        for line in self.path.read_text().splitlines():
+            # <time> F <length> Query "SELECT 1" (or Parse ..., for the extended protocol)
+            parts = line.split("\t")
+            if len(parts) > 4 and parts[1] == "F" and parts[3] in ("Query", "Parse"):
+                self.queries.append(parts[4].strip().strip('"')[:30])
+
+
+class RedisMonitor:
+    """The commands Redis itself saw on our database number, from MONITOR, between start and
+    stop (a cross-check of the client-side count; the server is shared, so filter by db)."""
+
+    END = "bench-catalog-monitor-end"
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self.redis_url = redis_url
+        self.db = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs.get("db", 0)
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        # Connected (and its database selected) before the request, so that only its ECHO
+        # shows up after it.
+        self._ender = redis.Redis.from_url(redis_url)
+        self._ender.ping()
+
+    def __enter__(self) -> "RedisMonitor":
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def _listen(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        with client.monitor() as monitor:
+            self._ready.set()
+            for entry in monitor.listen():
+                if self.END in entry["command"]:
+                    break
+                if entry["db"] == self.db:
+                    inside = " (in the script)" if entry.get("client_type") == "lua" else ""
+                    self.lines.append(entry["command"].split(" ", 1)[0].upper() + inside)
+        client.close()
+
+    def __exit__(self, *exc) -> None:
+        self._ender.echo(self.END)
+        self._ender.close()
+        self._thread.join(5)
+
+
+def wsgi_get(application, host: str, path: str, headers: dict[str, str]) -> int:
+    """GET `path` through the WSGI application as gunicorn calls it; returns the status.
+
+    Not Django's test client: it keeps `close_old_connections` off `request_started`, and with
+    it the per-request reset of the database connection's health check, which production runs.
+    """
+    path_info, _, query = path.partition("?")
+    server_name, _, server_port = host.partition(":")
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path_info,
+        "QUERY_STRING": query,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port or "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": HOST,
+        "HTTP_HOST": host,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        **headers,
+    }
+    statuses = []
+    body = application(environ, lambda status, _headers, _exc=None: statuses.append(status))
+    try:
+        b"".join(body)
+    finally:
+        body.close()
+    return int(statuses[0].split()[0])
+
+
+def count_costs(
+    fixture: Fixture, host: str, redis_url: str, list_etag: str, directory: Path
+) -> list[Cost]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from config.wsgi import application
+
+    # The list's cache key covers scheme, host and path: the same Host as the server's entries.
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {fixture.token}"}
+    cold = f"{LIST_PATH}&price_min="
+    requests = [  # label, path, path of the two requests before it, headers
+        ("cached list", LIST_PATH, LIST_PATH, auth),
+        ("304 revalidation", LIST_PATH, LIST_PATH, {**auth, "HTTP_IF_NONE_MATCH": list_etag}),
+        ("cached detail", f"/api/v1/products/{fixture.detail_id}/", None, auth),
+        # For comparison, and to show that the counts see SQL where there is some.
+        ("cold list (a miss)", f"{cold}1.23", f"{cold}1.22", auth),
+        ("bare view", "/bench/bare/", None, {}),
+    ]
+    costs = []
+    for label, path, warm_path, headers in requests:
+        # Two before counting: the process's first request opens its connections (connecting
+        # is not a round trip of the request) and imports what it imports once.
+        wsgi_get(application, host, warm_path or path, headers)
+        wsgi_get(application, host, warm_path or path, headers)
+        # The monitor outermost: its own commands are outside the client-side count.
+        with (
+            RedisMonitor(redis_url) as monitor,
+            RedisRoundTrips() as trips,
+            PostgresTrace(directory) as trace,
+            CaptureQueriesContext(connection) as queries,
+        ):
+            status = wsgi_get(application, host, path, headers)
+        costs.append(
+            Cost(
+                label,
+                status,
+                len(queries.captured_queries),
+                len(trips.commands),
+                trace.queries,
+                trips.commands,
+                monitor.lines,
+                [query["sql"] for query in queries.captured_queries],
+            )
+        )
+    return costs
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def versions_line() -> str:
+    packages = [
+        "django", "djangorestframework", "djangorestframework-simplejwt", "gunicorn",
+        "psycopg", "redis", "django-redis", "django-prometheus", "prometheus-client",
+    ]  # fmt: skip
+    return ", ".join(f"{name} {version(name)}" for name in packages)
+
+
+def report(
+    measured: list[Measured],
+    costs: list[Cost],
+    options: argparse.Namespace,
+    context: dict[str, str],
+) -> None:
+    by_key = {m.scenario.key: m for m in measured}
+    print()
+    print(f"Run {context['started']} on {context['machine']}")
+    print(f"Load average (1, 5, 15 min) at start: {context['load_start']}")
+    print(
+        f"Server: gunicorn, {options.workers} sync workers, config/gunicorn.conf.py, "
+        f"production settings, LOG_LEVEL={options.log_level}; "
+        f"{context['products']:,} products in one tenant"
+    )
+    print(
+        f"Load: wrk {context['wrk']}, {options.threads} threads, {options.connections} "
+        f"connections, {options.warmup:g} s warm-up then {options.duration:g} s per scenario"
+    )
+    print(f"PostgreSQL {context['postgres']}, Redis {context['redis']}; {context['versions']}")
+    print()
+    print(
+        "| scenario | requests/s | p50 ms | p99 ms | errors | cache hits / misses "
+        "| load 1 min (before → after) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for m in measured:
+        cache = f"{m.hits:,} / {m.misses:,}" if m.hits is not None else "n/a"
+        print(
+            f"| {m.scenario.label} | {m.result.requests_per_second:,.0f} | {m.result.p50_ms:.1f} "
+            f"| {m.result.p99_ms:.1f} | {m.result.errors} | {cache} "
+            f"| {m.load_before.split()[0]} → {m.load_after.split()[0]} |"
+        )
+    print()
+    print("CPU time per request, ms (Redis: the whole server, which other work shares):")
+    print()
+    print("| scenario | gunicorn workers | PostgreSQL backends | Redis | wrk | total |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for m in measured:
+        if m.cpu_ms:
+            cpu = m.cpu_ms
+            print(
+                f"| {m.scenario.label} | {cpu['gunicorn']:.2f} | {cpu['postgres']:.2f} "
+                f"| {cpu['redis']:.2f} | {cpu['wrk']:.2f} | {sum(cpu.values()):.2f} |"
+            )
+    if "bare" in by_key and "list" in by_key:
+        bare = by_key["bare"].result.requests_per_second
+        ratio = by_key["list"].result.requests_per_second / bare
+        verdict = "met" if ratio >= TARGET_RATIO else "missed"
+        print()
+        print(
+            f"Cached list / bare view: {ratio:.0%} (target {TARGET_RATIO:.0%}: {verdict})",
+        )
+    print()
+    print("One request each, in process through config.wsgi.application (same settings, Redis):")
+    print()
+    print(
+        "| request | status | SQL logged by Django | sent to PostgreSQL | Redis round trips "
+        "| Redis commands (client) | Redis commands (MONITOR) |"
+    )
+    print("|---|---:|---:|---:|---:|---|---|")
+    for cost in costs:
+        logged = f"{cost.queries} ({', '.join(q[:24] for q in cost.sql)})" if cost.sql else "0"
+        sent = f"{len(cost.postgres)} ({', '.join(cost.postgres)})" if cost.postgres else "0"
+        print(
+            f"| {cost.label} | {cost.status} | {logged} | {sent} "
+            f"| {cost.round_trips} | {', '.join(cost.commands)} | {', '.join(cost.monitored)} |"
+        )
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def scenarios(fixture: Fixture, directory: Path, threads: int, list_etag: str) -> list[Scenario]:
+    auth = f"Authorization: Bearer {fixture.token}"
+    detail = f"/api/v1/products/{fixture.detail_id}/"
+
+    def lua(name: str, text: str) -> Path:
+        path = directory / name
+        path.write_text(text)
+        return path
+
+    # Products for the writes: warm-up and measured run each get their own, all at version 1.
+    ids = fixture.product_ids
+    quoted = [f'"{pk}"' for pk in ids]
+    patch_warm = ", ".join(quoted[:2_000])
+    patch_run = ", ".join(quoted[2_000:10_000])
+    return [
+        Scenario("bare", "bare Django view (ceiling)", "/bench/bare/"),
+        Scenario("list", "cached list", LIST_PATH, [auth], cache_kind="product_list"),
+        Scenario("detail", "cached detail", detail, [auth], cache_kind="product_detail"),
+        Scenario(
+            "304",
+            "304 revalidation (list, If-None-Match)",
+            LIST_PATH,
+            [auth, f"If-None-Match: {list_etag}"],
+            cache_kind="product_list",
+        ),
+        Scenario(
+            "cold",
+            "cold list (new price_min each request)",
+            "/api/v1/products/",
+            [auth],
+            warmup_script=lua("cold-warm.lua", _fill(LUA_COLD_LIST, offset=0, threads=threads)),
+            script=lua("cold.lua", _fill(LUA_COLD_LIST, offset=10_000, threads=threads)),
+            cache_kind="product_list",
+        ),
+        Scenario(
+            "patch",
+            "write: PATCH stock with If-Match",
+            "/api/v1/products/",
+            [auth],
+            warmup_script=lua("patch-warm.lua", LUA_PATCH.format(ids=patch_warm, threads=threads)),
+            script=lua("patch.lua", LUA_PATCH.format(ids=patch_run, threads=threads)),
+        ),
+        Scenario(
+            "create",
+            "write: POST a product (unique SKU)",
+            "/api/v1/products/",
+            [auth],
+            warmup_script=lua("create-warm.lua", LUA_CREATE.format(run="w")),
+            script=lua("create.lua", LUA_CREATE.format(run="m")),
+        ),
+    ]
+
+
+def _fill(template: str, **values: int) -> str:
+    """str.format for Lua text that has braces of its own: only {name} placeholders."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template
+
+
+def environment_for(
+    *, database_url: str, redis_url: str, directory: Path, log_level: str
+) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS)]),
+        # config.settings.production plus /bench/bare/ (scripts/bench_settings.py).
+        "DJANGO_SETTINGS_MODULE": "bench_settings",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": f"{HOST},localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        # The broker's keys under the run's prefix too, so that cleaning up finds them.
+        "CELERY_BROKER_TRANSPORT_OPTIONS": (
+            f'{{"visibility_timeout": 3600, "global_keyprefix": "{KEY_PREFIX}:celery:"}}'
+        ),
+        "CACHE_KEY_PREFIX": KEY_PREFIX,
+        "CHANNELS_PREFIX": f"{KEY_PREFIX}:asgi",
+        "RATELIMIT_ENABLED": "true",
+        "RATELIMIT_KEY_PREFIX": f"{KEY_PREFIX}:rl",
+        "PROMETHEUS_MULTIPROC_DIR": str(directory / "prometheus"),
+        # The token must outlive the run (15 minutes by default).
+        "ACCESS_TOKEN_LIFETIME_MINUTES": "240",
+        # Logging every request would measure the log handler (docs/serving.md).
+        "LOG_LEVEL": log_level,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (as deployed)")
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+        help="PostgreSQL server URL (a superuser: the database is created and dropped)",
+    )
+    parser.add_argument("--database", default="bench_catalog", help="dropped and recreated")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        help=f"a Redis database number of its own; only keys under '{KEY_PREFIX}' are deleted",
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--only", help="comma-separated scenario keys: bare,list,detail,304,cold,patch,create"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the workers with py-spy during the cached-list run, to this folded file",
+    )
+    options = parser.parse_args()
+    if wrk_version() == "absent":
+        print("error: wrk is needed (Debian: apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    # A SIGTERM (a CI timeout, a kill) must still clean up: make it an exception.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    database_url = f"{options.postgres.rstrip('/')}/{options.database}"
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
+    load_start = load_average()
+    server = None
+    with tempfile.TemporaryDirectory(prefix="bench-catalog-") as workdir:
+        directory = Path(workdir)
+        (directory / "prometheus").mkdir()
+        environment = environment_for(
+            database_url=database_url,
+            redis_url=options.redis_url,
+            directory=directory,
+            log_level=options.log_level,
+        )
+        os.environ.update(environment)
+        sys.path[:0] = [str(REPO)]
+        delete_redis_keys(options.redis_url, KEY_PREFIX)
+        recreate_database(database_url)
+        try:
+            import django
+
+            django.setup()
+            from django.core.management import call_command
+            from django.db import connections
+
+            print(f"migrating {options.database} ...", flush=True)
+            call_command("migrate", interactive=False, verbosity=0)
+            print(f"seeding {options.products:,} products ...", flush=True)
+            began = time.monotonic()
+            fixture = seed(products=options.products)
+            connections.close_all()
+            analyze(database_url)
+            print(f"seeded in {time.monotonic() - began:.0f} s", flush=True)
+
+            port = free_port()
+            base_url = f"http://{HOST}:{port}"
+            log_path = directory / "server.log"
+            log = log_path.open("ab")
+            command = [
+                sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                "--config", "config/gunicorn.conf.py",
+                "--bind", f"{HOST}:{port}", "--workers", str(options.workers),
+            ]  # fmt: skip
+            server = subprocess.Popen(  # noqa: S603  (a fixed command line)
+                command,
+                cwd=REPO,
+                env=environment,
+                stdout=log,
+                stderr=log,
+            )
+            wait_until_serving(base_url, server, log_path)
+            processes = Processes(
+                server.pid, server_url(database_url), options.database, options.redis_url
+            )
+            auth = {"Authorization": f"Bearer {fixture.token}"}
+            # Warm what the cached scenarios read, in every worker's Redis-backed cache alike.
+            for path in (LIST_PATH, f"/api/v1/products/{fixture.detail_id}/"):
+                response = httpx.get(base_url + path, headers=auth, timeout=30)
+                response.raise_for_status()
+            list_etag = httpx.get(base_url + LIST_PATH, headers=auth).headers["ETag"]
+
+            print("counting one cached hit in process ...", flush=True)
+            costs = count_costs(fixture, f"{HOST}:{port}", options.redis_url, list_etag, directory)
+
+            wanted = set(options.only.split(",")) if options.only else None
+            measured = []
+            for scenario in scenarios(fixture, directory, options.threads, list_etag):
+                if wanted is not None and scenario.key not in wanted:
+                    continue
+                print(f"running: {scenario.label} ...", flush=True)
+                profiler = None
+                if options.profile and scenario.key == "list":
+                    profiler = start_profiler(server.pid, options)
+                measured.append(measure(scenario, base_url, options, processes))
+                if profiler is not None:
+                    profiler.wait(timeout=options.warmup + options.duration + 60)
+                    print(f"profile written to {options.profile}", flush=True)
+                    summarize_profile(options.profile)
+
+            report(
+                measured,
+                costs,
+                options,
+                {
+                    "started": started,
+                    "machine": machine(),
+                    "load_start": load_start,
+                    "products": options.products,
+                    "wrk": wrk_version(),
+                    "postgres": postgres_version(database_url),
+                    "redis": redis_version(options.redis_url),
+                    "versions": versions_line(),
+                },
+            )
+            print(f"\nLoad average at the end: {load_average()}")
+        finally:
+            if server is not None:
+                stop(server)
+            try:
+                from django.db import connections
+
+                connections.close_all()
+            except Exception:  # noqa: S110  (Django may not have been set up)
+                pass
+            drop_database(database_url)
+            delete_redis_keys(options.redis_url, KEY_PREFIX)
+    return 0
+
+
+def start_profiler(master_pid: int, options: argparse.Namespace) -> subprocess.Popen:
+    """py-spy on the gunicorn master and its workers for the measured part of the run.
+
+    py-spy is a measuring tool, not a dependency: install it into the venv for the run only
+    (`uv pip install --python .venv/bin/python py-spy`). Folded stacks ("raw" format), one line
+    per stack with its sample count.
+    """
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [
+        py_spy, "record", "--pid", str(master_pid), "--subprocesses",
+        "--rate", "250", "--format", "raw", "--output", str(options.profile),
+        "--duration", str(int(options.warmup + options.duration)), "--nonblocking",
+    ]  # fmt: skip
+    return subprocess.Popen(  # noqa: S603  (a fixed command line)
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def summarize_profile(path: Path, top: int = 40) -> None:
+    """The functions the workers' request samples were in (inclusive), from py-spy's folded
+    stacks: where the time of a cached-list request goes."""
+    inclusive: dict[str, int] = {}
+    requests = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        starts = [i for i, frame in enumerate(frames) if frame.startswith("WSGIHandler.__call__")]
+        if not starts:
+            continue  # gunicorn waiting for a connection, the master
+        requests += int(count)
+        for frame in set(frames[starts[0] :]):
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    print(f"\nWhere the cached list's time goes ({requests:,} samples inside requests):")
+    for frame, count in sorted(inclusive.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {100 * count / requests:5.1f}%  {frame}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

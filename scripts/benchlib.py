@@ -1,0 +1,249 @@
+"""What the benchmark scripts share: servers on loopback, wrk, scratch databases, the machine.
+
+Used by scripts/bench_serving.py, scripts/bench_catalog.py and scripts/bench_fanout.py; not part
+of the application. Everything here targets 127.0.0.1 only: these helpers drive load at whatever
+they are pointed to.
+"""
+
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+
+HOST = "127.0.0.1"  # never anything else
+START_TIMEOUT = 30.0
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(
+    url: str, process: subprocess.Popen, log_path: Path, *, timeout: float = START_TIMEOUT
+) -> None:
+    """Poll `url`/healthz until it answers 200; on failure show the end of the server's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    # The log usually lives in a temporary directory that is about to go: show its end now.
+    tail = log_path.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"the server did not start serving:\n{tail}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop one process we started: SIGTERM, then SIGKILL after 15 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- wrk ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx/3xx responses plus socket errors
+    requests: int = 0
+
+
+def _milliseconds(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(output: str) -> Result:
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    if socket_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
+    requests = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
+    return Result(
+        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        p50_ms=_milliseconds(latency["50"]),
+        p99_ms=_milliseconds(latency["99"]),
+        errors=errors,
+        requests=int(requests.group(1)) if requests else 0,
+    )
+
+
+def run_wrk(
+    url: str,
+    *,
+    duration: float,
+    connections: int,
+    threads: int = 2,
+    headers: Sequence[str] = (),
+    script: Path | None = None,
+) -> Result:
+    """One wrk run with a fixed number of connections for a fixed time (5 s request timeout).
+
+    `headers` are "Name: value" strings; `script` a Lua file (wrk's request/response hooks).
+    """
+    command = [
+        "wrk", "--threads", str(threads), "--connections", str(connections),
+        "--duration", f"{duration:g}s", "--timeout", "5s", "--latency",
+    ]  # fmt: skip
+    for header in headers:
+        command += ["--header", header]
+    if script is not None:
+        command += ["--script", str(script)]
+    command.append(url)
+    output = subprocess.run(  # noqa: S603  (a fixed command line)
+        command, capture_output=True, text=True, check=True, timeout=duration + 30
+    ).stdout
+    return parse_wrk(output)
+
+
+def wrk_version() -> str:
+    if shutil.which("wrk") is None:
+        return "absent"
+    # wrk prints its version on any unknown option, with exit status 1.
+    output = subprocess.run(
+        ["wrk", "--version"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    match = re.search(r"wrk (\S+)", output)
+    return match.group(1) if match else "unknown"
+
+
+# --- scratch databases --------------------------------------------------------------------------
+
+
+def server_url(database_url: str) -> str:
+    """`postgres://user@host:port/name` → the same server's `postgres` maintenance database."""
+    return database_url.rsplit("/", 1)[0] + "/postgres"
+
+
+def recreate_database(database_url: str) -> None:
+    """Drop (disconnecting whoever uses it) and create the database `database_url` names."""
+    drop_database(database_url)
+    name = sql.Identifier(database_url.rsplit("/", 1)[1])
+    with psycopg.connect(server_url(database_url), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def drop_database(database_url: str) -> None:
+    name = sql.Identifier(database_url.rsplit("/", 1)[1])
+    with psycopg.connect(server_url(database_url), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+def postgres_version(database_url: str) -> str:
+    with psycopg.connect(server_url(database_url), connect_timeout=5) as admin:
+        return admin.execute("SHOW server_version").fetchone()[0].split()[0]
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+
+def delete_redis_keys(redis_url: str, prefix: str) -> int:
+    """Delete the keys starting with `prefix` in the database `redis_url` names; never FLUSHDB,
+    since the server (and maybe the database number) is shared."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    deleted = 0
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += client.unlink(*batch)
+    finally:
+        client.close()
+    return deleted
+
+
+def redis_version(redis_url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return client.info("server")["redis_version"]
+    finally:
+        client.close()
+
+
+# --- the machine ------------------------------------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a live process has used so far (Linux /proc), 0 if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of `pid` (gunicorn's workers, say)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine() -> str:
+    return (
+        f"{os.cpu_count()} CPUs ({platform.machine()}), {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """The `percent`th percentile, interpolated (statistics' 'inclusive' method)."""
+    if len(values) == 1:
+        return values[0]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    if percent >= 100:
+        return max(values)
+    return cuts[int(percent) - 1]

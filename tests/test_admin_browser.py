@@ -1,0 +1,152 @@
+"""The operators' admin in a real browser: headless Chromium against a live server process.
+
+An operator logs in, suspends a tenant with the changelist's "Suspend" action, sees the tenant
+listed as suspended, and the tenant's token is refused from then on. Debian's chromium and
+chromium-driver drive it (scripts/test installs them when missing); without them this test
+fails rather than skips, so that CI never passes without having run it.
+"""
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
+
+from tenants.models import Tenant
+from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
+from tests.fixtures.servers import LiveServer
+from tests.helpers import ME, TOKEN, owner_of
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER_NAMES = ("chromedriver", "chromium-driver")
+LAUNCH_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+]
+WAIT_SECONDS = 20
+INSTALL_HINT = (
+    "apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver "
+    "(scripts/test does this when it runs as root or with sudo)"
+)
+
+
+def chromedriver_path() -> str:
+    for name in CHROMEDRIVER_NAMES:
+        if found := shutil.which(name):
+            return found
+    pytest.fail(f"chromedriver is not installed; install Debian's chromium-driver: {INSTALL_HINT}")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed: {INSTALL_HINT}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in LAUNCH_FLAGS:
+        options.add_argument(flag)
+    # An explicit driver: Selenium then never tries to download one.
+    service = Service(executable_path=chromedriver_path(), log_output=str(tmp_path / "driver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(WAIT_SECONDS)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@contextmanager
+def screenshot_on_failure(driver: webdriver.Chrome, directory: Path) -> Iterator[None]:
+    """On a failure, the page as the browser showed it goes to `directory` (pytest's tmp_path)."""
+    try:
+        yield
+    except BaseException as failure:
+        screenshot = directory / "failure.png"
+        driver.save_screenshot(str(screenshot))
+        failure.add_note(f"Screenshot of the page at the failure: {screenshot}")
+        raise
+
+
+@pytest.fixture
+def admin_server(live_asgi_server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return live_asgi_server_factory()
+
+
+def wait(driver: webdriver.Chrome) -> WebDriverWait:
+    return WebDriverWait(driver, WAIT_SECONDS)
+
+
+def row_of(driver: webdriver.Chrome, tenant: Tenant):
+    checkbox = driver.find_element(
+        By.CSS_SELECTOR, f'input[name="_selected_action"][value="{tenant.id}"]'
+    )
+    return checkbox.find_element(By.XPATH, "./ancestor::tr")
+
+
+def access_token(http: httpx.Client, user, tenant: Tenant) -> str:
+    response = http.post(
+        TOKEN, json={"email": user.email, "password": DEFAULT_PASSWORD, "tenant": tenant.slug}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access"]
+
+
+def test_an_operator_suspends_a_tenant_in_the_browser(browser, admin_server, tmp_path):
+    # Given an operator, and two tenants whose owners hold valid tokens
+    operator = make_user(email="operator@example.com", is_staff=True, is_superuser=True)
+    alpha, beta = make_tenant(name="Alpha Browser Shop"), make_tenant(name="Beta Browser Works")
+    with (
+        httpx.Client(base_url=admin_server.url, timeout=WAIT_SECONDS) as http,
+        screenshot_on_failure(browser, tmp_path),
+    ):
+        alpha_token = access_token(http, owner_of(alpha), alpha)
+        beta_token = access_token(http, owner_of(beta), beta)
+        assert http.get(ME, headers={"Authorization": f"Bearer {alpha_token}"}).status_code == 200
+
+        # When the operator logs in to the admin
+        browser.get(f"{admin_server.url}/admin/")
+        wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "id_username")))
+        browser.find_element(By.ID, "id_username").send_keys(operator.email)
+        browser.find_element(By.ID, "id_password").send_keys(DEFAULT_PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, 'input[type="submit"], button[type="submit"]').click()
+        wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "user-tools")))
+
+        # ...opens the tenants list, selects Alpha and runs "Suspend"
+        browser.get(f"{admin_server.url}/admin/tenants/tenant/")
+        wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "result_list")))
+        assert "Active" in row_of(browser, alpha).text
+        row_of(browser, alpha).find_element(By.NAME, "_selected_action").click()
+        Select(browser.find_element(By.NAME, "action")).select_by_value("suspend")
+        browser.find_element(By.CSS_SELECTOR, 'button[name="index"]').click()
+
+        # Then the page says so and lists Alpha as suspended, Beta still active
+        message = wait(browser).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "ul.messagelist"))
+        )
+        assert "1 tenant(s) suspended." in message.text
+        assert "Suspended" in row_of(browser, alpha).text
+        assert "Active" in row_of(browser, beta).text
+
+        # And Alpha's token is refused from the next request on, Beta's is not
+        refused = http.get(ME, headers={"Authorization": f"Bearer {alpha_token}"})
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("/tenant-suspended")
+        assert http.get(ME, headers={"Authorization": f"Bearer {beta_token}"}).status_code == 200
