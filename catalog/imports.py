@@ -64,6 +64,7 @@ from catalog.cache import catalog_changed
 from catalog.models import Category, Job, JobFile, Product
 from catalog.services import default_currency, tenant_settings
 from core.problems import Problem, ProblemType, validation_errors
+from tenants import audit
 from tenants.context import require_tenant_id, tenant_context
 from tenants.principal import Principal
 from tenants.quotas import Resource, enforce_quota
@@ -237,6 +238,16 @@ def import_start(*, actor: Principal | None, source: ImportSource) -> Job:
     )
     JobFile.objects.create(
         job=job, name=source.name[:255], format=source.format, content=source.content
+    )
+    # One event for the import, not one per row: the job keeps each row's outcome.
+    audit.record(
+        tenant_id=job.tenant_id,
+        action="catalog.import.started",
+        target_type="job",
+        target_id=job.pk,
+        changes=audit.created(
+            {"file": source.name[:255], "format": source.format, "rows": source.total}
+        ),
     )
     tenant_id = require_tenant_id()
     transaction.on_commit(lambda: _enqueue(tenant_id=tenant_id, job_id=job.pk))

@@ -51,3 +51,19 @@ def test_category_writes_are_audited_and_a_refused_write_leaves_none():
     assert renamed.status_code == 200
     (update_event,) = events(client, "catalog.category.updated")
     assert update_event["changes"] == {"name": ["Shoes", "Boots"]}
+
+
+def test_an_import_is_audited_once():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    tenant = make_tenant(name="Audited import", plan_code="enterprise")
+    client = client_for(owner_of(tenant), tenant)
+    upload = SimpleUploadedFile(
+        "products.csv", b"sku,name,price\nIMP-1,One,1.00\nIMP-2,Two,2.00\n", "text/csv"
+    )
+    response = client.post(f"{PRODUCTS}import/", {"file": upload}, format="multipart")
+    assert response.status_code == 202, response.content
+
+    (event,) = events(client, "catalog.import.started")
+    assert event["target_id"] == response.json()["id"]
+    assert event["changes"]["rows"] == [None, 2]
