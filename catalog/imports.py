@@ -61,7 +61,7 @@ from catalog import jobs
 from catalog import validators as v
 from catalog.api.serializers import ProductInputSerializer, TextField
 from catalog.cache import catalog_changed
-from catalog.models import Category, Job, JobFile, Product
+from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, JobFile, Product
 from catalog.services import default_currency, tenant_settings
 from core.problems import Problem, ProblemType, validation_errors
 from tenants import audit
@@ -74,18 +74,7 @@ log = structlog.get_logger(__name__)
 TOPIC_FINISHED = "catalog.import.finished"
 
 # The columns of a CSV import (and of the export): the writable fields of a product.
-COLUMNS = (
-    "sku",
-    "name",
-    "description",
-    "price",
-    "currency",
-    "stock",
-    "is_active",
-    "category",
-    "tags",
-    "attributes",
-)
+COLUMNS = PRODUCT_WRITABLE_FIELDS
 REQUIRED_COLUMNS = frozenset({"sku", "name", "price"})
 # Read-only fields of a product, as a copy of API responses may carry them: ignored, as the API
 # ignores them in a body. Any other unknown column is a 400: a misspelt header would otherwise

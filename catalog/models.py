@@ -67,6 +67,22 @@ class ProductQuerySet(TenantScopedQuerySet):
         return self.filter(is_active=True)
 
 
+# What a client writes on a product, in the order the API and CSV files show it. The services,
+# serializers, bulk import/export and the audit log all take the list from here.
+PRODUCT_WRITABLE_FIELDS = (
+    "sku",
+    "name",
+    "description",
+    "price",
+    "currency",
+    "stock",
+    "is_active",
+    "category",
+    "tags",
+    "attributes",
+)
+
+
 class Product(TenantOwnedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     sku = models.CharField(

@@ -30,7 +30,7 @@ from rest_framework.exceptions import ValidationError
 
 from catalog.cache import catalog_changed
 from catalog.currencies import CURRENCY_CODES, DEFAULT_CURRENCY
-from catalog.models import Category, Product
+from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Product
 from catalog.selectors import (
     category_ancestor_ids,
     category_has_dependents,
@@ -85,18 +85,7 @@ def low_stock_threshold(settings: Mapping[str, Any]) -> int:
 
 # --- products ----------------------------------------------------------------------------------
 
-PRODUCT_WRITABLE = (
-    "sku",
-    "name",
-    "description",
-    "price",
-    "currency",
-    "stock",
-    "is_active",
-    "category",
-    "tags",
-    "attributes",
-)
+PRODUCT_WRITABLE = PRODUCT_WRITABLE_FIELDS
 
 
 @transaction.atomic
@@ -175,12 +164,9 @@ def product_delete(
 
 # What the audit log keeps of each object: every field a client can write, foreign keys as ids.
 _AUDITED_FIELDS = {
-    Product: (
-        "sku", "name", "description", "price", "currency", "stock", "is_active", "category_id",
-        "tags", "attributes",
-    ),
+    Product: tuple("category_id" if f == "category" else f for f in PRODUCT_WRITABLE_FIELDS),
     Category: ("name", "slug", "parent_id"),
-}  # fmt: skip
+}
 
 
 def _snapshot(obj: Product | Category) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from django.utils.text import slugify
 from rest_framework import serializers
 
 from catalog import validators as v
-from catalog.models import Category, Job, Product
+from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, Product
 from catalog.selectors import category_list
 
 
@@ -107,22 +107,7 @@ class ProductSerializer(SparseFieldsMixin, serializers.ModelSerializer):
 
     class Meta:
         model = Product
-        fields = [
-            "id",
-            "sku",
-            "name",
-            "description",
-            "price",
-            "currency",
-            "stock",
-            "is_active",
-            "category",
-            "tags",
-            "attributes",
-            "version",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", *PRODUCT_WRITABLE_FIELDS, "version", "created_at", "updated_at"]
         read_only_fields = fields
 
 
