@@ -46,7 +46,11 @@ def test_an_unknown_format_is_a_400_naming_it(owner):
 @pytest.mark.parametrize("path", ["roles/", "members/", "invitations/", "permissions/"])
 @pytest.mark.parametrize(
     ("query", "field"),
-    [({"cursor": "|\U0004f962"}, "cursor"), ({"page_size": "null"}, "page_size")],
+    [
+        ({"cursor": "|\U0004f962"}, "cursor"),
+        ({"page_size": "null"}, "page_size"),
+        ({"page_size": ""}, "page_size"),
+    ],
 )
 def test_the_tenant_lists_refuse_a_bad_cursor_or_page_size(owner, path, query, field):
     # They had DRF's own paginator: a 404 for a bad cursor, and any page size taken as default.
@@ -130,3 +134,26 @@ def test_conflicts_the_services_raise_are_documented():
     for path_item in paths.values():
         for operation in path_item.values():
             assert "503" in operation["responses"], json.dumps(operation)[:200]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("tenant/", '{"settings": {"a": "\\udb33"}}'),
+        ("tenant/", '{"settings": {"a": ["\\u0000"]}}'),
+        ("auth/password/reset/confirm/", '{"token": "t", "uid": "\\udb89", "new_password": "x"}'),
+    ],
+)
+def test_text_postgresql_cannot_store_is_a_400_not_a_500(owner, path, body):
+    method = owner.patch if path == "tenant/" else owner.post
+    response = method(f"{API}/{path}", data=body, content_type="application/json")
+    assert_problem(response, 400)
+
+
+def test_a_reset_uid_that_is_no_uuid_is_a_400(owner):
+    response = owner.post(
+        f"{API}/auth/password/reset/confirm/",
+        {"token": "t", "uid": "8J-vgsOJwrE", "new_password": "a long new password 42"},
+        format="json",
+    )
+    assert_problem(response, 400, "validation-error")

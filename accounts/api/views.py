@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
 from drf_spectacular.utils import extend_schema
@@ -237,7 +238,8 @@ class PasswordResetConfirmView(PublicAPIView):
             user = User.objects.get(
                 pk=force_str(urlsafe_base64_decode(data["uid"])), is_active=True
             )
-        except (ValueError, TypeError, User.DoesNotExist) as exc:
+        except (ValueError, TypeError, DjangoValidationError, User.DoesNotExist) as exc:
+            # A uid that decodes to something other than a UUID is as invalid as an unknown one.
             raise Problem(
                 ProblemType.VALIDATION_ERROR, detail="The reset link is invalid or expired."
             ) from exc

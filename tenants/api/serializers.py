@@ -180,6 +180,21 @@ class TenantInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     settings = serializers.DictField(required=False)
 
+    def validate_settings(self, value: dict) -> dict:
+        # PostgreSQL's jsonb holds no NUL character and no unpaired surrogate: either would be a
+        # database error (500) instead of a 400 naming the field.
+        stack: list = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, str) and ("\x00" in item or _unencodable(item)):
+                raise serializers.ValidationError("Text must not hold NUL or lone surrogates.")
+        return value
+
 
 # --- the audit log ---------------------------------------------------------------------------
 
@@ -230,3 +245,11 @@ class AuditEventFilterSerializer(serializers.Serializer):
         if since is not None and until is not None and since >= until:
             raise serializers.ValidationError({"until": ["Must be later than since."]})
         return attrs
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
