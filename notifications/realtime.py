@@ -74,14 +74,19 @@ def push_notifications(tenant_id, pushes: list[tuple]) -> None:
     notification is stored, and `resume` or the REST list returns it.
     """
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not pushes:
         return
-    for user_id, seq, payload in pushes:
-        try:
-            async_to_sync(layer.group_send)(
+
+    async def send_all() -> None:
+        # One event loop and one Redis connection for the whole fan-out: a loop per push
+        # would open a connection per recipient.
+        for user_id, seq, payload in pushes:
+            await layer.group_send(
                 user_group(tenant_id, user_id),
                 {"type": "notification.push", "seq": seq, "notification": payload},
             )
-        except CHANNEL_LAYER_ERRORS:
-            log.warning("notification_push_unavailable", tenant_id=str(tenant_id))
-            return
+
+    try:
+        async_to_sync(send_all)()
+    except CHANNEL_LAYER_ERRORS:
+        log.warning("notification_push_unavailable", tenant_id=str(tenant_id))

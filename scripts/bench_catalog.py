@@ -10,16 +10,23 @@ Needs PostgreSQL and Redis on localhost and wrk (docs/benchmarks.md). The script
 2. starts gunicorn with config/gunicorn.conf.py and the production settings (plus a bare JSON
    view at /bench/bare/, scripts/bench_urls.py), metrics in multiprocess mode, on a free
    127.0.0.1 port;
-3. drives each scenario with wrk (a warm-up, then a fixed number of connections for a fixed
-   time) with a valid Bearer token, and reads the cache hit/miss counters from /metrics around
-   each run to show that a "cached" run hit and a "cold" run missed;
-4. counts, once and in process, the SQL queries and Redis round trips of a cached-list hit;
+3. counts, once and in process (through config.wsgi.application, as gunicorn calls it), what
+   a cached-list hit sends to PostgreSQL (libpq's protocol trace, next to what Django logs) and
+   to Redis (client-side round trips, and MONITOR), and the same for the other requests;
+4. drives each scenario with wrk (a warm-up, then a fixed number of connections for a fixed
+   time) with a valid Bearer token; reads the cache hit/miss counters from /metrics around each
+   run, to show that a "cached" run hit and a "cold" run missed, and the CPU time the workers,
+   PostgreSQL's backends, Redis and wrk used, per request;
 5. prints the results as Markdown, then stops the server, drops the database and deletes its
    Redis keys (only those under its own prefix: the Redis server is shared).
+
+`--profile FILE` records the workers with py-spy during the cached-list run (py-spy is not a
+dependency: install it for the run only) and prints where the requests spent their time.
 """
 
 import argparse
 import io
+import json
 import os
 import random
 import re
@@ -279,7 +286,8 @@ class Processes:
     database: str
     redis_url: str
 
-    def snapshot(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far, per process; Redis and wrk as one "process" each (pid 0)."""
         import psycopg
         import redis
 
@@ -294,11 +302,18 @@ class Processes:
             client.close()
         workers = [self.server_pid, *child_pids(self.server_pid)]
         return {
-            "gunicorn": sum(cpu_seconds(pid) for pid in workers),
-            "postgres": sum(cpu_seconds(pid) for (pid,) in backends),
-            "redis": info["used_cpu_user"] + info["used_cpu_sys"],
-            "wrk": _children_cpu(),
+            "gunicorn": {pid: cpu_seconds(pid) for pid in workers},
+            "postgres": {pid: cpu_seconds(pid) for (pid,) in backends},
+            "redis": {0: info["used_cpu_user"] + info["used_cpu_sys"]},
+            "wrk": {0: _children_cpu()},
         }
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two snapshots by the processes alive at the second one (a
+    database connection closed meanwhile takes its share with it: an undercount, never less
+    than zero)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _children_cpu() -> float:
@@ -339,7 +354,7 @@ def measure(
     measured = Measured(scenario, result, load_before, load_after)
     if result.requests:
         measured.cpu_ms = {
-            name: (cpu_after[name] - cpu_before[name]) * 1000 / result.requests
+            name: cpu_used(cpu_before[name], cpu_after[name]) * 1000 / result.requests
             for name in cpu_before
         }
     if scenario.cache_kind:
@@ -362,7 +377,8 @@ class Cost:
     postgres: list[str]  # what the client sent PostgreSQL (libpq's trace of the protocol)
     commands: list[str]
     monitored: list[str]  # what the requests' commands ran, Lua scripts' own calls included
-    sql: list[str]
+    sql: list[tuple[str, float]]  # statement, milliseconds
+    milliseconds: float
 
 
 class RedisRoundTrips:
@@ -467,8 +483,10 @@ class RedisMonitor:
         self._thread.join(5)
 
 
-def wsgi_get(application, host: str, path: str, headers: dict[str, str]) -> int:
-    """GET `path` through the WSGI application as gunicorn calls it; returns the status.
+def wsgi_call(
+    application, host: str, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> int:
+    """One request through the WSGI application as gunicorn calls it; returns the status.
 
     Not Django's test client: it keeps `close_old_connections` off `request_started`, and with
     it the per-request reset of the database connection's health check, which production runs.
@@ -476,7 +494,7 @@ def wsgi_get(application, host: str, path: str, headers: dict[str, str]) -> int:
     path_info, _, query = path.partition("?")
     server_name, _, server_port = host.partition(":")
     environ = {
-        "REQUEST_METHOD": "GET",
+        "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
         "PATH_INFO": path_info,
         "QUERY_STRING": query,
@@ -487,7 +505,9 @@ def wsgi_get(application, host: str, path: str, headers: dict[str, str]) -> int:
         "HTTP_HOST": host,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/json",
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
@@ -495,11 +515,11 @@ def wsgi_get(application, host: str, path: str, headers: dict[str, str]) -> int:
         **headers,
     }
     statuses = []
-    body = application(environ, lambda status, _headers, _exc=None: statuses.append(status))
+    response = application(environ, lambda status, _headers, _exc=None: statuses.append(status))
     try:
-        b"".join(body)
+        b"".join(response)
     finally:
-        body.close()
+        response.close()
     return int(statuses[0].split()[0])
 
 
@@ -514,20 +534,41 @@ def count_costs(
     # The list's cache key covers scheme, host and path: the same Host as the server's entries.
     auth = {"HTTP_AUTHORIZATION": f"Bearer {fixture.token}"}
     cold = f"{LIST_PATH}&price_min="
-    requests = [  # label, path, path of the two requests before it, headers
-        ("cached list", LIST_PATH, LIST_PATH, auth),
-        ("304 revalidation", LIST_PATH, LIST_PATH, {**auth, "HTTP_IF_NONE_MATCH": list_etag}),
-        ("cached detail", f"/api/v1/products/{fixture.detail_id}/", None, auth),
+    # Products the wrk runs never touch, at version 1.
+    spare = [f"/api/v1/products/{pk}/" for pk in fixture.product_ids[:3]]
+    patch = {**auth, "HTTP_IF_MATCH": '"1-0"'}
+    stock = b'{"stock": 321}'
+    new_products = [
+        json.dumps({"sku": f"COUNT-{i}", "name": "Counted", "price": "1.00"}).encode()
+        for i in range(3)
+    ]
+    requests = [  # label, method, path, paths of the two requests before it, headers, body
+        ("cached list", "GET", LIST_PATH, [LIST_PATH] * 2, auth, b""),
+        (
+            "304 revalidation",
+            "GET",
+            LIST_PATH,
+            [LIST_PATH] * 2,
+            {**auth, "HTTP_IF_NONE_MATCH": list_etag},
+            b"",
+        ),
+        ("cached detail", "GET", f"/api/v1/products/{fixture.detail_id}/", None, auth, b""),
         # For comparison, and to show that the counts see SQL where there is some.
-        ("cold list (a miss)", f"{cold}1.23", f"{cold}1.22", auth),
-        ("bare view", "/bench/bare/", None, {}),
+        ("cold list (a miss)", "GET", f"{cold}1.23", [f"{cold}1.21", f"{cold}1.22"], auth, b""),
+        ("write: PATCH stock, If-Match", "PATCH", spare[2], spare[:2], patch, stock),
+        ("write: POST a product", "POST", "/api/v1/products/", None, auth, new_products),
+        ("bare view", "GET", "/bench/bare/", None, {}, b""),
     ]
     costs = []
-    for label, path, warm_path, headers in requests:
+    for label, method, path, warm_paths, headers, bodies in requests:
+        # A body for each of the three calls, where they must differ (new SKUs).
+        warm_bodies, body = (
+            (bodies[:2], bodies[2]) if isinstance(bodies, list) else ([bodies] * 2, bodies)
+        )
         # Two before counting: the process's first request opens its connections (connecting
         # is not a round trip of the request) and imports what it imports once.
-        wsgi_get(application, host, warm_path or path, headers)
-        wsgi_get(application, host, warm_path or path, headers)
+        for warm_path, warm_body in zip(warm_paths or [path, path], warm_bodies, strict=True):
+            wsgi_call(application, host, method, warm_path, headers, warm_body)
         # The monitor outermost: its own commands are outside the client-side count.
         with (
             RedisMonitor(redis_url) as monitor,
@@ -535,7 +576,9 @@ def count_costs(
             PostgresTrace(directory) as trace,
             CaptureQueriesContext(connection) as queries,
         ):
-            status = wsgi_get(application, host, path, headers)
+            began = time.perf_counter()
+            status = wsgi_call(application, host, method, path, headers, body)
+            elapsed = (time.perf_counter() - began) * 1000
         costs.append(
             Cost(
                 label,
@@ -545,7 +588,8 @@ def count_costs(
                 trace.queries,
                 trips.commands,
                 monitor.lines,
-                [query["sql"] for query in queries.captured_queries],
+                [(q["sql"], float(q["time"]) * 1000) for q in queries.captured_queries],
+                elapsed,
             )
         )
     return costs
@@ -619,17 +663,23 @@ def report(
     print("One request each, in process through config.wsgi.application (same settings, Redis):")
     print()
     print(
-        "| request | status | SQL logged by Django | sent to PostgreSQL | Redis round trips "
+        "| request | status | ms | SQL logged by Django | sent to PostgreSQL | Redis round trips "
         "| Redis commands (client) | Redis commands (MONITOR) |"
     )
-    print("|---|---:|---:|---:|---:|---|---|")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
     for cost in costs:
-        logged = f"{cost.queries} ({', '.join(q[:24] for q in cost.sql)})" if cost.sql else "0"
+        names = ", ".join(statement[:24] for statement, _ in cost.sql)
+        logged = f"{cost.queries} ({names})" if cost.sql else "0"
         sent = f"{len(cost.postgres)} ({', '.join(cost.postgres)})" if cost.postgres else "0"
         print(
-            f"| {cost.label} | {cost.status} | {logged} | {sent} "
+            f"| {cost.label} | {cost.status} | {cost.milliseconds:.1f} | {logged} | {sent} "
             f"| {cost.round_trips} | {', '.join(cost.commands)} | {', '.join(cost.monitored)} |"
         )
+    for cost in costs:
+        if cost.label.startswith("write"):
+            print(f"\nThe statements of {cost.label}, with their time:")
+            for statement, milliseconds in cost.sql:
+                print(f"  {milliseconds:8.1f} ms  {statement[:160]}")
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -644,9 +694,9 @@ def scenarios(fixture: Fixture, directory: Path, threads: int, list_etag: str) -
         path.write_text(text)
         return path
 
-    # Products for the writes: warm-up and measured run each get their own, all at version 1.
-    ids = fixture.product_ids
-    quoted = [f'"{pk}"' for pk in ids]
+    # Products for the writes: warm-up and measured run each get their own, all at version 1
+    # (the first three are count_costs' own).
+    quoted = [f'"{pk}"' for pk in fixture.product_ids[3:]]
     patch_warm = ", ".join(quoted[:2_000])
     patch_run = ", ".join(quoted[2_000:10_000])
     return [
@@ -822,6 +872,13 @@ def main() -> int:
 
             print("counting one cached hit in process ...", flush=True)
             costs = count_costs(fixture, f"{HOST}:{port}", options.redis_url, list_etag, directory)
+            # Its writes changed the first page: the ETag the 304 run revalidates is taken now.
+            list_etag = httpx.get(base_url + LIST_PATH, headers=auth).headers["ETag"]
+            revalidated = httpx.get(
+                base_url + LIST_PATH, headers={**auth, "If-None-Match": list_etag}
+            )
+            if revalidated.status_code != 304:
+                raise RuntimeError(f"If-None-Match got {revalidated.status_code}, not 304")
 
             wanted = set(options.only.split(",")) if options.only else None
             measured = []

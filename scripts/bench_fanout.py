@@ -46,6 +46,8 @@ from pathlib import Path
 
 from benchlib import (
     HOST,
+    child_pids,
+    cpu_seconds,
     delete_redis_keys,
     drop_database,
     free_port,
@@ -235,14 +237,40 @@ class Timing:
     lost: int = 0  # messages that never arrived, over all rounds
     rounds: int = 0
     load: str = ""
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per round, by process
 
 
 class Bench:
-    def __init__(self, pusher, rounds: int) -> None:
+    def __init__(self, pusher, pusher_pid: int, redis_url: str, rounds: int) -> None:
         self.pusher = pusher
+        self.pusher_pid = pusher_pid
+        self.redis_url = redis_url
+        self.server_pid: int | None = None  # uvicorn, while one runs
         self.rounds = rounds
         self.current = Round()
         self.next_id = 1  # round ids are unique over the whole run: stragglers never count
+
+    def cpu(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far: the server (and its workers), the pusher, this process (the
+        sockets' client, or the ceiling's receivers) and the Redis server (shared: other work
+        counts too)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        server = []
+        if self.server_pid is not None:
+            server = [self.server_pid, *child_pids(self.server_pid)]
+        return {
+            "server": {pid: cpu_seconds(pid) for pid in server},
+            "pusher": {self.pusher_pid: cpu_seconds(self.pusher_pid)},
+            "client": {0: own.ru_utime + own.ru_stime},
+            "redis": {0: info["used_cpu_user"] + info["used_cpu_sys"]},
+        }
 
     def arrived(self, round_id: int) -> None:
         self.current.arrived(round_id)
@@ -253,7 +281,10 @@ class Bench:
 
     async def measure(self, timing: Timing, make_command, expected: int) -> Timing:
         loop = asyncio.get_running_loop()
+        before = {}
         for index in range(WARMUP_ROUNDS + self.rounds):
+            if index == WARMUP_ROUNDS:
+                before = self.cpu()
             self.current = Round(id=self.next_id, expected=expected)
             self.next_id += 1
             started, finished = await loop.run_in_executor(
@@ -271,6 +302,13 @@ class Bench:
                 if len(arrivals) == expected:
                     timing.all_ms.append((max(arrivals) - started) * 1000)
             await asyncio.sleep(0.05)
+        after = self.cpu()
+        timing.cpu_ms = {
+            name: sum(seconds - before[name].get(pid, 0.0) for pid, seconds in after[name].items())
+            * 1000
+            / self.rounds
+            for name in after
+        }
         timing.load = load_average().split()[0]
         return timing
 
@@ -361,6 +399,7 @@ async def run_sockets(
     for processes in options.processes:
         port = free_port()
         server = start_server(port, processes, environment, directory / "uvicorn.log")
+        bench.server_pid = server.pid
         url = f"ws://{HOST}:{port}/ws/v1/notifications/"
         try:
             for n in options.sockets:
@@ -387,6 +426,7 @@ async def run_sockets(
                 )
                 await close_sockets(sockets)
         finally:
+            bench.server_pid = None
             stop(server)
 
     layer = get_channel_layer()
@@ -440,6 +480,20 @@ def report(timings: list[Timing], options, context: dict[str, str]) -> None:
             f"| {t.path} | {t.sockets:,} | {t.processes} | {cell(t.all_ms, 50)} "
             f"| {cell(t.all_ms, 99)} | {cell(t.all_ms, 100)} | {cell(t.first_ms, 50)} "
             f"| {cell(t.call_ms, 50)} | {t.lost} of {t.sockets * t.rounds:,} | {t.load} |"
+        )
+    print()
+    print(
+        "CPU per round, ms (client: this process, the sockets' client or the ceiling's "
+        "receivers; Redis: the whole shared server):"
+    )
+    print()
+    print("| path | N | server processes | server | pusher | client | Redis |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for t in timings:
+        cpu = t.cpu_ms
+        print(
+            f"| {t.path} | {t.sockets:,} | {t.processes} | {cpu['server']:.1f} "
+            f"| {cpu['pusher']:.1f} | {cpu['client']:.1f} | {cpu['redis']:.1f} |"
         )
 
 
@@ -504,7 +558,7 @@ def main() -> int:
 
             pusher = context.Process(target=pusher_main, args=(child_end, environment))
             pusher.start()
-            bench = Bench(parent_end, options.rounds)
+            bench = Bench(parent_end, pusher.pid, options.redis_url, options.rounds)
             timings = asyncio.run(run_sockets(bench, tenants, options, environment, Path(workdir)))
             report(
                 timings,

@@ -80,7 +80,7 @@ def _milliseconds(value: str) -> float:
 
 
 def parse_wrk(output: str) -> Result:
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
     socket_errors = re.search(r"Socket errors: (.*)", output)
     if socket_errors:
@@ -117,10 +117,13 @@ def run_wrk(
     if script is not None:
         command += ["--script", str(script)]
     command.append(url)
-    output = subprocess.run(  # noqa: S603  (a fixed command line)
+    completed = subprocess.run(  # noqa: S603  (a fixed command line)
         command, capture_output=True, text=True, check=True, timeout=duration + 30
-    ).stdout
-    return parse_wrk(output)
+    )
+    try:
+        return parse_wrk(completed.stdout)
+    except (AttributeError, KeyError) as exc:  # no latency block: nothing completed
+        raise RuntimeError(f"wrk measured nothing:\n{completed.stdout}{completed.stderr}") from exc
 
 
 def wrk_version() -> str:

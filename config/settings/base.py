@@ -159,10 +159,11 @@ if REDIS_URL:
                     }
                 ],
                 "prefix": env.str("CHANNELS_PREFIX", default="asgi"),
-                # Messages waiting for one socket before further ones are dropped (and counted):
-                # a socket that falls this far behind is too slow to keep, and nothing is lost,
-                # since notifications are stored before they are pushed.
-                "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=200),
+                # Messages waiting for one server process (channels-redis queues all of a
+                # process's sockets under one key) before further ones are dropped and counted.
+                # Sized for a fan-out to thousands of sockets; nothing is lost past it, since
+                # notifications are stored before they are pushed.
+                "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=10000),
                 # Seconds an undelivered message waits in Redis.
                 "expiry": env.int("CHANNEL_LAYER_EXPIRY", default=60),
                 # Group membership outlives any socket: each re-joins at every credential
