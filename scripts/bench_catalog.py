@@ -48,6 +48,7 @@ import httpx
 from benchlib import (
     HOST,
     Result,
+    add_service_arguments,
     child_pids,
     cpu_seconds,
     delete_redis_keys,
@@ -783,17 +784,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (as deployed)")
     parser.add_argument("--products", type=int, default=100_000)
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
-        help="PostgreSQL server URL (a superuser: the database is created and dropped)",
-    )
-    parser.add_argument("--database", default="bench_catalog", help="dropped and recreated")
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-        help=f"a Redis database number of its own; only keys under '{KEY_PREFIX}' are deleted",
-    )
+    add_service_arguments(parser, database="bench_catalog", key_prefix=KEY_PREFIX)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
         "--only", help="comma-separated scenario keys: bare,list,detail,304,cold,patch,create"

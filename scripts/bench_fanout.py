@@ -46,6 +46,7 @@ from pathlib import Path
 
 from benchlib import (
     HOST,
+    add_service_arguments,
     child_pids,
     cpu_seconds,
     delete_redis_keys,
@@ -513,17 +514,7 @@ def main() -> int:
     parser.add_argument(
         "--processes", type=_numbers, default=[1], help="uvicorn processes, e.g. 1,2"
     )
-    parser.add_argument(
-        "--postgres",
-        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
-        help="PostgreSQL server URL (a superuser: the database is created and dropped)",
-    )
-    parser.add_argument("--database", default="bench_fanout", help="dropped and recreated")
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-        help=f"a Redis database number of its own; only keys under '{KEY_PREFIX}' are deleted",
-    )
+    add_service_arguments(parser, database="bench_fanout", key_prefix=KEY_PREFIX)
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Each socket is a file descriptor here and one in the server.

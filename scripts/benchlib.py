@@ -5,6 +5,7 @@ of the application. Everything here targets 127.0.0.1 only: these helpers drive 
 they are pointed to.
 """
 
+import argparse
 import os
 import platform
 import re
@@ -250,3 +251,20 @@ def percentile(values: Sequence[float], percent: float) -> float:
     if percent >= 100:
         return max(values)
     return cuts[int(percent) - 1]
+
+
+def add_service_arguments(
+    parser: argparse.ArgumentParser, *, database: str, key_prefix: str
+) -> None:
+    """The PostgreSQL and Redis every benchmark runs against, each on its own database."""
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+        help="PostgreSQL server URL (a superuser: the database is created and dropped)",
+    )
+    parser.add_argument("--database", default=database, help="dropped and recreated")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        help=f"a Redis database number of its own; only keys under '{key_prefix}' are deleted",
+    )
