@@ -48,10 +48,6 @@ def require_tenant_id() -> uuid.UUID:
     return tenant_id
 
 
-def in_operator_scope() -> bool:
-    return _scope.get().operator
-
-
 @contextmanager
 def tenant_context(tenant_id: uuid.UUID | str) -> Iterator[uuid.UUID]:
     tenant_id = tenant_id if isinstance(tenant_id, uuid.UUID) else uuid.UUID(str(tenant_id))
