@@ -1,6 +1,9 @@
 """Users and API keys in the operators' admin.
 
-A user signs in with an email address: there is no username. API keys are read-only (their
+A user signs in with an email address: there is no username. Every change to a user (the
+form, the password form, deleting) goes through `accounts.services`, which records it in the
+platform's audit log, and in the tenants of the person where it concerns them (a deactivation
+ends their sessions there at once). API keys are read-only (their
 secret is nowhere to be seen, not even hashed); an operator can revoke them, through the same
 service as the API, which records the revocation with the operator as the actor.
 """
@@ -9,8 +12,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.forms import AdminUserCreationForm
+from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
+from django.db import transaction
 
 from accounts import services
 from accounts.models import ApiKey
@@ -38,10 +42,20 @@ class UserChangeForm(DjangoUserChangeForm):
         fields = "__all__"
 
 
+class PasswordChangeForm(AdminPasswordChangeForm):
+    def save(self, commit=True):
+        # The new password (or none) through the service that records it, never its value.
+        user = self.set_password_and_save(self.user, commit=False)
+        if commit:
+            services.user_operator_save(user=user)
+        return user
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
+    change_password_form = PasswordChangeForm
     ordering = ["email"]
     list_display = ["email", "name", "is_staff", "is_superuser", "is_active", "date_joined"]
     list_filter = ["is_staff", "is_superuser", "is_active"]
@@ -65,6 +79,29 @@ class UserAdmin(DjangoUserAdmin):
             },
         ),
     )
+
+    def save_model(self, request, obj, form, change):
+        # Groups and permissions with the user, so that the service records them in the same
+        # event; the form's own save of them, in save_related, then finds nothing to change.
+        services.user_operator_save(
+            user=obj,
+            groups=form.cleaned_data.get("groups"),
+            user_permissions=form.cleaned_data.get("user_permissions"),
+        )
+
+    def delete_model(self, request, obj):
+        services.user_delete(user=obj)
+
+    def delete_queryset(self, request, queryset):
+        # The bulk action too: one service call, and so its events, per user.
+        for user in queryset:
+            services.user_delete(user=user)
+
+    def user_change_password(self, request, id, form_url=""):
+        # Django's view is not atomic: the password, its events and the admin's own log entry
+        # commit together.
+        with transaction.atomic():
+            return super().user_change_password(request, id, form_url)
 
 
 @admin.register(ApiKey)

@@ -3,7 +3,8 @@
 Each write records its audit event in its own transaction (tenants/audit.py). An account is
 global but the audit log is per tenant: an event about the account itself (a password changed
 or reset) is recorded in every tenant the person belongs to, since each of them loses the
-sessions it ended.
+sessions it ended. An operator's change to an account is recorded in the platform's log, and in
+those tenants too where it concerns them (`user_operator_save`, `user_delete`).
 """
 
 import uuid
@@ -127,6 +128,171 @@ def logout(*, refresh, tenant_id: uuid.UUID, session_id: str, user_id: uuid.UUID
             target_id=user.pk,
             actor=audit.Actor.user(user),
         )
+
+
+# --- operators' changes to users ------------------------------------------------------------
+# A user belongs to no tenant: an operator's change is recorded in the platform's audit log.
+# What a tenant would want to know about one of its members (deactivated or reactivated, a
+# password set, the email or name changed, the account deleted) is recorded in each tenant the
+# person belongs to as well, with the operator as the actor, and ends the sessions it should:
+# those fields are part of every cached principal.
+
+# The fields of a user each kind of change covers, so that each kind can be found by its action;
+# `is_active` is a deactivation or a reactivation, by its new value.
+_USER_ACTIONS = {
+    "email": "accounts.user.updated",
+    "name": "accounts.user.updated",
+    "is_staff": "accounts.user.privileges_changed",
+    "is_superuser": "accounts.user.privileges_changed",
+    "groups": "accounts.user.privileges_changed",
+    "user_permissions": "accounts.user.privileges_changed",
+    "password": "accounts.user.password_set",
+}
+# What the user's tenants see: the operators' own privileges are none of theirs.
+_TENANT_FIELDS = frozenset({"email", "name", "is_active", "password"})
+
+
+def _user_values(user, *, groups=None, user_permissions=None) -> dict:
+    values = {field: getattr(user, field) for field in ("email", "name", "is_active")}
+    values |= {"is_staff": user.is_staff, "is_superuser": user.is_superuser}
+    if groups is not None:
+        values["groups"] = sorted(group.name for group in groups)
+    if user_permissions is not None:
+        values["user_permissions"] = sorted(
+            f"{permission.content_type.app_label}.{permission.codename}"
+            for permission in user_permissions
+        )
+    return values
+
+
+def _password_marker(user) -> str | None:
+    # Never the hash: only whether there is a password one can sign in with.
+    return audit.REDACTED if user.has_usable_password() else None
+
+
+def _user_action(field: str, change: list) -> str:
+    if field == "is_active":
+        return "accounts.user.reactivated" if change[1] else "accounts.user.deactivated"
+    return _USER_ACTIONS[field]
+
+
+@transaction.atomic
+def user_operator_save(*, user, groups=None, user_permissions=None):
+    """Save a user as an operator (the admin) or the system (`create_operator`) changed it.
+
+    `groups` and `user_permissions`, when given, replace the user's. Records one platform event
+    per kind of change (`accounts.user.created`; `updated`, `deactivated` or `reactivated`,
+    `privileges_changed`, `password_set`); a save that changes nothing records nothing. The
+    password is compared by its hash and recorded as a marker only.
+    """
+    adding = user._state.adding
+    if adding:
+        user.save()
+        if groups is not None:
+            user.groups.set(groups)
+        if user_permissions is not None:
+            user.user_permissions.set(user_permissions)
+        values = _user_values(user, groups=groups, user_permissions=user_permissions)
+        audit.record_platform(
+            action="accounts.user.created",
+            target_type="user",
+            target_id=user.pk,
+            changes=audit.created(values) | {"password": [None, _password_marker(user)]},
+        )
+        return user
+
+    stored = User.objects.select_for_update().get(pk=user.pk)
+    before = _user_values(
+        stored,
+        groups=stored.groups.all() if groups is not None else None,
+        user_permissions=(
+            stored.user_permissions.select_related("content_type")
+            if user_permissions is not None
+            else None
+        ),
+    )
+    user.save()
+    if groups is not None:
+        user.groups.set(groups)
+    if user_permissions is not None:
+        user.user_permissions.set(user_permissions)
+    changes = audit.diff(
+        before,
+        _user_values(
+            user,
+            groups=groups,
+            user_permissions=(
+                user.user_permissions.select_related("content_type")
+                if user_permissions is not None
+                else None
+            ),
+        ),
+    )
+    if stored.password != user.password:
+        changes["password"] = [_password_marker(stored), _password_marker(user)]
+
+    grouped: dict[str, dict] = {}
+    for field, change in changes.items():
+        grouped.setdefault(_user_action(field, change), {})[field] = change
+    for action, action_changes in grouped.items():
+        audit.record_platform(
+            action=action, target_type="user", target_id=user.pk, changes=action_changes
+        )
+    for_tenants = {
+        action: {field: change for field, change in fields.items() if field in _TENANT_FIELDS}
+        for action, fields in grouped.items()
+    }
+    _record_in_users_tenants(user, {a: c for a, c in for_tenants.items() if c})
+    return user
+
+
+@transaction.atomic
+def user_delete(*, user) -> None:
+    """Delete a user (an operator, in the admin), their memberships with them.
+
+    Recorded in the platform's log and in each tenant the person belonged to, which loses a
+    member and that member's sessions.
+    """
+    values = _user_values(user)
+    user_id = user.pk
+    # Their tenants before the memberships go with the user.
+    tenants = tenants_of_user(user_id=user_id)
+    with operator_scope("an operator deleting a user and their memberships"):
+        user.delete()
+    audit.record_platform(
+        action="accounts.user.deleted",
+        target_type="user",
+        target_id=user_id,
+        changes=audit.deleted(values),
+    )
+    tenant_values = {field: values[field] for field in ("email", "name")}
+    for tenant in tenants:
+        _record_in_tenant(
+            tenant.id, user_id, {"accounts.user.deleted": audit.deleted(tenant_values)}
+        )
+
+
+def _record_in_users_tenants(user, events: dict[str, dict]) -> None:
+    if not events:
+        return
+    for tenant in tenants_of_user(user_id=user.pk):
+        _record_in_tenant(tenant.id, user.pk, events)
+
+
+def _record_in_tenant(tenant_id: uuid.UUID, user_id: uuid.UUID, events: dict[str, dict]) -> None:
+    """The events in the tenant's log, and the tenant's cached principals invalidated: a
+    deactivated member, or one whose password an operator set, is refused from the next request,
+    their open sockets closed."""
+    with tenant_context(tenant_id):
+        for action, changes in events.items():
+            audit.record(
+                tenant_id=tenant_id,
+                action=action,
+                target_type="user",
+                target_id=user_id,
+                changes=changes,
+            )
+    access_changed(tenant_id)
 
 
 # --- API keys ----------------------------------------------------------------------------------

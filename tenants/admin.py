@@ -5,14 +5,22 @@ tenant's rows. Tenant data (memberships, roles, invitations) is read-only: its w
 rules (grant only what you hold, keep an owner) that live in the services and the API, not in
 forms. Operators change tenants (status, plan, name) and plans; each change of a tenant, in the
 form or through an action, goes through a service that records its audit event with the
-operator as the actor. The audit log itself is read-only here as everywhere.
+operator as the actor; a plan's, which belongs to no tenant, goes to the platform's audit log.
+Both logs are read-only here as everywhere.
 """
 
 from django.contrib import admin, messages
 
 from tenants import services
-from tenants.models import AuditEvent, Invitation, Membership, Plan, Role, Tenant
-from tenants.principals import access_changed
+from tenants.models import (
+    AuditEvent,
+    Invitation,
+    Membership,
+    Plan,
+    PlatformAuditEvent,
+    Role,
+    Tenant,
+)
 
 
 class ReadOnlyAdminMixin:
@@ -96,10 +104,17 @@ class PlanAdmin(admin.ModelAdmin):
     search_fields = ["code", "name"]
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        # The plan's limits are read from cached principals: refresh those of its tenants.
-        for tenant_id in obj.tenants.values_list("pk", flat=True):
-            access_changed(tenant_id)
+        # The service records the change in the platform's audit log and refreshes the cached
+        # principals of the plan's tenants, which hold its limits.
+        services.plan_operator_save(plan=obj)
+
+    def delete_model(self, request, obj):
+        services.plan_delete(plan=obj)
+
+    def delete_queryset(self, request, queryset):
+        # The bulk action too: one service call, and so one event, per plan.
+        for plan in queryset:
+            services.plan_delete(plan=plan)
 
 
 @admin.register(Membership)
@@ -143,4 +158,15 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["actor_type", "tenant"]
     search_fields = ["action", "actor_label", "target_id", "request_id", "tenant__slug"]
     list_select_related = ["tenant"]
+    show_full_result_count = False
+
+
+@admin.register(PlatformAuditEvent)
+class PlatformAuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Operators' changes to plans and users: read and filter, never add, change or delete."""
+
+    list_display = ["created_at", "action", "actor_type", "actor_label", "target_type", "target_id"]
+    list_filter = ["actor_type", "target_type", "action"]
+    search_fields = ["action", "actor_label", "target_id", "request_id"]
+    date_hierarchy = "created_at"
     show_full_result_count = False

@@ -20,6 +20,10 @@ The log is append-only: the model and its queryset refuse updates and deletes, t
 read-only, the API has no write route, and on PostgreSQL a trigger refuses UPDATE and DELETE
 for everyone but the two database functions that prune old events and purge a deleted tenant's
 (migration tenants/0004). docs/audit.md has the details and the trade-offs.
+
+Changes to what belongs to no tenant (plans, users) go to the platform's log instead, through
+`record_platform()`, on the same terms: same transaction, actor from context, secrets redacted,
+append-only (migration tenants/0005), pruned with the rest.
 """
 
 import datetime
@@ -42,7 +46,7 @@ from core.clientip import client_ip
 from core.logging import is_secret_key, mask_secrets
 from core.tracing import ContextPropagator, get_request_id, register_propagator
 from tenants.context import current_scope, operator_scope, tenant_context
-from tenants.models import AuditEvent
+from tenants.models import AuditEvent, PlatformAuditEvent
 
 ActorType = AuditEvent.ActorType
 
@@ -146,33 +150,22 @@ def record(
     changes: Mapping[str, Any] | None = None,
     actor: Actor | None = None,
 ) -> AuditEvent:
-    """Write one event, in the caller's transaction.
+    """Write one event in a tenant's log, in the caller's transaction.
 
     `action` is `<app>.<entity>.<verb>` (`catalog.product.updated`). `changes` is a diff,
     `{field: [old, new]}` (see `diff()`); secret fields and secret-looking values are redacted
     here, whatever the caller passes. `actor` defaults to the one in context, else the system.
     """
-    if not connection.in_atomic_block:
-        raise AuditOutsideTransaction(
-            "audit.record() must run in the transaction of the change it records."
-        )
-    if not _ACTION.fullmatch(action):
-        raise ValueError(f"An audit action is <app>.<entity>.<verb>, not {action!r}.")
-    context = _context.get() or AuditContext()
-    actor = actor or context.actor or SYSTEM
     tenant_id = tenant_id if isinstance(tenant_id, uuid.UUID) else uuid.UUID(str(tenant_id))
     event = AuditEvent(
         tenant_id=tenant_id,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        actor_label=actor.label[:254],
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id) if target_id is not None else "",
-        changes=redact(changes or {}),
-        request_id=get_request_id() or "",
-        ip=context.ip,
-        user_agent=context.user_agent,
+        **_event_fields(
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            changes=changes,
+            actor=actor,
+        ),
     )
     scope = current_scope()
     if scope.tenant_id is None and not scope.operator:
@@ -183,6 +176,61 @@ def record(
         # In another tenant's scope this raises CrossTenantWrite, as any tenant-owned write does.
         event.save()
     return event
+
+
+def record_platform(
+    *,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None = None,
+    changes: Mapping[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> PlatformAuditEvent:
+    """Write one event in the platform's log: a change to something no tenant owns (a plan, a
+    user), in the caller's transaction. The same rules as `record()`: the actor from context
+    (the operator in the admin, the system in a command), secrets redacted."""
+    event = PlatformAuditEvent(
+        **_event_fields(
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            changes=changes,
+            actor=actor,
+        )
+    )
+    event.save()
+    return event
+
+
+def _event_fields(
+    *,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None,
+    changes: Mapping[str, Any] | None,
+    actor: Actor | None,
+) -> dict[str, Any]:
+    """What every event says, whichever log it goes to: checked, redacted, with its context."""
+    if not connection.in_atomic_block:
+        raise AuditOutsideTransaction(
+            "audit.record() must run in the transaction of the change it records."
+        )
+    if not _ACTION.fullmatch(action):
+        raise ValueError(f"An audit action is <app>.<entity>.<verb>, not {action!r}.")
+    context = _context.get() or AuditContext()
+    actor = actor or context.actor or SYSTEM
+    return {
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_label": actor.label[:254],
+        "action": action,
+        "target_type": target_type,
+        "target_id": str(target_id) if target_id is not None else "",
+        "changes": redact(changes or {}),
+        "request_id": get_request_id() or "",
+        "ip": context.ip,
+        "user_agent": context.user_agent,
+    }
 
 
 def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -248,9 +296,10 @@ def _plain(value: Any) -> Any:
 
 # --- retention ---------------------------------------------------------------------------------
 
-# Created by migration tenants/0004 on PostgreSQL; they run as the table's owner, the only role
-# the trigger lets delete.
+# Created by migrations tenants/0004 and 0005 on PostgreSQL; they run as the tables' owner, the
+# only role the trigger lets delete.
 PRUNE_FUNCTION = "tenants_auditevent_prune"
+PLATFORM_PRUNE_FUNCTION = "tenants_platformauditevent_prune"
 PURGE_TENANT_FUNCTION = "tenants_auditevent_purge_tenant"
 
 
@@ -262,7 +311,8 @@ def retention_cutoff() -> datetime.datetime:
 
 
 def prune(*, before: datetime.datetime | None = None) -> int:
-    """Delete every tenant's events older than `before` (default: the retention setting).
+    """Delete every tenant's events, and the platform's, older than `before` (default: the
+    retention setting).
 
     Returns how many were deleted. On PostgreSQL the database refuses a cut-off less than a day
     old, whoever asks.
@@ -271,12 +321,17 @@ def prune(*, before: datetime.datetime | None = None) -> int:
     # The scope outside the transaction: still held when a failure rolls the transaction back.
     with operator_scope("pruning audit events past their retention"), transaction.atomic():
         if connection.vendor == "postgresql":
+            deleted_count = 0
             with connection.cursor() as cursor:
-                cursor.execute(f"SELECT {PRUNE_FUNCTION}(%s)", [cutoff])
-                (deleted_count,) = cursor.fetchone()
+                for function in (PRUNE_FUNCTION, PLATFORM_PRUNE_FUNCTION):
+                    cursor.execute(f"SELECT {function}(%s)", [cutoff])
+                    deleted_count += cursor.fetchone()[0]
             return int(deleted_count)
         # SQLite (the embedded default) has no trigger to get past.
-        return AuditEvent.objects.filter(created_at__lt=cutoff)._raw_delete(connection.alias)
+        return sum(
+            model.objects.filter(created_at__lt=cutoff)._raw_delete(connection.alias)
+            for model in (AuditEvent, PlatformAuditEvent)
+        )
 
 
 def purge_tenant_events(*, tenant_id: uuid.UUID | str) -> int:

@@ -270,11 +270,12 @@ class AuditLogIsAppendOnly(RuntimeError):
     """An audit event was about to be changed or deleted: the log only ever grows."""
 
 
-class AuditEventQuerySet(TenantScopedQuerySet):
+class AppendOnlyQuerySetMixin:
     """Reads only: bulk changes and deletes are refused like those of a single event.
 
-    The one way events leave the table is the retention prune and the purge of a deleted tenant
-    (tenants/audit.py), which go through the database functions the migration creates.
+    The one way events leave their table is the retention prune (and, for a tenant's log, the
+    purge of a deleted tenant), through the database functions the migrations create
+    (tenants/audit.py).
     """
 
     def update(self, **kwargs):
@@ -290,19 +291,25 @@ class AuditEventQuerySet(TenantScopedQuerySet):
         raise AuditLogIsAppendOnly("Audit events cannot be updated.")
 
 
-class AuditEvent(TenantOwnedModel):
-    """Who did what to which object of a tenant, when and from where. Append-only.
+class AuditEventQuerySet(AppendOnlyQuerySetMixin, TenantScopedQuerySet):
+    pass
 
-    Written by `tenants.audit.record()` in the transaction of the change it describes. Besides
-    the refusals here, a PostgreSQL trigger refuses UPDATE and DELETE on the table for anyone
-    but the retention functions (migration 0004, docs/audit.md).
-    """
 
-    class ActorType(models.TextChoices):
-        USER = "user"
-        API_KEY = "api_key", "API key"
-        OPERATOR = "operator"
-        SYSTEM = "system"
+class PlatformAuditEventQuerySet(AppendOnlyQuerySetMixin, models.QuerySet):
+    pass
+
+
+class AuditActorType(models.TextChoices):
+    USER = "user"
+    API_KEY = "api_key", "API key"
+    OPERATOR = "operator"
+    SYSTEM = "system"
+
+
+class AuditRecord(models.Model):
+    """What every audit event says, in a tenant's log or in the platform's. Append-only."""
+
+    ActorType = AuditActorType
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
@@ -321,6 +328,32 @@ class AuditEvent(TenantOwnedModel):
     user_agent = models.CharField(max_length=256, blank=True)
     # Not auto_now_add: the retention job and its tests need to name the time.
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditLogIsAppendOnly("Audit events cannot be updated.")
+        kwargs["force_insert"] = True
+        kwargs.pop("force_update", None)
+        kwargs.pop("update_fields", None)
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditLogIsAppendOnly("Audit events cannot be deleted.")
+
+
+class AuditEvent(TenantOwnedModel, AuditRecord):
+    """Who did what to which object of a tenant, when and from where. Append-only.
+
+    Written by `tenants.audit.record()` in the transaction of the change it describes. Besides
+    the refusals here, a PostgreSQL trigger refuses UPDATE and DELETE on the table for anyone
+    but the retention functions (migration 0004, docs/audit.md).
+    """
 
     objects = TenantScopedManager.from_queryset(AuditEventQuerySet)()
 
@@ -345,16 +378,27 @@ class AuditEvent(TenantOwnedModel):
             models.Index(fields=["created_at"], name="audit_created_idx"),
         ]
 
-    def __str__(self) -> str:
-        return f"{self.action} {self.target_type}:{self.target_id}"
 
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise AuditLogIsAppendOnly("Audit events cannot be updated.")
-        kwargs["force_insert"] = True
-        kwargs.pop("force_update", None)
-        kwargs.pop("update_fields", None)
-        super().save(*args, **kwargs)
+class PlatformAuditEvent(AuditRecord):
+    """What operators (and the system) did to objects that belong to no tenant: plans, users.
 
-    def delete(self, *args, **kwargs):
-        raise AuditLogIsAppendOnly("Audit events cannot be deleted.")
+    The platform's own log, beside the tenants' ones: no tenant_id, no row-level security, read
+    by operators in the admin only. Written by `tenants.audit.record_platform()` in the
+    transaction of the change; append-only like AuditEvent, a trigger included (migration 0005).
+    A change that also touches tenants (a member deactivated) is recorded in their logs too.
+    """
+
+    objects = PlatformAuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "platform audit event"
+        indexes = [
+            # The list, newest first, the since/until range and the retention job.
+            models.Index(fields=["-created_at"], name="platform_audit_created_idx"),
+            models.Index(fields=["actor_id", "-created_at"], name="platform_audit_actor_idx"),
+            models.Index(
+                fields=["target_type", "target_id", "-created_at"],
+                name="platform_audit_target_idx",
+            ),
+        ]

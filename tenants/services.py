@@ -287,6 +287,54 @@ def _record_tenant_change(tenant: Tenant, action: str, changes: dict) -> None:
     )
 
 
+# --- plans ------------------------------------------------------------------------------------
+# A plan belongs to no tenant: its changes go to the platform's audit log only, even though its
+# limits bind every tenant on it (the tenants' logs say when a tenant changed plans, not when a
+# plan changed its numbers).
+
+
+def _plan_values(plan: Plan) -> dict:
+    return {
+        field.attname: getattr(plan, field.attname)
+        for field in Plan._meta.concrete_fields
+        if not field.primary_key
+    }
+
+
+@transaction.atomic
+def plan_operator_save(*, plan: Plan) -> Plan:
+    """Save a plan as an operator edited it in the admin, with its platform audit event.
+
+    A save that changes nothing records nothing. The limits are part of every cached principal
+    of the plan's tenants: a change bites on their next request.
+    """
+    if plan._state.adding:
+        plan.save()
+        _record_plan_change(plan.pk, "tenants.plan.created", audit.created(_plan_values(plan)))
+        return plan
+    before = _plan_values(Plan.objects.select_for_update().get(pk=plan.pk))
+    plan.save()
+    changes = audit.diff(before, _plan_values(plan))
+    if changes:
+        _record_plan_change(plan.pk, "tenants.plan.updated", changes)
+        for tenant_id in plan.tenants.values_list("pk", flat=True):
+            access_changed(tenant_id)
+    return plan
+
+
+@transaction.atomic
+def plan_delete(*, plan: Plan) -> None:
+    """Delete a plan no tenant is on (the foreign key protects the others)."""
+    values = _plan_values(plan)
+    plan_id = plan.pk
+    plan.delete()
+    _record_plan_change(plan_id, "tenants.plan.deleted", audit.deleted(values))
+
+
+def _record_plan_change(plan_id: int, action: str, changes: dict) -> None:
+    audit.record_platform(action=action, target_type="plan", target_id=plan_id, changes=changes)
+
+
 # --- grant rules -------------------------------------------------------------------------------
 
 

@@ -13,7 +13,8 @@ def tenant_purge_task(*, tenant_id: str) -> bool:
 
 @shared_task
 def audit_prune_task() -> int:
-    """Delete every tenant's audit events older than AUDIT_RETENTION_DAYS (beat, hourly).
+    """Delete the audit events older than AUDIT_RETENTION_DAYS, every tenant's and the
+    platform's (beat, hourly).
 
     Enters the operator scope itself (tenants.audit.prune): the scope never travels in a task
     message.

@@ -2,6 +2,10 @@
 
 The password is never an argument (it would sit in the shell history and the process list): it
 is read from the first line of standard input with --password-stdin, or prompted for.
+
+The user is saved through `accounts.services.user_operator_save`, as the admin's forms are: the
+creation, or the promotion and a new password, are recorded in the platform's audit log, by the
+system.
 """
 
 import getpass
@@ -11,6 +15,8 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email
+
+from accounts import services
 
 
 class Command(BaseCommand):
@@ -53,14 +59,16 @@ class Command(BaseCommand):
                 raise CommandError(" ".join(exc.messages)) from exc
 
         if user is None:
-            User.objects.create_superuser(email, password, name=name)
+            user = User(email=email, name=name, is_staff=True, is_superuser=True)
+            user.set_password(password)
+            services.user_operator_save(user=user)
             self.stdout.write(self.style.SUCCESS(f"Created the operator {email}."))
             return
         already = user.is_staff and user.is_superuser and user.is_active
         user.is_staff = user.is_superuser = user.is_active = True
         if password is not None:
             user.set_password(password)
-        user.save()
+        services.user_operator_save(user=user)
         if already:
             changed = " Password changed." if password is not None else ""
             self.stdout.write(f"{email} is an operator already.{changed}")
