@@ -2,11 +2,16 @@
 
     publish(topic="catalog.product.updated", data={"id": ..., "changed": ["price"]}, actor=actor)
 
-An event is published only if the transaction that wrote the change commits: `publish()` queues
+An event is published only if the transaction that wrote the change commits: `publish()` stores
+it in the transactional outbox (core.outbox, one INSERT in the same transaction) and queues
 `core.tasks.event_dispatch_task` with `transaction.on_commit`, so nothing is announced that was
-rolled back. The task calls every handler whose pattern matches the topic
+rolled back, and nothing that committed is lost to a broker that refuses the send: the outbox
+relay sends it again later. The task calls every handler whose pattern matches the topic
 (`fnmatch`-style: "catalog.product.*", "*"). Handlers are registered at import time in the
 processes that run the task (an app's `AppConfig.ready()`), and receive the `Event`.
+
+Delivery is at least once: a handler may see the same event (the same `id`) twice, and must be
+idempotent per event id.
 
 The event carries what a handler needs to act as the original request would have: the tenant
 (from the context, or given), who acted, the request id, and a JSON-safe copy of `data` made at
@@ -90,14 +95,38 @@ def publish(
         request_id=get_request_id(),
         occurred_at=datetime.datetime.now(tz=datetime.UTC).isoformat(),
     )
+    stored = event.tenant_id is not None
+    if stored:
+        # Imported here: core.outbox needs the app registry (its model), this module does not.
+        from core.outbox import outbox_event_store
+
+        outbox_event_store(event)
+    transaction.on_commit(lambda: _send(event, stored=stored))
+    return event
+
+
+def _send(event: Event, *, stored: bool) -> None:
+    """The fast path, after commit: the task at once. The write has committed by then, and a
+    broker outage must not turn its success into a 500: a failed send is logged instead, and a
+    stored event waits in the outbox for the relay."""
     # Imported here: core.tasks imports this module.
     from core.tasks import event_dispatch_task
 
-    message = event.as_message()
-    # robust: the write has committed by then, and a broker outage must not turn its success
-    # into a 500; Django logs the failed send (logger django.db.backends.base) instead.
-    transaction.on_commit(lambda: event_dispatch_task.delay(event=message), robust=True)
-    return event
+    try:
+        if stored:
+            event_dispatch_task.delay(event=event.as_message(), from_outbox=True)
+        else:
+            event_dispatch_task.delay(event=event.as_message())
+    except Exception as exc:
+        if stored:
+            log.warning(
+                "event_send_failed_relay_will_retry",
+                topic=event.topic,
+                event_id=event.id,
+                error=repr(exc),
+            )
+        else:
+            log.exception("event_send_failed_event_lost", topic=event.topic, event_id=event.id)
 
 
 def dispatch(event: Event) -> int:
@@ -106,7 +135,12 @@ def dispatch(event: Event) -> int:
     One failing handler does not keep the others from their turn: it is logged with its
     traceback and the rest carry on.
     """
-    succeeded = 0
+    return run_handlers(event)[0]
+
+
+def run_handlers(event: Event) -> tuple[int, int]:
+    """Call the handlers of `event`, as `dispatch()` does; returns (succeeded, failed)."""
+    succeeded = failed = 0
     for handler in handlers_for(event.topic):
         try:
             handler(event)
@@ -117,9 +151,10 @@ def dispatch(event: Event) -> int:
                 event_id=event.id,
                 handler=getattr(handler, "__qualname__", repr(handler)),
             )
+            failed += 1
         else:
             succeeded += 1
-    return succeeded
+    return succeeded, failed
 
 
 def actor_reference(actor: Any) -> dict[str, str | None]:

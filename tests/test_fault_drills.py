@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
+import kombu
 import psycopg
 import pytest
 import redis
@@ -29,6 +30,8 @@ from websockets.sync.client import ClientConnection, connect
 from catalog.models import Product
 from config.celery import app as celery_app
 from core.events import Event
+from core.models import OutboxEvent
+from core.tasks import event_dispatch_task, outbox_relay_task
 from notifications.models import Notification
 from notifications.realtime import user_group
 from notifications.tasks import notifications_fan_out_task
@@ -53,6 +56,7 @@ CLIENT_TIMEOUT = 10.0
 WAIT_SECONDS = 20.0
 NOTIFICATIONS_WS = "/ws/v1/notifications/"
 NOTIFICATIONS = "/api/v1/notifications/"
+RELAY_TASK = outbox_relay_task.name
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -217,6 +221,106 @@ def test_redis_stops_and_restarts(
             assert live["data"].get("sku") == "AFTER-1", live
     # The only error lines are Django's for the 503s of /readyz, which an operator should see.
     assert [line for line in error_lines(server) if "/readyz" not in line] == []
+
+
+# --- The broker refuses a write's event -------------------------------------------------------
+
+
+def test_a_write_during_a_broker_outage_is_notified_later(
+    throwaway_redis: RedisServer, live_asgi_server_factory: Callable[..., LiveServer]
+):
+    """The Celery broker stops while the API takes a write; its event is delivered later, once.
+
+    Here the server sends its tasks through the broker, as in production (not inline as the test
+    settings do), and only the broker is the throwaway Redis. During the outage the write is a
+    201 and its event waits in the outbox (core/outbox.py), stored by the write's own
+    transaction; the send the broker refused is logged as a warning, nothing is a 500 or an
+    error line. Once the broker is back, the relay (the beat job, sent by hand here) hands the
+    event to a worker and the member's notification appears. A second relay run, and the
+    original task arriving after all, deliver nothing more: the notification exists once.
+    """
+    tenant = make_tenant(name="Broker Drill")
+    owner = owner_of(tenant)
+    reader = member_with_role(tenant, "viewer")
+    server = live_asgi_server_factory(
+        CELERY_BROKER_URL=throwaway_redis.url(1),
+        CELERY_TASK_ALWAYS_EAGER="false",
+        # The outage is short: its event is due for the relay at once (the default waits 5 min).
+        OUTBOX_RELAY_DELAY_SECONDS="0",
+    )
+    with signed_in(server, owner, tenant) as http:
+        # When the broker stops and a write is made
+        throwaway_redis.stop()
+        created = http.post(PRODUCTS, json=product_body("OUTAGE-1"))
+
+        # Then the write is accepted and stored, and its event waits in the outbox
+        assert created.status_code == 201, created.text
+        assert http.get(product_url(created.json()["id"])).status_code == 200
+    with outcome():
+        (waiting,) = OutboxEvent.objects.filter(tenant_id=tenant.id)
+    assert waiting.topic == "catalog.product.created"
+    assert waiting.message["data"]["sku"] == "OUTAGE-1"
+    assert "event_send_failed_relay_will_retry" in server.log()
+
+    # When the broker is back, with a worker on it, and the relay runs
+    restart_redis(throwaway_redis)
+    queue = f"tests-outbox-{uuid.uuid4().hex[:12]}"
+    worker = CeleryWorker(
+        queue=queue,
+        env={
+            **worker_environment(),
+            "CELERY_BROKER_URL": throwaway_redis.url(1),
+            "CELERY_TASK_DEFAULT_QUEUE": queue,
+            "OUTBOX_RELAY_DELAY_SECONDS": "0",
+        },
+    )
+    worker.start()
+    # send_task always publishes; say so, rather than have Celery warn that eager is ignored.
+    eager, celery_app.conf.task_always_eager = celery_app.conf.task_always_eager, False
+    try:
+        # A connection of its own: Celery prefers CELERY_BROKER_URL (the suite's) to a URL
+        # given to an app.
+        with (
+            kombu.Connection(throwaway_redis.url(1)) as broker,
+            signed_in(server, reader, tenant) as reader_http,
+        ):
+            relay = celery_app.send_task(RELAY_TASK, queue=queue, connection=broker)
+            worker.wait_for_task(relay.id)
+
+            # Then the member is notified of the write made during the outage
+            def notified() -> list[dict]:
+                response = reader_http.get(NOTIFICATIONS)
+                assert response.status_code == 200, response.text
+                return response.json()["results"]
+
+            def stored() -> bool:
+                with outcome():
+                    return Notification.objects.filter(tenant_id=tenant.id).exists()
+
+            eventually(stored, "the notification of the outage's write")
+            assert [n["data"]["sku"] for n in notified()] == ["OUTAGE-1"]
+            with outcome():
+                assert not OutboxEvent.objects.filter(tenant_id=tenant.id).exists()
+
+            # ...once, though the relay runs again and the original task turns up after all
+            again = celery_app.send_task(RELAY_TASK, queue=queue, connection=broker)
+            late = celery_app.send_task(
+                event_dispatch_task.name,
+                kwargs={"event": waiting.message, "from_outbox": True},
+                queue=queue,
+                connection=broker,
+            )
+            worker.wait_for_task(again.id)
+            worker.wait_for_task(late.id)
+            assert worker.find(event="event_already_dispatched", event_id=waiting.message["id"])
+            assert [n["data"]["sku"] for n in notified()] == ["OUTAGE-1"]
+    finally:
+        celery_app.conf.task_always_eager = eager
+        worker.stop()
+    assert error_lines(server) == []
+    with outcome():
+        delivered = Notification.objects.filter(event_id=waiting.message["id"])
+        assert [n.user_id for n in delivered] == [reader.id]
 
 
 # --- PostgreSQL sessions terminated -----------------------------------------------------------

@@ -216,7 +216,25 @@ CELERY_TASK_ROUTES = ["notifications.webhooks.tasks.route_webhook_tasks"]
 CELERY_BROKER_TRANSPORT_OPTIONS = env.json(
     "CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600}
 )
+# Domain events (core.events) wait in a transactional outbox until their handlers have run
+# (core/outbox.py). The relay sends an event again when it is still there this many seconds after
+# it was published (the broker refused it, a worker lost it, a handler failed), then at doubling
+# intervals of at most an hour. Keep it well above the usual queue latency: an event sent again
+# while its first task is merely waiting runs its (idempotent) handlers twice.
+OUTBOX_RELAY_DELAY_SECONDS = env.int("OUTBOX_RELAY_DELAY_SECONDS", default=300)
+# How many events one relay run sends at most (the rest wait for the next minute's run).
+OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
+# An event sent this many times is never dropped, but logs `outbox_event_stuck` at each further
+# send and counts in the tenantapi_outbox_stuck gauge.
+OUTBOX_ALERT_ATTEMPTS = env.int("OUTBOX_ALERT_ATTEMPTS", default=10)
 CELERY_BEAT_SCHEDULE: dict = {
+    # Domain events still in the outbox after OUTBOX_RELAY_DELAY_SECONDS (core/outbox.py). A run
+    # that waited longer than the interval in the queue is dropped: the next one does its work.
+    "outbox-relay": {
+        "task": "core.tasks.outbox_relay_task",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 55},
+    },
     # API keys' last_used_at, from the marks each use leaves in the cache (accounts/apikeys.py).
     "api-key-last-used-flush": {
         "task": "accounts.tasks.api_key_last_used_flush_task",
