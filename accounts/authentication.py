@@ -6,9 +6,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 
 from accounts import apikeys
 from core.problems import Problem, ProblemType
-from core.tracing import bind_actor
-from tenants import audit
-from tenants.context import enter_tenant_for_request
+from tenants.authentication import act_for_request
 from tenants.principal import Principal
 
 KEYWORD = b"api-key"
@@ -60,11 +58,8 @@ class ApiKeyAuthentication(BaseAuthentication):
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed(INVALID_KEY) from exc
         principal = principal_from_api_key(key)
-        api_key = principal.api_key
-        enter_tenant_for_request(principal.tenant.id)
-        bind_actor(tenant_id=principal.tenant.id, api_key_id=api_key.id)
-        audit.set_request_actor(audit.Actor.api_key(api_key))
-        apikeys.mark_used(api_key.id)
+        act_for_request(principal)
+        apikeys.mark_used(principal.api_key.id)
         return None, principal
 
     def authenticate_header(self, request) -> str:

@@ -217,12 +217,10 @@ def cached_response(
     if version is None:
         CACHE_MISSES.labels(kind=kind).inc()
         return compute()
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    entry_key = f"catalog:{version}:{kind}:{digest}"
+    entry_key = entry_key_for(version, kind=kind, key=key)
     stored = _call("get", entry_key)
     if stored not in (None, _MISSING):
-        CACHE_HITS.labels(kind=kind).inc()
-        return _decode(stored)
+        return hit(kind, stored)
     CACHE_MISSES.labels(kind=kind).inc()
     if stored is _MISSING:
         return compute()
@@ -240,6 +238,25 @@ def cached_response(
         if acquired is True:
             _call("delete", lock_key)
     return response
+
+
+def servable() -> bool:
+    """Whether stored entries may be served without going through `cached_response`: the cache
+    is up and this process owes it no version bump (else an entry from before a write made
+    during an outage could be served)."""
+    health = _health()
+    return not health.down and not health.pending_bumps
+
+
+def entry_key_for(version: str, *, kind: str, key: str) -> str:
+    """The cache key of the entry for `key`, under the tenant's catalog `version`."""
+    return f"catalog:{version}:{kind}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def hit(kind: str, stored: tuple[str, bytes]) -> CachedResponse:
+    """A stored entry, counted as a hit of `kind`."""
+    CACHE_HITS.labels(kind=kind).inc()
+    return _decode(stored)
 
 
 def _wait_for(entry_key: str) -> CachedResponse | None:

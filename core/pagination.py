@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Field, Model, Q, QuerySet
+from django.http import QueryDict
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -107,7 +108,11 @@ class CursorPagination(BasePagination):
     # --- parsing ---------------------------------------------------------------------------------
 
     def get_page_size(self, request: Request) -> int:
-        raw = request.query_params.get(self.page_size_query_param)
+        return self.page_size_from(request.query_params)
+
+    def page_size_from(self, params: QueryDict) -> int:
+        """The page size a query string asks for (clamped), or a 400 ValidationError."""
+        raw = params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
         try:

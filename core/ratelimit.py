@@ -122,6 +122,8 @@ class Decision:
     refused_by: str = ""
     # False when Redis could not be asked: there is nothing to state in headers.
     checked: bool = True
+    # The raw values of the keys `check(read=...)` named, when the request was allowed.
+    read: tuple[bytes | None, ...] = ()
 
     @property
     def headline(self) -> Quota | None:
@@ -143,21 +145,23 @@ def rate(value: tuple[int, int]) -> tuple[int, float]:
 
 # --- the scripts -------------------------------------------------------------------------------
 
-# KEYS: n token buckets, then m failure windows.
-# ARGV: n, m, then capacity and refill-per-second of each bucket, then the limit of each window.
+# KEYS: n token buckets, then m failure windows, then r keys to read.
+# ARGV: n, m, r, then capacity and refill-per-second of each bucket, then the limit of each
+# window.
 # Takes one token from every bucket, only if each has one and no window is at its limit.
 # Replies (integers: Lua numbers are truncated in replies) {allowed, wait ms, then per bucket
-# tokens left and ms until full, then per window failures counted and ms until it expires}.
+# tokens left and ms until full, then per window failures counted and ms until it expires},
+# then, if allowed, the value of each key to read (false where it has none).
 _CHECK = """
 if redis.replicate_commands then redis.replicate_commands() end
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, m, r = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
 local allowed, wait = 1, 0
 local levels, capacities, rates = {}, {}, {}
 for i = 1, n do
-  local capacity = tonumber(ARGV[1 + 2 * i])
-  local per_ms = tonumber(ARGV[2 + 2 * i]) / 1000
+  local capacity = tonumber(ARGV[2 + 2 * i])
+  local per_ms = tonumber(ARGV[3 + 2 * i]) / 1000
   local state = redis.call('HMGET', KEYS[i], 'tokens', 'at')
   local level = capacity
   if state[1] and state[2] then
@@ -175,7 +179,7 @@ for j = 1, m do
   local key = KEYS[n + j]
   local count = tonumber(redis.call('GET', key) or '0')
   local ttl = math.max(0, redis.call('PTTL', key))
-  if count >= tonumber(ARGV[2 + 2 * n + j]) then
+  if count >= tonumber(ARGV[3 + 2 * n + j]) then
     allowed = 0
     wait = math.max(wait, ttl)
   end
@@ -197,6 +201,11 @@ end
 for j = 1, m do
   reply[#reply + 1] = counts[j]
   reply[#reply + 1] = ttls[j]
+end
+if allowed == 1 then
+  for k = 1, r do
+    reply[#reply + 1] = redis.call('GET', KEYS[n + m + k])
+  end
 end
 return reply
 """
@@ -321,6 +330,7 @@ def check(
     windows: Sequence[FailureWindow] = (),
     *,
     fail_closed_for_writes: bool = True,
+    read: Sequence[str] = (),
 ) -> Decision:
     """Take a token from every bucket if all have one and no window is locked; one round trip.
 
@@ -328,17 +338,21 @@ def check(
     is allowed, unless it is a write and RATELIMIT_FAIL_OPEN_WRITES is false: then a 503
     `service-unavailable` is raised (with `fail_closed_for_writes`; the middleware, which checks
     after the fact, passes False).
+
+    `read` names raw Redis keys whose values an allowed request gets in `Decision.read`, in the
+    same round trip: what a cached read needs is fetched with its permission to be served.
     """
-    args: list[Any] = [len(buckets), len(windows)]
+    args: list[Any] = [len(buckets), len(windows), len(read)]
     for bucket in buckets:
         args += [bucket.capacity, repr(float(bucket.per_second))]
     args += [window.limit for window in windows]
-    keys = [bucket.key for bucket in buckets] + [window.key for window in windows]
+    keys = [bucket.key for bucket in buckets] + [window.key for window in windows] + list(read)
     reply = _backend().run("check", _CHECK, keys, args)
     if reply is None:
         return _unchecked(request, fail_closed=fail_closed_for_writes)
 
-    allowed, wait_ms, *rest = (int(value) for value in reply)
+    counted = 2 + 2 * (len(buckets) + len(windows))
+    allowed, wait_ms, *rest = (int(value) for value in reply[:counted])
     quotas: list[Quota] = []
     refused_by = ""
     for index, bucket in enumerate(buckets):
@@ -360,6 +374,7 @@ def check(
         quotas=tuple(quotas),
         failures=tuple(failures),
         refused_by=refused_by,
+        read=tuple(reply[counted:]),
     )
     attach(request, decision)
     return decision
@@ -532,6 +547,13 @@ def limit_api_request(request: Any) -> Decision:
     or the address's anonymous bucket when it has no tenant credential."""
     if not settings.RATELIMIT_ENABLED:
         return UNCHECKED_DECISION
+    earlier = decision_of(request)
+    if earlier is not None and earlier.checked:
+        # A cached read that could not be answered before the view (tenants/api/cached_reads.py)
+        # has taken its tokens already: one request, one token.
+        if not earlier.allowed:
+            raise rate_limited(earlier)
+        return earlier
     # Imported here: DRF loads this module (DEFAULT_THROTTLE_CLASSES) as it defines APIView,
     # which may be before the apps, and so the models a principal holds, are ready.
     from tenants.principal import Principal
@@ -540,6 +562,15 @@ def limit_api_request(request: Any) -> Decision:
     if isinstance(principal, Principal):
         return enforce(request, principal_buckets(principal))
     return enforce(request, anonymous_buckets(_http_request(request)))
+
+
+def limit_principal_and_read(request: Any, principal: Any, keys: Sequence[str]) -> Decision:
+    """The principal's buckets and, if allowed, the raw values of `keys`: one round trip.
+
+    With rate limits off, or Redis unavailable, the decision is unchecked and reads nothing."""
+    if not settings.RATELIMIT_ENABLED:
+        return UNCHECKED_DECISION
+    return check(request, principal_buckets(principal), read=keys)
 
 
 def limit_anonymous_request(request: Any) -> Decision:

@@ -5,18 +5,22 @@ bytes with their ETag; on a hit no SQL runs and no serializer either. Writes go 
 services, which invalidate that cache, and answer with the resource and its new ETag.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.serializers import Serializer
 
+from catalog import cache as catalog_cache
 from catalog import selectors, services
 from catalog.api import filters
 from catalog.api import serializers as s
@@ -26,6 +30,7 @@ from catalog.models import Category, Product
 from core.idempotency import idempotent
 from core.problems import PROBLEM_CONTENT_TYPE
 from tenants.api.base import TenantViewSet
+from tenants.api.cached_reads import CachedRead
 from tenants.permissions import Perm
 
 READ_WRITE_PERMISSIONS = {
@@ -51,6 +56,22 @@ def validated_input(view: TenantViewSet, serializer_class: type[Serializer], **k
     )
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def detail_key(url_kwargs: Mapping[str, Any], fields: tuple[str, ...] | None) -> str:
+    return f"{url_kwargs['pk']}|{','.join(fields) if fields else '*'}"
+
+
+def catalog_read(request: HttpRequest, kind: str, key: str) -> CachedRead | None:
+    """A catalog GET as tenants/api/cached_reads.py answers it before DRF, on a hit."""
+    if not catalog_cache.servable():
+        return None
+    return CachedRead(
+        permission=Perm.CATALOG_READ,
+        version_key=catalog_cache.VERSION_KEY,
+        entry_key=lambda version: catalog_cache.entry_key_for(version, kind=kind, key=key),
+        respond=lambda stored: conditional_get(request, catalog_cache.hit(kind, stored)),
+    )
 
 
 # --- OpenAPI pieces ----------------------------------------------------------------------------
@@ -154,6 +175,23 @@ class ProductViewSet(TenantViewSet):
     serializer_class = s.ProductSerializer
     required_permissions = READ_WRITE_PERMISSIONS
 
+    def cached_read(self, request: HttpRequest) -> CachedRead | None:
+        if self.action == "list":
+            try:
+                query, _ = filters.product_list_query(
+                    request, page_size=self.paginator.page_size_from(request.GET)
+                )
+            except ValidationError:
+                return None  # the view answers with the 400
+            return catalog_read(request, "product_list", query.cache_key(request))
+        if self.action == "retrieve":
+            try:
+                fields = filters.product_detail_fields(request)
+            except ValidationError:
+                return None
+            return catalog_read(request, "product_detail", detail_key(self.kwargs, fields))
+        return None
+
     @extend_schema(
         parameters=PRODUCT_LIST_PARAMETERS,
         responses={200: s.ProductSerializer(many=True), **NOT_MODIFIED},
@@ -193,7 +231,7 @@ class ProductViewSet(TenantViewSet):
 
         cached = cached_response(
             kind="product_detail",
-            key=f"{self.kwargs['pk']}|{','.join(fields) if fields else '*'}",
+            key=detail_key(self.kwargs, fields),
             timeout=settings.CATALOG_DETAIL_CACHE_SECONDS,
             compute=compute,
         )
@@ -275,6 +313,20 @@ class CategoryViewSet(TenantViewSet):
     serializer_class = s.CategorySerializer
     required_permissions = READ_WRITE_PERMISSIONS
 
+    def cached_read(self, request: HttpRequest) -> CachedRead | None:
+        try:
+            if self.action == "list":
+                query = filters.category_list_query(
+                    request, page_size=self.paginator.page_size_from(request.GET)
+                )
+                return catalog_read(request, "category_list", query.cache_key(request))
+            if self.action == "retrieve":
+                fields = filters.category_detail_fields(request)
+                return catalog_read(request, "category_detail", detail_key(self.kwargs, fields))
+        except ValidationError:
+            return None  # the view answers with the 400
+        return None
+
     @extend_schema(
         parameters=CATEGORY_LIST_PARAMETERS,
         responses={200: s.CategorySerializer(many=True), **NOT_MODIFIED},
@@ -315,7 +367,7 @@ class CategoryViewSet(TenantViewSet):
 
         cached = cached_response(
             kind="category_detail",
-            key=f"{self.kwargs['pk']}|{','.join(fields) if fields else '*'}",
+            key=detail_key(self.kwargs, fields),
             timeout=settings.CATALOG_DETAIL_CACHE_SECONDS,
             compute=compute,
         )
