@@ -25,8 +25,10 @@ import string
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -120,8 +122,12 @@ def _snapshot_key(prefix: str) -> str:
     return f"api-key:{prefix}"
 
 
-def records_for_prefix(prefix: str) -> list[KeyRecord]:
-    """The keys with this prefix (almost always one, or none), from the cache when it is valid."""
+def records_for_prefix(
+    prefix: str, *, read_ahead: Sequence[str] = ()
+) -> tuple[list[KeyRecord], dict[str, Any]]:
+    """The keys with this prefix (almost always one, or none), from the cache when it is valid;
+    and the values found of `read_ahead`, more keys of the tenant's cache read in the same round
+    trip (none while the prefix's tenant is not known in this process)."""
     tenant_id = _tenant_of_prefix.get(prefix)
     if tenant_id is None:
         # The tenant is unknown, so its epoch cannot be read before the database is: nothing is
@@ -129,17 +135,18 @@ def records_for_prefix(prefix: str) -> list[KeyRecord]:
         snapshots = _snapshots_from_database(prefix, epoch=None)
         if len(snapshots) == 1:
             _remember_tenant(prefix, snapshots[0]["key"]["tenant_id"])
-        return [_record(snapshot) for snapshot in snapshots]
+        return [_record(snapshot) for snapshot in snapshots], {}
     with tenant_context(tenant_id):
         try:
-            found = cache.get_many([EPOCH_KEY, _snapshot_key(prefix)])
+            found = cache.get_many([EPOCH_KEY, _snapshot_key(prefix), *read_ahead])
         except CACHE_ERRORS:
             log.warning("api_key_cache_unavailable")
-            return [_record(s) for s in _snapshots_from_database(prefix, epoch=None)]
+            return [_record(s) for s in _snapshots_from_database(prefix, epoch=None)], {}
+        ahead = {key: found[key] for key in read_ahead if key in found}
         epoch = found.get(EPOCH_KEY)
         snapshot = found.get(_snapshot_key(prefix))
         if snapshot is not None and snapshot["epoch"] == epoch:
-            return [_record(snapshot)]
+            return [_record(snapshot)], ahead
         snapshots = _snapshots_from_database(prefix, epoch=epoch)
         mine = [s for s in snapshots if s["key"]["tenant_id"] == tenant_id]
         if len(mine) == 1:
@@ -147,7 +154,7 @@ def records_for_prefix(prefix: str) -> list[KeyRecord]:
                 cache.set(_snapshot_key(prefix), mine[0], timeout=SNAPSHOT_SECONDS)
             except CACHE_ERRORS:
                 log.warning("api_key_cache_unavailable")
-    return [_record(snapshot) for snapshot in snapshots]
+    return [_record(snapshot) for snapshot in snapshots], ahead
 
 
 def _remember_tenant(prefix: str, tenant_id: uuid.UUID) -> None:

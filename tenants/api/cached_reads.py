@@ -4,19 +4,19 @@ A view whose GET answers from a cache entry it can name up front (the catalog's 
 details) describes that entry in `cached_read()`. `TenantScopedMixin.dispatch` then tries to
 answer the request here, without DRF's request cycle, a transaction or the database:
 
-1. the bearer token is verified and its principal resolved exactly as TenantJWTAuthentication
-   does, reading the key the entry's name depends on (the catalog's version) in the same round
-   trip (tenants/principals.py);
+1. the bearer token or API key is verified and its principal resolved exactly as the view's
+   authentication classes do, reading the key the entry's name depends on (the catalog's
+   version) in the same round trip (tenants/principals.py, accounts/apikeys.py);
 2. the principal must hold the permission the view requires for the action;
 3. the rate limit takes the request's tokens and reads the entry, in one script
    (core/ratelimit.py).
 
 Only a request that passes all of it and finds its entry is answered here. Everything else (no
-bearer token, a token refused, a suspended tenant, a permission missing, the rate limit
-refusing, a miss, Redis unavailable, an `Accept` that is not plain JSON) goes on to the view,
-which answers it as it always does: 401, 403, 429, a miss computed, a 400 for a bad query. This
-path never refuses anything; it only says yes sooner. Tokens it took are not taken again
-(`ratelimit.limit_api_request` reuses its decision).
+credential or another kind, a credential refused, a suspended tenant, a permission missing, the
+rate limit refusing, a miss, Redis unavailable, an `Accept` that is not plain JSON) goes on to
+the view, which answers it as it always does: 401, 403, 429, a miss computed, a 400 for a bad
+query. This path never refuses anything; it only says yes sooner. Tokens it took are not taken
+again (`ratelimit.limit_api_request` reuses its decision).
 """
 
 from collections.abc import Callable
@@ -28,13 +28,16 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
+from accounts import apikeys
+from accounts.authentication import KEYWORD, verify_api_key
 from core import ratelimit
 from tenants.authentication import act_for_request, verify_access_token
 from tenants.context import tenant_context
+from tenants.principal import Principal
 
 # What DRF's negotiation would answer with the view's one renderer (JSON) too.
 _JSON_ACCEPTS = frozenset({"", "*/*", "application/json", "application/*"})
-_BEARER = tuple(f"{kind} ".encode() for kind in jwt_settings.AUTH_HEADER_TYPES)
+API_KEY_KEYWORD = KEYWORD.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +56,15 @@ class CachedRead:
 
 def answer(request: HttpRequest, read: CachedRead) -> HttpResponse | None:
     """The response from the cache entry, or None: then the view runs as usual."""
-    raw_token = _bearer_token(request)
-    if raw_token is None or request.headers.get("Accept", "").strip() not in _JSON_ACCEPTS:
+    if request.headers.get("Accept", "").strip() not in _JSON_ACCEPTS:
         return None
     try:
-        principal, read_ahead = verify_access_token(raw_token, read_ahead=[read.version_key])
+        verified = _verify_credential(request, read_ahead=[read.version_key])
     except exceptions.APIException:
         return None  # the view's authentication says why, in the usual words
+    if verified is None:
+        return None
+    principal, read_ahead = verified
     version = read_ahead.get(read.version_key)
     if version is None or not principal.has_permission(read.permission):
         return None
@@ -69,16 +74,22 @@ def answer(request: HttpRequest, read: CachedRead) -> HttpResponse | None:
     if not decision.allowed or not decision.read or decision.read[0] is None:
         return None
     act_for_request(principal)
+    if principal.api_key is not None:
+        apikeys.mark_used(principal.api_key.id)
     return read.respond(cache.client.decode(decision.read[0]))
 
 
-def _bearer_token(request: HttpRequest) -> bytes | None:
-    header = request.META.get(jwt_settings.AUTH_HEADER_NAME)
-    if not header:
+def _verify_credential(
+    request: HttpRequest, *, read_ahead: list[str]
+) -> tuple[Principal, dict[str, Any]] | None:
+    """The principal of the request's bearer token or API key, as the view's authentication
+    classes would resolve it (or their exception); None for any other or a malformed header."""
+    header = request.META.get(jwt_settings.AUTH_HEADER_NAME, "")
+    kind, _, credential = header.partition(" ")
+    if not credential or any(space in credential for space in " \t"):
         return None
-    encoded = header.encode("latin-1", errors="replace")
-    for prefix in _BEARER:
-        if encoded.startswith(prefix):
-            token = encoded[len(prefix) :]
-            return token if token and b" " not in token else None
+    if kind in jwt_settings.AUTH_HEADER_TYPES:
+        return verify_access_token(credential.encode("latin-1"), read_ahead=read_ahead)
+    if kind.lower() == API_KEY_KEYWORD:
+        return verify_api_key(credential, read_ahead=read_ahead)
     return None
