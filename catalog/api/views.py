@@ -67,7 +67,6 @@ def catalog_read(request: HttpRequest, kind: str, key: str) -> CachedRead | None
     if not catalog_cache.servable():
         return None
     return CachedRead(
-        permission=Perm.CATALOG_READ,
         version_key=catalog_cache.VERSION_KEY,
         entry_key=lambda version: catalog_cache.entry_key_for(version, kind=kind, key=key),
         respond=lambda stored: conditional_get(request, catalog_cache.hit(kind, stored)),

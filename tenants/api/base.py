@@ -99,8 +99,10 @@ class TenantScopedMixin:
         return None
 
     def dispatch(self, request, *args, **kwargs):
-        if request.method == "GET" and (response := self._answer_from_cache(request)):
-            return response
+        if request.method == "GET":
+            response = self._answer_from_cache(request)
+            if response is not None:
+                return response
         with transaction.atomic():
             response = super().dispatch(request, *args, **kwargs)
             if response.status_code >= 400:
@@ -111,7 +113,12 @@ class TenantScopedMixin:
         if hasattr(self, "action_map"):  # a viewset: its action, as DRF would name it
             self.action = self.action_map.get("get")
         read = self.cached_read(request)
-        response = cached_reads.answer(request, read) if read is not None else None
+        if read is None:
+            return None
+        permission = required_permission(self, request)
+        if permission is None:
+            return None
+        response = cached_reads.answer(request, read, permission=permission)
         if response is None:
             return None
         # The headers DRF adds to every response of the view (Allow, Vary).

@@ -13,10 +13,10 @@ answer the request here, without DRF's request cycle, a transaction or the datab
 
 Only a request that passes all of it and finds its entry is answered here. Everything else (no
 credential or another kind, a credential refused, a suspended tenant, a permission missing, the
-rate limit refusing, a miss, Redis unavailable, an `Accept` that is not plain JSON) goes on to
-the view, which answers it as it always does: 401, 403, 429, a miss computed, a 400 for a bad
-query. This path never refuses anything; it only says yes sooner. Tokens it took are not taken
-again (`ratelimit.limit_api_request` reuses its decision).
+rate limit refusing, a miss, Redis unavailable, an `Accept` or `?format=` other than plain
+JSON) goes on to the view, which answers it as it always does: 401, 403, 429, a miss computed,
+a 400 for a bad query. This path never refuses anything; it only says yes sooner. Tokens it
+took are not taken again (`ratelimit.limit_api_request` reuses its decision).
 """
 
 from collections.abc import Callable
@@ -26,6 +26,7 @@ from typing import Any
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
+from rest_framework.settings import api_settings as drf_settings
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from accounts import apikeys
@@ -35,8 +36,8 @@ from tenants.authentication import act_for_request, verify_access_token
 from tenants.context import tenant_context
 from tenants.principal import Principal
 
-# What DRF's negotiation would answer with the view's one renderer (JSON) too.
-_JSON_ACCEPTS = frozenset({"", "*/*", "application/json", "application/*"})
+# The media ranges that DRF's negotiation matches with the views' one renderer (JSON).
+_JSON_RANGES = frozenset({"*/*", "application/*", "application/json"})
 API_KEY_KEYWORD = KEYWORD.decode()
 
 
@@ -44,8 +45,6 @@ API_KEY_KEYWORD = KEYWORD.decode()
 class CachedRead:
     """The cache entry that answers a GET, named before the request is authenticated."""
 
-    # The permission the view requires for this GET.
-    permission: str
     # A key of the tenant's cache that the entry's key is made from (a version).
     version_key: str
     # The entry's key in the tenant's cache, from the version key's value.
@@ -54,9 +53,12 @@ class CachedRead:
     respond: Callable[[Any], HttpResponse]
 
 
-def answer(request: HttpRequest, read: CachedRead) -> HttpResponse | None:
-    """The response from the cache entry, or None: then the view runs as usual."""
-    if request.headers.get("Accept", "").strip() not in _JSON_ACCEPTS:
+def answer(request: HttpRequest, read: CachedRead, *, permission: str) -> HttpResponse | None:
+    """The response from the cache entry, or None: then the view runs as usual.
+
+    `permission` is the one the view requires of the request.
+    """
+    if not _plain_json_wanted(request):
         return None
     try:
         verified = _verify_credential(request, read_ahead=[read.version_key])
@@ -66,7 +68,7 @@ def answer(request: HttpRequest, read: CachedRead) -> HttpResponse | None:
         return None
     principal, read_ahead = verified
     version = read_ahead.get(read.version_key)
-    if version is None or not principal.has_permission(read.permission):
+    if version is None or not principal.has_permission(permission):
         return None
     with tenant_context(principal.tenant.id):
         entry_key = cache.make_key(read.entry_key(version))
@@ -77,6 +79,23 @@ def answer(request: HttpRequest, read: CachedRead) -> HttpResponse | None:
     if principal.api_key is not None:
         apikeys.mark_used(principal.api_key.id)
     return read.respond(cache.client.decode(decision.read[0]))
+
+
+def _plain_json_wanted(request: HttpRequest) -> bool:
+    """The client takes JSON as the view renders it: no `?format=`, and an Accept header that
+    DRF's negotiation would match with the JSON renderer, with no parameter but a weight."""
+    if drf_settings.URL_FORMAT_OVERRIDE in request.GET:
+        return False
+    header = request.headers.get("Accept", "")
+    if not header.strip():
+        return True
+    for media_range in header.split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        if any(not parameter.startswith("q=") for parameter in parameters):
+            return False
+        if media_type in _JSON_RANGES:
+            return True
+    return False
 
 
 def _verify_credential(
