@@ -20,7 +20,7 @@ from django.db import connection
 from django.db.models import BooleanField, IntegerField, Q, QuerySet
 from django.db.models.expressions import RawSQL, Value
 
-from catalog.models import SEARCH_CONFIG, Category, Product
+from catalog.models import SEARCH_CONFIG, Category, Product, ProductCount
 from tenants.context import require_tenant_id
 
 CATEGORY_TABLE = Category._meta.db_table
@@ -166,6 +166,15 @@ def product_list(
     if filters.updated_since is not None:
         queryset = queryset.filter(updated_at__gte=filters.updated_since)
     return queryset.order_by(ordering)
+
+
+def product_total() -> int:
+    """How many products the tenant in context has, for its plan's quota: on PostgreSQL the count
+    the database keeps (catalog.models.ProductCount), one row read whatever the catalog's size;
+    elsewhere (SQLite) a COUNT."""
+    if connection.vendor == "postgresql":
+        return ProductCount.objects.values_list("products", flat=True).first() or 0
+    return Product.objects.count()
 
 
 def product_get(*, product_id: uuid.UUID) -> Product | None:

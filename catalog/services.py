@@ -36,6 +36,7 @@ from catalog.selectors import (
     category_has_dependents,
     category_slug_taken,
     product_sku_taken,
+    product_total,
 )
 from catalog.validators import normalize_tags
 from core.events import publish
@@ -99,7 +100,7 @@ def product_create(*, actor: Actor, data: Mapping[str, Any]) -> Product:
     enforce_quota(
         tenant=require_tenant_id(),
         resource=Resource.PRODUCTS,
-        count=lambda: Product.objects.count(),
+        count=product_total,
     )
     try:
         with transaction.atomic():
