@@ -11,9 +11,11 @@ service as the API, which records the revocation with the operator as the actor.
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
+from django.contrib.auth.models import Group
 from django.db import transaction
 
 from accounts import services
@@ -102,6 +104,25 @@ class UserAdmin(DjangoUserAdmin):
         # commit together.
         with transaction.atomic():
             return super().user_change_password(request, id, form_url)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    def save_model(self, request, obj, form, change):
+        # The permissions with the group, so that the service records them in the same event;
+        # the form's own save of them, in save_related, then finds nothing to change.
+        services.group_operator_save(group=obj, permissions=form.cleaned_data.get("permissions"))
+
+    def delete_model(self, request, obj):
+        services.group_delete(group=obj)
+
+    def delete_queryset(self, request, queryset):
+        # The bulk action too: one service call, and so one event, per group.
+        for group in queryset:
+            services.group_delete(group=group)
 
 
 @admin.register(ApiKey)

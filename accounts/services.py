@@ -13,6 +13,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.models import Group
 from django.contrib.auth.tokens import default_token_generator
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -293,6 +294,76 @@ def _record_in_tenant(tenant_id: uuid.UUID, user_id: uuid.UUID, events: dict[str
                 changes=changes,
             )
     access_changed(tenant_id)
+
+
+# --- operators' changes to groups -----------------------------------------------------------
+# A group grants its permissions to every staff member in it: a change to one can raise what
+# operators may do in the admin, so it is recorded in the platform's log like a user's.
+
+
+def _group_values(group, *, permissions) -> dict:
+    return {
+        "name": group.name,
+        "permissions": sorted(
+            f"{permission.content_type.app_label}.{permission.codename}"
+            for permission in permissions
+        ),
+    }
+
+
+def _group_permissions(group):
+    return group.permissions.select_related("content_type")
+
+
+@transaction.atomic
+def group_operator_save(*, group, permissions=None):
+    """Save a group as an operator changed it in the admin.
+
+    `permissions`, when given, replace the group's. Records `accounts.group.created`, or
+    `accounts.group.updated` with the diff of the name and the permissions (`app_label.codename`);
+    a save that changes nothing records nothing.
+    """
+    if group._state.adding:
+        group.save()
+        if permissions is not None:
+            group.permissions.set(permissions)
+        audit.record_platform(
+            action="accounts.group.created",
+            target_type="group",
+            target_id=group.pk,
+            changes=audit.created(_group_values(group, permissions=_group_permissions(group))),
+        )
+        return group
+
+    stored = Group.objects.select_for_update().get(pk=group.pk)
+    before = _group_values(stored, permissions=_group_permissions(stored))
+    group.save()
+    if permissions is not None:
+        group.permissions.set(permissions)
+    changes = audit.diff(before, _group_values(group, permissions=_group_permissions(group)))
+    if changes:
+        audit.record_platform(
+            action="accounts.group.updated",
+            target_type="group",
+            target_id=group.pk,
+            changes=changes,
+        )
+    return group
+
+
+@transaction.atomic
+def group_delete(*, group) -> None:
+    """Delete a group (an operator, in the admin): its members lose its permissions. Records
+    `accounts.group.deleted` with its name and permissions."""
+    values = _group_values(group, permissions=_group_permissions(group))
+    group_id = group.pk
+    group.delete()
+    audit.record_platform(
+        action="accounts.group.deleted",
+        target_type="group",
+        target_id=group_id,
+        changes=audit.deleted(values),
+    )
 
 
 # --- API keys ----------------------------------------------------------------------------------

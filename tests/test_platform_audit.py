@@ -33,6 +33,7 @@ User = get_user_model()
 ADMIN = "/admin/"
 PLANS = f"{ADMIN}tenants/plan/"
 USERS = f"{ADMIN}accounts/user/"
+GROUPS = f"{ADMIN}auth/group/"
 LOG = f"{ADMIN}tenants/platformauditevent/"
 EVENTS = f"{API}/audit-events/"
 USER_AGENT = "platform-audit-test/1.0"
@@ -463,6 +464,119 @@ def test_deleting_a_member_through_the_service_is_recorded_in_their_tenants(
     assert seen.changes == {"email": ["leaving@example.com", None], "name": ["", None]}
     assert tenant_events(beta, action="accounts.user.deleted") == []
     assert session.get(ME).status_code == 401
+
+
+# --- groups ------------------------------------------------------------------------------------
+
+
+def group_form(group: Group, **overrides) -> dict:
+    values = {"name": group.name, "permissions": [p.pk for p in group.permissions.all()]}
+    return {**values, **overrides}
+
+
+def test_creating_a_group_records_its_name_and_permissions(operator_client, operator):
+    view_plan = Permission.objects.get(codename="view_plan")
+    change_user = Permission.objects.get(codename="change_user")
+
+    response = operator_client.post(
+        f"{GROUPS}add/", {"name": "support", "permissions": [view_plan.pk, change_user.pk]}
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    group = Group.objects.get(name="support")
+    assert set(group.permissions.all()) == {view_plan, change_user}
+    (event,) = platform_events()
+    assert (event.action, event.target_type, event.target_id) == (
+        "accounts.group.created",
+        "group",
+        str(group.pk),
+    )
+    assert event.changes == {
+        "name": [None, "support"],
+        "permissions": [None, ["accounts.change_user", "tenants.view_plan"]],
+    }
+    assert_by_operator(event, operator, response)
+
+
+def test_changing_a_groups_permissions_records_the_diff(operator_client, operator):
+    group = Group.objects.create(name="support")
+    view_plan = Permission.objects.get(codename="view_plan")
+    change_user = Permission.objects.get(codename="change_user")
+    group.permissions.set([view_plan])
+
+    response = operator_client.post(
+        f"{GROUPS}{group.pk}/change/",
+        group_form(group, name="operators", permissions=[change_user.pk]),
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert list(group.permissions.all()) == [change_user]
+    (event,) = platform_events()
+    assert (event.action, event.target_id) == ("accounts.group.updated", str(group.pk))
+    assert event.changes == {
+        "name": ["support", "operators"],
+        "permissions": [["tenants.view_plan"], ["accounts.change_user"]],
+    }
+    assert_by_operator(event, operator, response)
+
+
+def test_saving_a_group_unchanged_records_nothing(operator_client):
+    group = Group.objects.create(name="support")
+    group.permissions.set([Permission.objects.get(codename="view_plan")])
+
+    response = operator_client.post(f"{GROUPS}{group.pk}/change/", group_form(group))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert platform_events() == []
+
+
+def test_deleting_groups_is_recorded_one_by_one(operator_client, operator):
+    groups = [Group.objects.create(name=f"spare{n}") for n in (1, 2, 3)]
+    groups[0].permissions.set([Permission.objects.get(codename="view_plan")])
+    member = make_user(email="staff@example.com", is_staff=True)
+    member.groups.set([groups[0]])
+
+    deleted = operator_client.post(f"{GROUPS}{groups[0].pk}/delete/", {"post": "yes"})
+    bulk = operator_client.post(
+        GROUPS,
+        {
+            "action": "delete_selected",
+            "_selected_action": [group.pk for group in groups[1:]],
+            "post": "yes",
+        },
+    )
+
+    assert (deleted.status_code, bulk.status_code) == (302, 302)
+    assert not Group.objects.filter(name__startswith="spare").exists()
+    assert list(member.groups.all()) == []
+    events = {event.target_id: event for event in platform_events(action="accounts.group.deleted")}
+    assert set(events) == {str(group.pk) for group in groups}
+    assert events[str(groups[0].pk)].changes == {
+        "name": ["spare1", None],
+        "permissions": [["tenants.view_plan"], None],
+    }
+    assert events[str(groups[1].pk)].changes == {
+        "name": ["spare2", None],
+        "permissions": [[], None],
+    }
+    assert_by_operator(events[str(groups[0].pk)], operator, deleted)
+
+
+def test_an_event_that_cannot_be_written_undoes_the_groups_change(operator_client, monkeypatch):
+    group = Group.objects.create(name="support")
+
+    def fail(*args, **kwargs):
+        raise DatabaseError("the audit table is unavailable")
+
+    monkeypatch.setattr(PlatformAuditEvent, "save", fail)
+
+    response = operator_client.post(
+        f"{GROUPS}{group.pk}/change/",
+        group_form(group, permissions=[Permission.objects.get(codename="view_plan").pk]),
+    )
+
+    assert response.status_code == 500
+    assert list(group.permissions.all()) == []
 
 
 # --- the create_operator command -----------------------------------------------------------------
