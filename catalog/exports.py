@@ -14,6 +14,14 @@ the server pulls the chunks. Two things make that safe:
   tenant's. The transaction ends with the stream, or when the client goes away.
 
 Memory stays flat whatever the catalog's size: one chunk of rows and one buffer of CSV text.
+
+A failure is an error response only while no byte has been sent: `ProductCSVExport.start()`
+produces the first chunk (the transaction begun, the cursor declared, the first rows fetched)
+before the response starts, after the request's transaction (see `ProductExportView.dispatch`),
+so that the database failing there is a 503 problem like any request's. Once the status line is
+out, a failure cannot change it: the stream raises, and gunicorn, which serves the API, shuts
+the socket of a response it has begun, so that the client sees a transfer that never ended
+(chunked encoding without its last chunk), never a short file that looks complete.
 """
 
 import csv
@@ -36,11 +44,40 @@ _FIELDS = tuple("category_id" if name == "category" else name for name in COLUMN
 FLUSH_CHARS = 64 * 1024
 
 
+class ProductCSVExport:
+    """The body of a streamed response: iterate it (the response does), after `start()` if the
+    first chunk is to be read before the response begins; `close()` (the response's, when it is
+    done or dropped) ends the stream's transaction whether or not it was iterated."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._first: bytes | None = None
+        self._started = False
+
+    def start(self) -> None:
+        """Produce the first chunk now: an error of the database's first answer raises here."""
+        if not self._started:
+            self._started = True
+            self._first = next(self._chunks, None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.start()
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._chunks
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
 def product_csv_stream(
     *, filters: ProductFilters, ordering: str, chunk_size: int
-) -> Iterator[bytes]:
+) -> ProductCSVExport:
     """The tenant in context's products as CSV (UTF-8, header first), for a streamed response."""
-    return _in_tenant(require_tenant_id(), _csv_chunks(filters, ordering, chunk_size))
+    return ProductCSVExport(
+        _in_tenant(require_tenant_id(), _csv_chunks(filters, ordering, chunk_size))
+    )
 
 
 def _in_tenant(tenant_id: uuid.UUID, chunks: Iterator[bytes]) -> Iterator[bytes]:

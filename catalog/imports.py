@@ -55,6 +55,7 @@ import structlog
 from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from django.db.models import F, Q
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from catalog import jobs
@@ -62,6 +63,7 @@ from catalog import validators as v
 from catalog.api.serializers import ProductInputSerializer, TextField
 from catalog.cache import catalog_changed
 from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, JobFile, Product
+from catalog.selectors import product_total
 from catalog.services import default_currency, tenant_settings
 from core.problems import Problem, ProblemType, validation_errors
 from tenants import audit
@@ -316,8 +318,11 @@ def import_run(*, job_id: uuid.UUID) -> str | None:
 
 class ImportRowSerializer(ProductInputSerializer):
     """A product as an import row: the API's rules for every field, except that `category` is a
-    reference (an id or a slug) resolved for the whole batch at once, not a query per row."""
+    reference (an id or a slug) resolved for the whole batch at once, not a query per row, and
+    that `is_active` is also read from text (a CSV cell is text: `true`, `false`, `1`, `0`...),
+    where the API takes a JSON boolean only."""
 
+    is_active = serializers.BooleanField(required=False, default=True)
     category = TextField(
         max_length=max(v.CATEGORY_SLUG_MAX_LENGTH, 36),
         allow_null=True,
@@ -502,7 +507,7 @@ class _Importer:
         counted: list[int] = []
 
         def count() -> int:
-            counted.append(Product.objects.count())
+            counted.append(product_total())
             return counted[0]
 
         try:

@@ -287,7 +287,8 @@ def test_a_token_remembered_as_verified_is_refused_once_it_expires(tenant, catal
     # Verified tokens are remembered per process (tenants/authentication.py); expiry is not.
     access = sign_in(APIClient(), owner_of(tenant), tenant)["access"]
     short = AccessToken(access)
-    short.set_exp(lifetime=timedelta(seconds=1))
+    # Long enough for the two reads below on a loaded machine, short enough to wait out.
+    short.set_exp(lifetime=timedelta(seconds=3))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {short}")
     url = catalog["product detail"]

@@ -1,11 +1,23 @@
 """The CSV export of products through HTTP: the tenant's rows only, streamed from a server-side
-cursor after the request's transaction, re-importable, and filtered like the list."""
+cursor after the request's transaction, re-importable, and filtered like the list; and, against a
+real gunicorn and PostgreSQL, what the client gets when the database fails before the first byte
+(a 503 problem) or in the middle of the file (a transfer that never completes)."""
 
 import csv
 import io
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
+import httpx
+import psycopg
 import pytest
+from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.http import StreamingHttpResponse
@@ -21,8 +33,18 @@ from tests.catalog_helpers import (
     make_product,
     viewer_client,
 )
-from tests.factories import make_tenant
-from tests.helpers import API, assert_problem, outcome, tasks_run_inline
+from tests.factories import DEFAULT_PASSWORD, make_tenant
+from tests.fixtures.servers import (
+    LOOPBACK,
+    START_TIMEOUT,
+    LiveServer,
+    free_port,
+    live_database_url,
+    server_environment,
+    stop_process,
+    wait_until,
+)
+from tests.helpers import API, assert_problem, outcome, owner_of, tasks_run_inline
 
 pytestmark = pytest.mark.django_db
 
@@ -189,7 +211,7 @@ def test_an_export_longer_than_a_chunk_streams_after_the_request_and_shows_no_fo
 
     response = viewer_client(mine).get(EXPORT)
     assert response.status_code == 200
-    chunks = list(response.streaming_content)  # only now are the rows read
+    chunks = list(response.streaming_content)  # the first chunk was read before; the rest now
     rows = list(csv.DictReader(io.StringIO(b"".join(chunks).decode())))
 
     assert len(rows) == 180
@@ -225,3 +247,163 @@ def test_a_client_leaving_mid_export_ends_its_transaction(settings):
     assert not connection.in_atomic_block
     # The connection is usable, and the next request sees everything.
     assert len(export_rows(client)) == 600
+
+
+# --- failures of the database, through gunicorn -------------------------------------------------
+# The API is served by gunicorn (docs/serving.md): what a client sees when the export fails is
+# what gunicorn makes of it. The failure is real: the server's PostgreSQL session is terminated,
+# as a restart or a failover does, from a superuser session of the test.
+
+WAIT_SECONDS = 20.0
+# Enough text that the server is still producing the file when the client stops reading.
+LONG_DESCRIPTION = "d" * 8000
+
+
+@pytest.fixture
+def gunicorn_export(
+    transactional_db, tmp_path: Path
+) -> Iterator[Callable[..., tuple[LiveServer, str]]]:
+    """`start(**env)` runs the application under gunicorn (one sync worker, as deployed) on the
+    test database, its sessions named apart; it returns the server and that name."""
+    started: list[LiveServer] = []
+
+    def start(**env: str) -> tuple[LiveServer, str]:
+        application_name = f"export-drill-{uuid.uuid4().hex[:8]}"
+        environment = server_environment(
+            DATABASE_URL=f"{live_database_url()}?application_name={application_name}", **env
+        )
+        port = free_port()
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        command = [
+            sys.executable, "-m", "gunicorn", "config.wsgi:application",
+            "--config", "config/gunicorn.conf.py",
+            "--bind", f"{LOOPBACK}:{port}",
+            "--workers", "1",
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command, cwd=django_settings.BASE_DIR, env=environment, stdout=log, stderr=log
+            )
+        server = LiveServer(port=port, process=process, log_path=log_path)
+        started.append(server)
+        if not wait_until(server._answers, process, START_TIMEOUT):
+            pytest.fail(f"gunicorn did not start:\n{server.log()[-3000:]}")
+        return server, application_name
+
+    yield start
+    for server in started:
+        stop_process(server.process)
+
+
+def signed_in_http(server: LiveServer, tenant) -> httpx.Client:
+    http = httpx.Client(base_url=server.url, timeout=WAIT_SECONDS)
+    response = http.post(
+        f"{API}/auth/token/",
+        json={"email": owner_of(tenant).email, "password": DEFAULT_PASSWORD, "tenant": tenant.slug},
+    )
+    assert response.status_code == 200, response.text
+    http.headers["Authorization"] = f"Bearer {response.json()['access']}"
+    return http
+
+
+def sessions(application_name: str, *, state: str = "%", wait_event_type: str = "%") -> int:
+    """The server's sessions in that state, waiting on that kind of event (LIKE patterns)."""
+    with psycopg.connect(live_database_url(), autocommit=True) as admin:
+        (count,) = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = %s AND state LIKE %s"
+            " AND coalesce(wait_event_type, '') LIKE %s",
+            [application_name, state, wait_event_type],
+        ).fetchone()
+    return count
+
+
+def terminate_sessions(application_name: str) -> int:
+    with psycopg.connect(live_database_url(), autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            [application_name],
+        ).fetchall()
+    return sum(1 for (terminated,) in rows if terminated)
+
+
+def eventually(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"Waited {WAIT_SECONDS:.0f}s for {what}")
+        time.sleep(0.05)
+
+
+def test_a_database_failure_before_the_first_byte_is_a_503_problem(gunicorn_export):
+    tenant = make_tenant(plan_code="pro")
+    seed_products(tenant, "Row", 30)
+    server, application_name = gunicorn_export()
+    http = signed_in_http(server, tenant)
+
+    # Given the products table locked, so that the export's first query waits on it
+    with (
+        psycopg.connect(live_database_url()) as blocker,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        blocker.execute(f'LOCK TABLE "{Product._meta.db_table}" IN ACCESS EXCLUSIVE MODE')
+        in_flight = pool.submit(http.get, EXPORT)
+        eventually(
+            lambda: sessions(application_name, wait_event_type="Lock") > 0,
+            "the export's first query to wait on the lock",
+        )
+        # When the server's session dies under that query
+        assert terminate_sessions(application_name) >= 1
+        blocker.rollback()
+        response = in_flight.result()
+
+    # Then the client gets a problem it can retry, not a 200 with a short (or empty) file
+    assert response.status_code == 503, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/service-unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert "Content-Disposition" not in response.headers
+    # ...and the same process serves the next export whole, on a new session
+    again = http.get(EXPORT)
+    assert again.status_code == 200, again.text
+    assert len(list(csv.DictReader(io.StringIO(again.text)))) == 30
+
+
+def test_a_database_failure_mid_stream_leaves_the_transfer_visibly_unfinished(gunicorn_export):
+    tenant = make_tenant(plan_code="pro")
+    with tenant_context(tenant.id):
+        Product.objects.bulk_create(
+            Product(
+                sku=f"M-{n:04d}",
+                name="Long",
+                description=LONG_DESCRIPTION,
+                price=Decimal("1.00"),
+                currency="EUR",
+            )
+            for n in range(3000)
+        )
+    server, application_name = gunicorn_export(CATALOG_EXPORT_CHUNK_SIZE="20")
+    http = signed_in_http(server, tenant)
+
+    with http.stream("GET", EXPORT) as response:
+        # Given an export that has begun: a 200, chunked, its first bytes received
+        assert response.status_code == 200
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        body = response.iter_bytes()
+        received = [next(body)]
+        assert received[0].startswith(b"sku,name,")
+        # When the server's session dies while the rest of the file is being read
+        eventually(
+            lambda: sessions(application_name, state="idle in transaction") > 0,
+            "the stream to wait between two fetches",
+        )
+        assert terminate_sessions(application_name) >= 1
+        # Then the transfer never completes: the server cuts the connection without the final
+        # chunk, which no client mistakes for the end of the file
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+            received.extend(body)
+    assert 0 < b"".join(received).count(b"\nM-") < 3000
+    assert "Error handling request" in server.log()
+    # ...and the server answers the next request
+    assert http.get(f"{API}/products/").status_code == 200

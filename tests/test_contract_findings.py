@@ -38,9 +38,27 @@ def test_options_is_json_even_where_the_view_renders_csv(owner):
     assert response["Content-Type"] == "application/json"
 
 
-def test_an_unknown_format_is_a_400_naming_it(owner):
-    response = owner.get(f"{API}/products/export/", {"format": "AAA"})
+@pytest.mark.parametrize("value", ["AAA", ""])
+def test_an_unknown_or_empty_format_is_a_400_naming_it(owner, value):
+    # An empty one was taken for none, and answered 200 with CSV.
+    response = owner.get(f"{API}/products/export/", {"format": value})
     assert error_fields(response) == {"format"}
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "off", None])
+def test_a_boolean_field_takes_only_a_json_boolean(owner, tenant, value):
+    # DRF's BooleanField took 0, 1, "true", "off"...: invalid input accepted.
+    product = make_product(tenant)
+    response = owner.patch(f"{API}/products/{product.id}/", {"is_active": value}, format="json")
+    assert error_fields(response) == {"is_active"}
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "off", None])
+def test_a_webhooks_active_flag_takes_only_a_json_boolean(owner, value):
+    body = {"url": "https://93.184.215.14/hooks", "topics": ["catalog.product.*"]}
+    response = owner.post(f"{API}/webhooks/", {**body, "is_active": value}, format="json")
+    assert error_fields(response) == {"is_active"}
+    assert owner.get(f"{API}/webhooks/").json()["results"] == []
 
 
 @pytest.mark.parametrize("path", ["roles/", "members/", "invitations/", "permissions/"])

@@ -99,6 +99,18 @@ class ProductExportView(TenantAPIView):
     renderer_classes = [CSVRenderer, JSONRenderer]
     required_permissions = {"get": Perm.CATALOG_READ}
 
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        export = getattr(self, "export", None)
+        if export is not None and response.status_code == status.HTTP_200_OK:
+            # The first chunk before the status line goes out, and after the request's
+            # transaction (super's), which the stream's own transaction must not nest in: a
+            # database failing now raises from the view, which the problem middleware answers
+            # with a 503 problem, instead of a 200 whose body stops short (catalog/exports.py).
+            # The stream's transaction has ended with the error.
+            export.start()
+        return response
+
     @extend_schema(
         operation_id="products_export",
         parameters=[p for p in PRODUCT_LIST_PARAMETERS if p.name not in _NOT_FOR_EXPORT],
@@ -115,12 +127,12 @@ class ProductExportView(TenantAPIView):
     def get(self, request: Request, version: str) -> StreamingHttpResponse:
         query, product_filters = filters.product_list_query(request, page_size=1)
         ordering = query.ordering if request.query_params.get("ordering") else None
-        stream = exports.product_csv_stream(
+        self.export = exports.product_csv_stream(
             filters=product_filters,
             ordering=ordering or DEFAULT_EXPORT_ORDERING,
             chunk_size=settings.CATALOG_EXPORT_CHUNK_SIZE,
         )
-        response = StreamingHttpResponse(stream, content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(self.export, content_type="text/csv; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
         response["Content-Disposition"] = f'attachment; filename="products-{stamp}.csv"'
         response["Cache-Control"] = "no-store"

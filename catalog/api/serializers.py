@@ -16,6 +16,7 @@ from rest_framework import serializers
 from catalog import validators as v
 from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, Product
 from catalog.selectors import category_list
+from core.fields import StrictBooleanField
 
 
 class TextField(serializers.CharField):
@@ -152,7 +153,7 @@ class ProductInputSerializer(serializers.Serializer):
     # Absent on create or PUT: the tenant's default currency (services.default_currency).
     currency = TextField(min_length=3, max_length=3, required=False)
     stock = serializers.IntegerField(min_value=0, max_value=v.STOCK_MAX, required=False, default=0)
-    is_active = serializers.BooleanField(required=False, default=True)
+    is_active = StrictBooleanField(required=False, default=True)
     category = CategoryField(allow_null=True, required=False, default=None)
     tags = serializers.ListField(
         child=TextField(max_length=v.TAG_MAX_LENGTH),

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from core.fields import StrictBooleanField
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import selectors, services
 from tenants.api.base import TenantViewSet
@@ -72,7 +73,7 @@ class WebhookEndpointInputSerializer(serializers.Serializer):
         max_length=MAX_TOPICS,
         help_text="Topics or patterns (`catalog.product.*`, `*`) of the events to receive.",
     )
-    is_active = serializers.BooleanField(default=True)
+    is_active = StrictBooleanField(default=True)
 
     def validate_topics(self, topics: list[str]) -> list[str]:
         for topic in topics:
