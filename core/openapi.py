@@ -3,12 +3,18 @@
 Every operation gets the `application/problem+json` responses that can happen to it, so that no
 view has to declare them. A view that declares one of these statuses itself (with
 `extend_schema`) keeps its own.
+
+The schema of a request body also says what its validation refuses that drf-spectacular does
+not state by itself (`request_constraints`), so that a client, or a fuzzer, can tell valid input
+from invalid by the document alone.
 """
 
 from typing import Any
 
+from django.core.validators import RegexValidator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
 from core.problems import PROBLEM_CONTENT_TYPE
@@ -83,7 +89,78 @@ _WWW_AUTHENTICATE = {
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
 
+# What `str.strip()` removes (`str.isspace()`), which is not quite ECMA's `\s`: DRF's CharField
+# strips it before judging a value blank.
+PYTHON_WHITESPACE = (
+    r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# No NUL (DRF's CharField refuses it) ...
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+# ... and, for a field that may not be blank, something besides whitespace.
+NOT_BLANK_PATTERN = rf"^[^\u0000]*[^\u0000{PYTHON_WHITESPACE}][^\u0000]*$"
+# ... and, for a password, something besides whitespace and digits (Django's
+# NumericPasswordValidator refuses a password made of digits only).
+NOT_ONLY_DIGITS_PATTERN = rf"^[^\u0000]*[^0-9\u0000{PYTHON_WHITESPACE}][^\u0000]*$"
+
+
+def request_constraints(field: serializers.Field, schema: dict[str, Any]) -> dict[str, Any]:
+    """What the field's validation refuses beyond what drf-spectacular writes down:
+
+    - a list (`ListField`, a many relation) or a dict that may not be empty (`allow_empty=False`)
+      has `minItems`/`minProperties` 1;
+    - a plain `CharField` refuses NUL characters and, unless it allows blanks, a value that is
+      only whitespace (it strips the value first): a `pattern` says so, where the field has no
+      pattern, format or enum of its own that says more;
+    - a field may add its own, worked out when the document is (from settings, say), with a
+      `schema_constraints()` method.
+    """
+    types = schema.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    if getattr(field, "allow_empty", True) is False:
+        if "array" in types:
+            schema.setdefault("minItems", 1)
+        elif "object" in types:
+            schema.setdefault("minProperties", 1)
+    if (
+        isinstance(field, serializers.CharField)
+        and type(field).run_validation is serializers.CharField.run_validation
+        and type(field).to_internal_value is serializers.CharField.to_internal_value
+        and "string" in types
+        and not {"pattern", "format", "enum"} & schema.keys()
+        # A regex of its own (SlugField, RegexField) says more; drf-spectacular writes it later.
+        and not any(isinstance(v, RegexValidator) for v in field.validators)
+    ):
+        blank_refused = not field.allow_blank and field.trim_whitespace
+        if blank_refused:
+            schema["pattern"] = NOT_BLANK_PATTERN
+        elif not field.allow_blank:
+            schema["pattern"] = NO_NUL_PATTERN
+    if hasattr(field, "schema_constraints"):
+        schema.update(field.schema_constraints())
+    return schema
+
+
 class ProblemAutoSchema(AutoSchema):
+    def _map_serializer_field(
+        self, field: serializers.Field, direction: str, bypass_extensions: bool = False
+    ) -> dict[str, Any] | None:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction != "request" or not schema or "$ref" in schema:
+            return schema
+        return request_constraints(field, schema)
+
+    def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
+        # drf-spectacular makes a PATCH body partial (every field optional), as DRF's
+        # partial_update does. A view that validates its PATCH body whole says so on the
+        # serializer (`whole_on_patch = True`), and the document keeps its required fields.
+        if self.method == "PATCH" and getattr(serializer, "whole_on_patch", False):
+            self.method = "PUT"
+            try:
+                return super()._get_request_for_media_type(serializer, direction)
+            finally:
+                self.method = "PATCH"
+        return super()._get_request_for_media_type(serializer, direction)
+
     def get_operation(
         self, path: str, path_regex: str, path_prefix: str, method: str, registry: Any
     ) -> dict[str, Any] | None:

@@ -325,10 +325,19 @@ def run_schemathesis(
     )
 
 
+def report_tail(stdout: str) -> str:
+    """The run's report from its WARNINGS section (or its SUMMARY when it has none) on."""
+    for heading in (" WARNINGS ", "SUMMARY"):
+        at = stdout.find(heading) if heading != "SUMMARY" else stdout.rfind(heading)
+        if at >= 0:
+            return stdout[stdout.rfind("\n", 0, at) + 1 :]
+    return stdout
+
+
 def assert_clean(result: subprocess.CompletedProcess, server: LiveServer) -> None:
-    # The summary of a passing run is in the test's output (`pytest -rP` shows it).
-    summary_at = result.stdout.rfind("SUMMARY")
-    print(result.stdout[summary_at:] if summary_at >= 0 else result.stdout)
+    # The summary of a passing run is in the test's output (`pytest -rP` shows it), with the
+    # warnings before it, which name the operations they are about.
+    print(report_tail(result.stdout))
     if result.returncode != 0:
         errors = [line for line in server.log().splitlines() if '"level": "error"' in line]
         pytest.fail(

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -86,11 +86,15 @@ def product_body(sku: str) -> dict:
     return {"sku": sku, "name": f"Product {sku}", "price": "9.50"}
 
 
-def open_socket(server: LiveServer, http: httpx.Client) -> ClientConnection:
+@contextmanager
+def open_socket(server: LiveServer, http: httpx.Client) -> Iterator[ClientConnection]:
+    """An authenticated socket, closed on leaving the block (websockets wants `connect()` used
+    as a context manager)."""
     token = http.headers["Authorization"].removeprefix("Bearer ")
-    ws = connect(f"{server.ws_url}{NOTIFICATIONS_WS}?token={token}", open_timeout=CLIENT_TIMEOUT)
-    assert receive(ws) == {"type": "authenticated"}
-    return ws
+    url = f"{server.ws_url}{NOTIFICATIONS_WS}?token={token}"
+    with connect(url, open_timeout=CLIENT_TIMEOUT) as ws:
+        assert receive(ws) == {"type": "authenticated"}
+        yield ws
 
 
 def receive(ws: ClientConnection) -> dict:
@@ -514,8 +518,11 @@ def test_websocket_clients_dropped_without_a_close_frame(
         signed_in(server, readers[0], tenant) as first_http,
         signed_in(server, readers[1], tenant) as second_http,
         layer_redis,
+        ExitStack() as dropped,
     ):
-        sockets = [open_socket(server, first_http), open_socket(server, second_http)]
+        sockets = [
+            dropped.enter_context(open_socket(server, http)) for http in (first_http, second_http)
+        ]
         groups = [user_group(tenant.id, reader.id) for reader in readers]
         # Given both readers received a first notification live
         assert writer.post(PRODUCTS, json=product_body("WS-0")).status_code == 201
@@ -537,8 +544,11 @@ def test_websocket_clients_dropped_without_a_close_frame(
         assert writer.get("/healthz").status_code == 200
 
         # And each reader's reconnect replays what they missed, in order, once, then live ones
-        again = [open_socket(server, first_http), open_socket(server, second_http)]
-        with again[0], again[1]:
+        with (
+            open_socket(server, first_http) as first_again,
+            open_socket(server, second_http) as second_again,
+        ):
+            again = [first_again, second_again]
             for ws, seen in zip(again, last_seen, strict=True):
                 replayed = resume(ws, after=seen["id"])
                 assert [m["data"]["sku"] for m in replayed] == ["WS-1", "WS-2", "WS-3"]

@@ -2,12 +2,14 @@
 Redis as broker and channel layer, a real WebSocket client."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from core.events import publish
 from tenants.context import tenant_context
@@ -44,10 +46,13 @@ def token_for(client, user, tenant) -> str:
     return sign_in(client, user, tenant)["access"]
 
 
-def open_socket(server, token):
-    socket = connect(f"{server.ws_url}{PATH}?token={token}")
-    assert receive(socket) == {"type": "authenticated"}
-    return socket
+@contextmanager
+def open_socket(server, token) -> Iterator[ClientConnection]:
+    """An authenticated socket, closed on leaving the block (websockets wants `connect()` used
+    as a context manager)."""
+    with connect(f"{server.ws_url}{PATH}?token={token}") as socket:
+        assert receive(socket) == {"type": "authenticated"}
+        yield socket
 
 
 def receive(socket) -> dict:

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
@@ -9,7 +11,9 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import ApiKey
 from accounts.sessions import TENANT_CLAIM, issue_tokens
+from core.openapi import NOT_ONLY_DIGITS_PATTERN
 from core.problems import Problem, ProblemType
+from tenants.api.fields import PermissionCodeField
 from tenants.context import operator_scope, tenant_context
 from tenants.models import Membership, Tenant
 from tenants.selectors import permission_codes
@@ -26,6 +30,26 @@ def validate_new_password(password: str, *, user) -> str:
     except DjangoValidationError as exc:
         raise serializers.ValidationError(list(exc.messages)) from exc
     return password
+
+
+class NewPasswordField(serializers.CharField):
+    """A password being set: the document states what the password validators in settings
+    refuse that a schema can say (too short; only digits); the serializer runs them all."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault("write_only", True)
+        kwargs.setdefault("style", {"input_type": "password"})
+        super().__init__(**kwargs)
+
+    def schema_constraints(self) -> dict[str, Any]:
+        constraints: dict[str, Any] = {}
+        for validator in password_validation.get_default_password_validators():
+            if isinstance(validator, password_validation.MinimumLengthValidator):
+                constraints["minLength"] = max(validator.min_length, 1)
+            elif isinstance(validator, password_validation.NumericPasswordValidator):
+                constraints["pattern"] = NOT_ONLY_DIGITS_PATTERN
+        return constraints
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -46,9 +70,7 @@ class TenantSummarySerializer(serializers.ModelSerializer):
 
 class SignupSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(
-        write_only=True, max_length=128, style={"input_type": "password"}
-    )
+    password = NewPasswordField()
     name = serializers.CharField(max_length=150, required=False, default="", allow_blank=True)
     tenant_name = serializers.CharField(max_length=200)
     tenant_slug = serializers.SlugField(max_length=63, required=False)
@@ -148,7 +170,7 @@ class MeSerializer(serializers.Serializer):
 
 class PasswordChangeSerializer(serializers.Serializer):
     current_password = serializers.CharField(max_length=128, write_only=True)
-    new_password = serializers.CharField(max_length=128, write_only=True)
+    new_password = NewPasswordField()
 
     def validate_current_password(self, value):
         if not self.context["user"].check_password(value):
@@ -166,7 +188,7 @@ class PasswordResetRequestSerializer(serializers.Serializer):
 class PasswordResetConfirmSerializer(serializers.Serializer):
     uid = serializers.CharField(max_length=64)
     token = serializers.CharField(max_length=128)
-    new_password = serializers.CharField(max_length=128, write_only=True)
+    new_password = NewPasswordField()
 
 
 # --- API keys ----------------------------------------------------------------------------------
@@ -200,9 +222,11 @@ class ApiKeyInputSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=100)
     permissions = serializers.ListField(
-        child=serializers.CharField(max_length=64), allow_empty=False, max_length=100
+        child=PermissionCodeField(), allow_empty=False, max_length=100
     )
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="In the future; none: the key never expires."
+    )
 
     def validate_permissions(self, value: list[str]) -> list[str]:
         unknown = sorted(set(value) - permission_codes())

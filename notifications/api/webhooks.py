@@ -24,7 +24,7 @@ from rest_framework.reverse import reverse
 
 from core.fields import StrictBooleanField
 from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import selectors, services
+from notifications.webhooks import selectors, services, ssrf
 from tenants.api.base import TenantViewSet
 from tenants.permissions import Perm
 
@@ -62,13 +62,43 @@ class WebhookEndpointCreatedSerializer(WebhookEndpointSerializer):
         read_only_fields = fields
 
 
+class WebhookURLField(serializers.CharField):
+    """The endpoint's URL, as it is given: not stripped, so that what the document's pattern
+    refuses (` https://…`) is refused here too; services check it against the SSRF rules."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def schema_constraints(self) -> dict[str, Any]:
+        # The scheme, in any case (the parser lowercases it): https, or http too where private
+        # targets are allowed (development). The host must resolve to public addresses only,
+        # which no pattern can say: the example is one that does.
+        scheme = (
+            "[Hh][Tt][Tt][Pp][Ss]?" if ssrf.private_targets_allowed() else "[Hh][Tt][Tt][Pp][Ss]"
+        )
+        return {"pattern": f"^{scheme}://", "examples": ["https://93.184.215.14/hooks"]}
+
+
+class TopicField(serializers.CharField):
+    """A topic or a pattern of topics, as it is given (not stripped)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 100)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def schema_constraints(self) -> dict[str, Any]:
+        return {"pattern": TOPIC_PATTERN.pattern, "examples": ["catalog.product.*"]}
+
+
 class WebhookEndpointInputSerializer(serializers.Serializer):
-    url = serializers.CharField(
+    url = WebhookURLField(
         max_length=2048,
         help_text="Where deliveries are POSTed: https, on a public address.",
     )
     topics = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=TopicField(),
         min_length=1,
         max_length=MAX_TOPICS,
         help_text="Topics or patterns (`catalog.product.*`, `*`) of the events to receive.",
@@ -77,7 +107,8 @@ class WebhookEndpointInputSerializer(serializers.Serializer):
 
     def validate_topics(self, topics: list[str]) -> list[str]:
         for topic in topics:
-            if not TOPIC_PATTERN.match(topic):
+            # fullmatch: `$` alone would let a trailing newline through.
+            if not TOPIC_PATTERN.fullmatch(topic):
                 raise serializers.ValidationError(
                     f"{topic!r} is not a topic: dotted lower-case words, `*` as a wildcard."
                 )

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from accounts.api.serializers import TenantSummarySerializer, UserSerializer
+from tenants.api.fields import PermissionCodeField
 from tenants.models import AuditEvent, Invitation, Membership, Permission, Role, Tenant
 from tenants.selectors import permission_codes, role_list
 
@@ -68,7 +69,7 @@ class RoleInputSerializer(serializers.Serializer):
     # PUT replaces the role, so an absent description is emptied; PATCH leaves it as it is.
     description = serializers.CharField(max_length=255, default="", allow_blank=True)
     permissions = serializers.ListField(
-        child=serializers.CharField(max_length=64), allow_empty=True, max_length=100
+        child=PermissionCodeField(), allow_empty=True, max_length=100
     )
 
     def validate_permissions(self, value: list[str]) -> list[str]:
@@ -109,6 +110,9 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class MemberRolesInputSerializer(serializers.Serializer):
+    # PATCH /members/{id}/ replaces the roles: `roles` is required there too (see core/openapi.py).
+    whole_on_patch = True
+
     roles = TenantRoleField(many=True, allow_empty=False)
 
     def validate_roles(self, value: list[Role]) -> list[Role]:
