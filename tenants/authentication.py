@@ -5,7 +5,7 @@ import functools
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rest_framework import exceptions
@@ -19,7 +19,7 @@ from core.tracing import bind_actor
 from tenants import audit
 from tenants.context import enter_tenant_for_request
 from tenants.principal import Principal
-from tenants.principals import resolve_principal
+from tenants.principals import Resolved, resolve_principal
 
 INVALID_TOKEN = "Invalid token."  # noqa: S105  (a message, not a secret)
 
@@ -40,28 +40,54 @@ def verify_access_token(
 ) -> tuple[Principal, dict[str, Any]]:
     """`principal_from_access_token`, with the values of the `read_ahead` keys of the tenant's
     cache that were found, read in the same round trip as the principal."""
-    token = validated_access_token(raw_token.encode() if isinstance(raw_token, str) else raw_token)
+    claims = access_claims(raw_token.encode() if isinstance(raw_token, str) else raw_token)
+    resolved = resolve_principal(
+        tenant_id=claims.tenant_id,
+        user_id=claims.user_id,
+        session_id=claims.session_id,
+        read_ahead=read_ahead,
+    )
+    principal = checked_principal(resolved, claims)
+    return replace(principal, claims=dict(claims.token.payload)), resolved.read_ahead
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    token: Token
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    session_id: str
+
+
+def access_claims(raw_token: bytes) -> AccessClaims:
+    """The verified token and who it names: a 401 for any token that is not a valid access
+    token of ours."""
+    token = validated_access_token(raw_token)
     try:
-        tenant_id = uuid.UUID(token[TENANT_CLAIM])
-        user_id = uuid.UUID(str(token["user_id"]))
-        session_id = str(token[SESSION_CLAIM])
+        return AccessClaims(
+            token=token,
+            tenant_id=uuid.UUID(token[TENANT_CLAIM]),
+            user_id=uuid.UUID(str(token["user_id"])),
+            session_id=str(token[SESSION_CLAIM]),
+        )
     except (KeyError, ValueError) as exc:
         raise exceptions.AuthenticationFailed(INVALID_TOKEN) from exc
 
-    resolved = resolve_principal(
-        tenant_id=tenant_id, user_id=user_id, session_id=session_id, read_ahead=read_ahead
-    )
+
+def checked_principal(resolved: Resolved, claims: AccessClaims) -> Principal:
+    """The resolved principal, if the token may still act as it: a member still, active, with
+    the password the token was issued under, in a live tenant (401), not suspended (403)."""
     principal = resolved.principal
     if (
         principal is None
         or not principal.user.is_active
-        or token.get("pwd") != resolved.password_digest
+        or claims.token.get("pwd") != resolved.password_digest
         or principal.tenant.deleted_at is not None
     ):
         raise exceptions.AuthenticationFailed(INVALID_TOKEN)
     if not principal.tenant.is_active:
         raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
-    return replace(principal, claims=dict(token.payload)), resolved.read_ahead
+    return principal
 
 
 # Access tokens whose signature and claims were verified, remembered per process by their bytes:

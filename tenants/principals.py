@@ -11,6 +11,8 @@ PRINCIPAL_CACHE_SECONDS as a bound on anything missed. If Redis is down, every r
 database instead: slower, never wrong.
 """
 
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +53,8 @@ class Resolved:
     session_revoked: bool = False
     # The values of the `read_ahead` keys that were found (absent when the cache had none).
     read_ahead: dict[str, Any] = field(default_factory=dict)
+    # The tenant's access epoch the principal was built under (None: not known).
+    epoch: Any = None
 
 
 def resolve_principal(
@@ -76,9 +80,72 @@ def resolve_principal(
         if snapshot is not None and snapshot["epoch"] == epoch:
             resolved = _from_snapshot(snapshot)
         else:
+            # An epoch to build the snapshot under, settled before the database is read: a change
+            # committed after the read bumps it, and the snapshot is not trusted again.
+            epoch = epoch if epoch is not None else _settled_epoch()
             resolved = _from_database(user_id, epoch=epoch, store=True)
         ahead = {key: found[key] for key in read_ahead if key in found}
         return replace(resolved, read_ahead=ahead) if ahead else resolved
+
+
+def _settled_epoch() -> Any:
+    """The tenant's epoch, created if it has none yet (a tenant whose access never changed)."""
+    candidate = uuid.uuid4().hex
+    try:
+        if cache.add(EPOCH_KEY, candidate, timeout=None):
+            return candidate
+        return cache.get(EPOCH_KEY)
+    except CACHE_ERRORS:
+        log.warning("principal_cache_unavailable")
+        return None
+
+
+# --- principals remembered in the process, for cached reads ----------------------------------
+#
+# The early answer of a cached read (tenants/api/cached_reads.py) reuses the principal this
+# process resolved last for the same member, as long as what the snapshot in Redis depends on
+# still holds: the tenant's epoch is the one it was built under and the session carries no
+# revocation mark. Both are read in the round trip that takes the rate limit's tokens, so a
+# change of access is seen by the very next request, as with the snapshot itself; and it is
+# forgotten after PRINCIPAL_CACHE_SECONDS, the snapshot's own bound.
+
+REMEMBERED_SIZE = 4096
+_remembered: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, Resolved]] = {}
+_remembered_lock = threading.Lock()
+
+
+def remember(tenant_id: uuid.UUID, user_id: uuid.UUID, resolved: Resolved) -> None:
+    if resolved.principal is None or resolved.epoch is None:
+        return
+    until = time.monotonic() + settings.PRINCIPAL_CACHE_SECONDS
+    with _remembered_lock:
+        if len(_remembered) >= REMEMBERED_SIZE:
+            _remembered.clear()
+        _remembered[(tenant_id, user_id)] = (until, replace(resolved, read_ahead={}))
+
+
+def remembered(tenant_id: uuid.UUID, user_id: uuid.UUID) -> Resolved | None:
+    entry = _remembered.get((tenant_id, user_id))
+    if entry is None or entry[0] < time.monotonic():
+        return None
+    return entry[1]
+
+
+def forget(tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    with _remembered_lock:
+        _remembered.pop((tenant_id, user_id), None)
+
+
+def freshness_keys(tenant_id: uuid.UUID, session_id: str) -> list[str]:
+    """The raw Redis keys of the tenant's epoch and of the session's revocation mark."""
+    with tenant_context(tenant_id):
+        return [cache.make_key(EPOCH_KEY), cache.make_key(_revoked_key(session_id))]
+
+
+def still_current(resolved: Resolved, values: Sequence[bytes | None]) -> bool:
+    """Whether the raw values of `freshness_keys` leave a remembered principal valid."""
+    epoch, revoked = values
+    return revoked is None and epoch is not None and cache.client.decode(epoch) == resolved.epoch
 
 
 def access_changed(tenant_id: uuid.UUID) -> None:
@@ -156,4 +223,6 @@ def _from_snapshot(snapshot: dict) -> Resolved:
         roles=frozenset(snapshot["roles"]),
         permissions=frozenset(snapshot["permissions"]),
     )
-    return Resolved(principal=principal, password_digest=snapshot["password_digest"])
+    return Resolved(
+        principal=principal, password_digest=snapshot["password_digest"], epoch=snapshot["epoch"]
+    )

@@ -1,4 +1,4 @@
-"""Cached reads answered before DRF runs: a hit costs two Redis round trips and no SQL.
+"""Cached reads answered before DRF runs: a hit costs at most two Redis round trips, no SQL.
 
 A view whose GET answers from a cache entry it can name up front (the catalog's lists and
 details) describes that entry in `cached_read()`. `TenantScopedMixin.dispatch` then tries to
@@ -11,6 +11,12 @@ answer the request here, without DRF's request cycle, a transaction or the datab
 3. the rate limit takes the request's tokens and reads the entry, in one script
    (core/ratelimit.py).
 
+A person's next request, in the same process, takes one round trip: the principal resolved last
+is reused as long as the tenant's access epoch and the session's revocation mark, read by the
+rate limit's script with the version, say it still holds (tenants/principals.py), and the entry
+comes from the process's memory of the entries it served (`_Entries`), which the version in its
+key keeps exact.
+
 Only a request that passes all of it and finds its entry is answered here. Everything else (no
 credential or another kind, a credential refused, a suspended tenant, a permission missing, the
 rate limit refusing, a miss, Redis unavailable, an `Accept` or `?format=` other than plain
@@ -19,6 +25,9 @@ a 400 for a bad query. This path never refuses anything; it only says yes sooner
 took are not taken again (`ratelimit.limit_api_request` reuses its decision).
 """
 
+import pickle
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +41,11 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from accounts import apikeys
 from accounts.authentication import KEYWORD, verify_api_key
 from core import ratelimit
-from tenants.authentication import act_for_request, verify_access_token
+from tenants import principals
+from tenants.authentication import access_claims, act_for_request, checked_principal
 from tenants.context import tenant_context
 from tenants.principal import Principal
+from tenants.principals import CACHE_ERRORS, resolve_principal
 
 # The media ranges that DRF's negotiation matches with the views' one renderer (JSON).
 _JSON_RANGES = frozenset({"*/*", "application/*", "application/json"})
@@ -60,13 +71,84 @@ def answer(request: HttpRequest, read: CachedRead, *, permission: str) -> HttpRe
     """
     if not _plain_json_wanted(request):
         return None
+    kind, _, credential = request.META.get(jwt_settings.AUTH_HEADER_NAME, "").partition(" ")
+    if not credential or any(space in credential for space in " \t"):
+        return None
     try:
-        verified = _verify_credential(request, read_ahead=[read.version_key])
+        if kind in jwt_settings.AUTH_HEADER_TYPES:
+            found = _for_person(request, credential.encode("latin-1"), read, permission)
+        elif kind.lower() == API_KEY_KEYWORD:
+            principal, read_ahead = verify_api_key(credential, read_ahead=[read.version_key])
+            found = _limited_read(request, principal, read_ahead, read, permission)
+        else:
+            return None
     except exceptions.APIException:
         return None  # the view's authentication says why, in the usual words
-    if verified is None:
+    if found is None:
         return None
-    principal, read_ahead = verified
+    principal, stored = found
+    act_for_request(principal)
+    if principal.api_key is not None:
+        apikeys.mark_used(principal.api_key.id)
+    return read.respond(stored)
+
+
+def _for_person(
+    request: HttpRequest, raw_token: bytes, read: CachedRead, permission: str
+) -> tuple[Principal, Any] | None:
+    claims = access_claims(raw_token)
+    known = principals.remembered(claims.tenant_id, claims.user_id)
+    if known is None:
+        resolved = resolve_principal(
+            tenant_id=claims.tenant_id,
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            read_ahead=[read.version_key],
+        )
+        principal = checked_principal(resolved, claims)
+        principals.remember(claims.tenant_id, claims.user_id, resolved)
+        return _limited_read(request, principal, resolved.read_ahead, read, permission)
+
+    # One round trip: the rate limit's tokens, whether the principal this process resolved last
+    # still holds (the tenant's epoch, the session's revocation mark), and the version; the
+    # entry comes from the process's memory of entries when it is there.
+    principal = checked_principal(known, claims)
+    if not principal.has_permission(permission):
+        return None
+    with tenant_context(claims.tenant_id):
+        version_key = cache.make_key(read.version_key)
+    keys = [*principals.freshness_keys(claims.tenant_id, claims.session_id), version_key]
+    decision = ratelimit.limit_principal_and_read(request, principal, keys)
+    if not decision.allowed or len(decision.read) != len(keys):
+        return None
+    if not principals.still_current(known, decision.read[:2]):
+        principals.forget(claims.tenant_id, claims.user_id)
+        return None
+    if decision.read[2] is None:
+        return None
+    with tenant_context(claims.tenant_id):
+        entry_key = read.entry_key(cache.client.decode(decision.read[2]))
+        stored = _entries.get(cache.make_key(entry_key))
+        if stored is None:
+            try:
+                stored = cache.get(entry_key)
+            except CACHE_ERRORS:
+                return None  # the view's cache handles the outage
+            if stored is None:
+                return None
+            _entries.put(cache.make_key(entry_key), stored)
+    return principal, stored
+
+
+def _limited_read(
+    request: HttpRequest,
+    principal: Principal,
+    read_ahead: dict[str, Any],
+    read: CachedRead,
+    permission: str,
+) -> tuple[Principal, Any] | None:
+    """The second round trip of a principal resolved in the first: the rate limit's tokens, and
+    the entry named by the version read ahead."""
     version = read_ahead.get(read.version_key)
     if version is None or not principal.has_permission(permission):
         return None
@@ -75,10 +157,41 @@ def answer(request: HttpRequest, read: CachedRead, *, permission: str) -> HttpRe
     decision = ratelimit.limit_principal_and_read(request, principal, [entry_key])
     if not decision.allowed or not decision.read or decision.read[0] is None:
         return None
-    act_for_request(principal)
-    if principal.api_key is not None:
-        apikeys.mark_used(principal.api_key.id)
-    return read.respond(cache.client.decode(decision.read[0]))
+    stored = cache.client.decode(decision.read[0])
+    _entries.put(entry_key, stored)
+    return principal, stored
+
+
+class _Entries:
+    """The entries this process served last, by their full key: a key names one immutable entry
+    (the version it embeds changes with every write), so a remembered entry is the stored one
+    for as long as its version is the current one, which the caller has just read. Bounded in
+    count and in the size of each entry; the least recently served go first."""
+
+    def __init__(self, size: int, largest: int) -> None:
+        self.size, self.largest = size, largest
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            stored = self._entries.get(key)
+            if stored is not None:
+                self._entries.move_to_end(key)
+            return stored
+
+    def put(self, key: str, stored: Any) -> None:
+        if len(pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)) > self.largest:
+            return
+        with self._lock:
+            self._entries[key] = stored
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+# A few hundred of the hottest pages, each at most 64 KB: at most ~16 MB a process.
+_entries = _Entries(size=256, largest=64 * 1024)
 
 
 def _plain_json_wanted(request: HttpRequest) -> bool:
@@ -96,19 +209,3 @@ def _plain_json_wanted(request: HttpRequest) -> bool:
         if media_type in _JSON_RANGES:
             return True
     return False
-
-
-def _verify_credential(
-    request: HttpRequest, *, read_ahead: list[str]
-) -> tuple[Principal, dict[str, Any]] | None:
-    """The principal of the request's bearer token or API key, as the view's authentication
-    classes would resolve it (or their exception); None for any other or a malformed header."""
-    header = request.META.get(jwt_settings.AUTH_HEADER_NAME, "")
-    kind, _, credential = header.partition(" ")
-    if not credential or any(space in credential for space in " \t"):
-        return None
-    if kind in jwt_settings.AUTH_HEADER_TYPES:
-        return verify_access_token(credential.encode("latin-1"), read_ahead=read_ahead)
-    if kind.lower() == API_KEY_KEYWORD:
-        return verify_api_key(credential, read_ahead=read_ahead)
-    return None
