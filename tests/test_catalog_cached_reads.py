@@ -27,7 +27,7 @@ from tests.catalog_helpers import (
     make_product,
     product_url,
 )
-from tests.factories import make_tenant
+from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import assert_problem, member_with_role, owner_of, sign_in
 from tests.test_api_keys import create_key, key_client
 from tests.test_ratelimit import make_plan, tenant_on_plan
@@ -232,6 +232,27 @@ def test_a_removed_member_is_401_at_once_on_a_cached_entry(
     # The removal bumps the tenant's access epoch once it commits.
     with django_capture_on_commit_callbacks(execute=True):
         assert owner.delete(f"/api/v1/members/{membership.pk}/").status_code == 204
+
+    assert_problem(client.get(url), 401)
+
+
+def test_a_changed_password_ends_earlier_tokens_at_once_on_a_cached_entry(
+    tenant, editor, catalog, django_capture_on_commit_callbacks
+):
+    viewer = member_with_role(tenant, "viewer")
+    client = APIClient()
+    sign_in(client, viewer, tenant)
+    url = catalog["product list"]
+    assert client.get(url).status_code == 200
+    assert client.get(url).status_code == 200  # the principal is now known to the process
+
+    with django_capture_on_commit_callbacks(execute=True):
+        changed = client.post(
+            "/api/v1/auth/password/change/",
+            {"current_password": DEFAULT_PASSWORD, "new_password": "an entirely new secret 99"},
+            format="json",
+        )
+    assert changed.status_code == 200, changed.content
 
     assert_problem(client.get(url), 401)
 
