@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from tenants.selectors import permission_codes
 from tests.catalog_helpers import make_category, make_product
-from tests.factories import make_member, make_tenant
+from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.helpers import API, assert_problem, client_for, error_fields, owner_of
 
 pytestmark = pytest.mark.django_db
@@ -288,3 +288,26 @@ def test_a_new_password_the_document_refuses_is_refused(password):
     body = {"email": "new@signup.example", "password": password, "tenant_name": "Signup"}
     response = APIClient().post(f"{API}/auth/signup/", body, format="json")
     assert error_fields(response) == {"password"}
+
+
+def test_a_slug_with_surrounding_space_is_refused_as_its_pattern_says(owner, tenant):
+    # DRF trimmed before matching: " acme" was taken for "acme" though the document's pattern
+    # (`^[-a-zA-Z0-9_]+$`) calls it invalid.
+    signup = {
+        "email": "founder@example.com",
+        "password": "an entirely new secret 99",
+        "name": "Founder",
+        "tenant_name": "Fresh Co",
+        "tenant_slug": " fresh-co",
+    }
+    anonymous = APIClient()
+    assert error_fields(anonymous.post(f"{API}/auth/signup/", signup, format="json")) == {
+        "tenant_slug"
+    }
+    user = owner_of(tenant)
+    sign_in = {"email": user.email, "password": DEFAULT_PASSWORD, "tenant": f"{tenant.slug} "}
+    assert error_fields(anonymous.post(f"{API}/auth/token/", sign_in, format="json")) == {"tenant"}
+    created = owner.post(f"{API}/categories/", {"name": "Lamps", "slug": " lamps"}, format="json")
+    assert error_fields(created) == {"slug"}
+    listed = owner.get(f"{API}/audit-events/", {"action": " tenants.member.removed"})
+    assert error_fields(listed) == {"action"}

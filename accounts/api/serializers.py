@@ -73,7 +73,8 @@ class SignupSerializer(serializers.Serializer):
     password = NewPasswordField()
     name = serializers.CharField(max_length=150, required=False, default="", allow_blank=True)
     tenant_name = serializers.CharField(max_length=200)
-    tenant_slug = serializers.SlugField(max_length=63, required=False)
+    # Not trimmed: the document gives the slug's pattern, and " acme" does not match it.
+    tenant_slug = serializers.SlugField(max_length=63, required=False, trim_whitespace=False)
 
     def validate(self, attrs):
         candidate = User(email=attrs["email"], name=attrs.get("name", ""))
@@ -107,7 +108,9 @@ class TokenObtainSerializer(serializers.Serializer):
     password = serializers.CharField(
         max_length=128, write_only=True, style={"input_type": "password"}
     )
-    tenant = serializers.SlugField(max_length=63, required=False, write_only=True)
+    tenant = serializers.SlugField(
+        max_length=63, required=False, write_only=True, trim_whitespace=False
+    )
 
     def validate(self, attrs):
         user = authenticate(

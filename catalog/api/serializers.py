@@ -75,7 +75,9 @@ class CategorySerializer(SparseFieldsMixin, serializers.ModelSerializer):
 
 class CategoryInputSerializer(serializers.Serializer):
     name = TextField(max_length=v.CATEGORY_NAME_MAX_LENGTH)
-    slug = serializers.SlugField(max_length=v.CATEGORY_SLUG_MAX_LENGTH, required=False)
+    slug = serializers.SlugField(
+        max_length=v.CATEGORY_SLUG_MAX_LENGTH, required=False, trim_whitespace=False
+    )
     parent = CategoryField(allow_null=True, required=False, default=None)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

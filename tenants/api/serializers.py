@@ -236,6 +236,7 @@ class AuditEventFilterSerializer(serializers.Serializer):
         r"^[a-z0-9_]+(\.[a-z0-9_]+){0,2}(\.\*)?$",
         max_length=100,
         required=False,
+        trim_whitespace=False,  # as its pattern says
         help_text="An action (`tenants.member.removed`), or a prefix ending in `.*` "
         "(`tenants.member.*`).",
     )
