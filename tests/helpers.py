@@ -1,13 +1,15 @@
 """Shared steps of the API tests: signing in, making members, checking problems."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
+import pytest
+from django.db import DatabaseError, connection, transaction
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
 from tenants.context import operator_scope
-from tenants.models import Membership
+from tenants.models import AuditLogIsAppendOnly, Membership
 from tests.factories import DEFAULT_PASSWORD, make_member
 
 API = "/api/v1"
@@ -93,3 +95,32 @@ def outcome():
     check that something is absent would pass whatever happened.
     """
     return operator_scope("a test reading the outcome of a request")
+
+
+def assert_the_orm_refuses_to_change(model, pk) -> None:
+    """Every way the ORM has to change or delete a row of an append-only log is refused (in the
+    caller's scope)."""
+    with transaction.atomic():
+        stored = model.objects.get(pk=pk)
+        stored.action = "tests.thing.undone"
+        with pytest.raises(AuditLogIsAppendOnly):
+            stored.save()
+        with pytest.raises(AuditLogIsAppendOnly):
+            stored.delete()
+        with pytest.raises(AuditLogIsAppendOnly):
+            model.objects.filter(pk=pk).update(action="tests.thing.undone")
+        with pytest.raises(AuditLogIsAppendOnly):
+            model.objects.filter(pk=pk).delete()
+        with pytest.raises(AuditLogIsAppendOnly):
+            model.objects.bulk_update([stored], ["action"])
+        with pytest.raises(AuditLogIsAppendOnly):
+            model.objects.update_or_create(pk=pk, defaults={"action": "tests.thing.undone"})
+
+
+def assert_the_database_refuses(statement: str, *, as_schema_owner: bool = False) -> None:
+    """The statement fails on an append-only log's trigger, as the application's role (the
+    connection's own) or as the schema owner (what migrate runs as)."""
+    as_role = connection.schema_owner() if as_schema_owner else nullcontext()
+    with as_role, connection.cursor() as cursor:  # noqa: SIM117
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            cursor.execute(statement)

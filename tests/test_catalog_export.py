@@ -5,8 +5,6 @@ real gunicorn and PostgreSQL, what the client gets when the database fails befor
 
 import csv
 import io
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +15,6 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.http import StreamingHttpResponse
@@ -35,14 +32,10 @@ from tests.catalog_helpers import (
 )
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.fixtures.servers import (
-    LOOPBACK,
-    START_TIMEOUT,
     LiveServer,
-    free_port,
     live_database_url,
     server_environment,
-    stop_process,
-    wait_until,
+    start_live_wsgi_server,
 )
 from tests.helpers import API, assert_problem, outcome, owner_of, tasks_run_inline
 
@@ -272,27 +265,13 @@ def gunicorn_export(
         environment = server_environment(
             DATABASE_URL=f"{live_database_url()}?application_name={application_name}", **env
         )
-        port = free_port()
-        log_path = tmp_path / f"gunicorn-{port}.log"
-        command = [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--config", "config/gunicorn.conf.py",
-            "--bind", f"{LOOPBACK}:{port}",
-            "--workers", "1",
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, cwd=django_settings.BASE_DIR, env=environment, stdout=log, stderr=log
-            )
-        server = LiveServer(port=port, process=process, log_path=log_path)
+        server = start_live_wsgi_server(tmp_path, environment)
         started.append(server)
-        if not wait_until(server._answers, process, START_TIMEOUT):
-            pytest.fail(f"gunicorn did not start:\n{server.log()[-3000:]}")
         return server, application_name
 
     yield start
     for server in started:
-        stop_process(server.process)
+        server.stop()
 
 
 def signed_in_http(server: LiveServer, tenant) -> httpx.Client:

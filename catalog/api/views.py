@@ -175,20 +175,17 @@ class ProductViewSet(TenantViewSet):
     required_permissions = READ_WRITE_PERMISSIONS
 
     def cached_read(self, request: HttpRequest) -> CachedRead | None:
-        if self.action == "list":
-            try:
+        try:
+            if self.action == "list":
                 query, _ = filters.product_list_query(
                     request, page_size=self.paginator.page_size_from(request.GET)
                 )
-            except ValidationError:
-                return None  # the view answers with the 400
-            return catalog_read(request, "product_list", query.cache_key(request))
-        if self.action == "retrieve":
-            try:
+                return catalog_read(request, "product_list", query.cache_key(request))
+            if self.action == "retrieve":
                 fields = filters.product_detail_fields(request)
-            except ValidationError:
-                return None
-            return catalog_read(request, "product_detail", detail_key(self.kwargs, fields))
+                return catalog_read(request, "product_detail", detail_key(self.kwargs, fields))
+        except ValidationError:
+            return None  # the view answers with the 400
         return None
 
     @extend_schema(

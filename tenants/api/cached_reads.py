@@ -128,7 +128,8 @@ def _for_person(
         return None
     with tenant_context(claims.tenant_id):
         entry_key = read.entry_key(cache.client.decode(decision.read[2]))
-        stored = _entries.get(cache.make_key(entry_key))
+        full_key = cache.make_key(entry_key)
+        stored = _entries.get(full_key)
         if stored is None:
             try:
                 stored = cache.get(entry_key)
@@ -136,7 +137,7 @@ def _for_person(
                 return None  # the view's cache handles the outage
             if stored is None:
                 return None
-            _entries.put(cache.make_key(entry_key), stored)
+            _entries.put(full_key, stored)
     return principal, stored
 
 
