@@ -31,6 +31,8 @@ from tenants.permissions import Perm
 from tenants.principal import Principal
 
 _SEALED = ("get_queryset", "get_object")
+# `allowed_methods` per route: (view class, a viewset's actions) -> methods.
+_ALLOWED_METHODS: dict[tuple[type, frozenset[str]], tuple[str, ...]] = {}
 
 
 class IsTenantPrincipal(permissions.BasePermission):
@@ -93,6 +95,17 @@ class TenantScopedMixin:
                     f"{cls.__name__} overrides {name}(): refine scope_queryset() instead, or "
                     f"name it dangerously_{name} if it must bypass tenant scoping."
                 )
+
+    @property
+    def allowed_methods(self) -> tuple[str, ...]:
+        """The methods the route has handlers for. Django and DRF look for every method's handler
+        on each request (the permission check and the `Allow` header each do); they only change
+        with the view class and, for a viewset, the route's actions."""
+        route = (type(self), frozenset(getattr(self, "action_map", None) or ()))
+        methods = _ALLOWED_METHODS.get(route)
+        if methods is None:
+            methods = _ALLOWED_METHODS[route] = tuple(super().allowed_methods)
+        return methods
 
     def cached_read(self, request) -> CachedRead | None:
         """The cache entry that would answer this GET, for views that can name it up front."""
