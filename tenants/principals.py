@@ -11,6 +11,7 @@ PRINCIPAL_CACHE_SECONDS as a bound on anything missed. If Redis is down, every r
 database instead: slower, never wrong.
 """
 
+import functools
 import threading
 import time
 import uuid
@@ -145,7 +146,21 @@ def freshness_keys(tenant_id: uuid.UUID, session_id: str) -> list[str]:
 def still_current(resolved: Resolved, values: Sequence[bytes | None]) -> bool:
     """Whether the raw values of `freshness_keys` leave a remembered principal valid."""
     epoch, revoked = values
-    return revoked is None and epoch is not None and cache.client.decode(epoch) == resolved.epoch
+    return revoked is None and epoch is not None and decoded_token(epoch) == resolved.epoch
+
+
+def decoded_token(raw: bytes) -> Any:
+    """A raw Redis value of a token the cache stored (an epoch, a catalog version), decoded.
+
+    The same few tokens come back on every request until they change, and decoding (the cache's
+    serializer) costs more than looking them up: remembered per process by their bytes and the
+    cache client that decodes them."""
+    return _decoded(cache.client, raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded(client: Any, raw: bytes) -> Any:
+    return client.decode(raw)
 
 
 def access_changed(tenant_id: uuid.UUID) -> None:

@@ -9,7 +9,7 @@ unknown ones) share one entry.
 import datetime
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -89,14 +89,19 @@ class ListQuery:
     fields: tuple[str, ...] | None
     page_size: int
     cursor: str
+    # What the query string puts in the cache key, made once per (memoised) query.
+    _key: str = field(init=False, repr=False, compare=False)
 
-    def cache_key(self, request: HttpRequest) -> str:
-        # Links in the body (next, previous) are absolute: the host and scheme are part of it.
-        parts = [request.build_absolute_uri(request.path), self.ordering, str(self.page_size)]
+    def __post_init__(self) -> None:
+        parts = [self.ordering, str(self.page_size)]
         parts.append(",".join(self.fields) if self.fields is not None else "*")
         parts.append(self.cursor)
         parts.extend(f"{name}={value}" for name, value in sorted(self.filters.items()))
-        return "\n".join(parts)
+        object.__setattr__(self, "_key", "\n".join(parts))
+
+    def cache_key(self, request: HttpRequest) -> str:
+        # Links in the body (next, previous) are absolute: the host and scheme are part of it.
+        return f"{request.build_absolute_uri(request.path)}\n{self._key}"
 
 
 # Distinct list queries remembered, per process and per list. Parsing is a function of the query

@@ -127,7 +127,7 @@ def _for_person(
     if decision.read[2] is None:
         return None
     with tenant_context(claims.tenant_id):
-        entry_key = read.entry_key(cache.client.decode(decision.read[2]))
+        entry_key = read.entry_key(principals.decoded_token(decision.read[2]))
         full_key = cache.make_key(entry_key)
         stored = _entries.get(full_key)
         if stored is None:
@@ -200,7 +200,7 @@ def _plain_json_wanted(request: HttpRequest) -> bool:
     DRF's negotiation would match with the JSON renderer, with no parameter but a weight."""
     if drf_settings.URL_FORMAT_OVERRIDE in request.GET:
         return False
-    header = request.headers.get("Accept", "")
+    header = request.META.get("HTTP_ACCEPT", "")
     if not header.strip():
         return True
     for media_range in header.split(","):
