@@ -8,8 +8,8 @@ Needs PostgreSQL and Redis on localhost and wrk (docs/benchmarks.md). The script
    `bench` plan whose rate limits are far above what the run can send: limits stay on) with
    100,000 products in 40 categories;
 2. starts gunicorn with config/gunicorn.conf.py and the production settings (plus a bare JSON
-   view at /bench/bare/, scripts/bench_urls.py), metrics in multiprocess mode, on a free
-   127.0.0.1 port;
+   view at /bench/bare/, and the same view after one Redis round trip at /bench/round-trip/,
+   scripts/bench_urls.py), metrics in multiprocess mode, on a free 127.0.0.1 port;
 3. counts, once and in process (through config.wsgi.application, as gunicorn calls it), what
    a cached-list hit sends to PostgreSQL (libpq's protocol trace, next to what Django logs) and
    to Redis (client-side round trips, and MONITOR), and the same for the other requests;
@@ -54,6 +54,7 @@ from benchlib import (
     delete_redis_keys,
     drop_database,
     free_port,
+    hold_run_lock,
     load_average,
     machine,
     postgres_version,
@@ -559,6 +560,7 @@ def count_costs(
         ("write: PATCH stock, If-Match", "PATCH", spare[2], spare[:2], patch, stock),
         ("write: POST a product", "POST", "/api/v1/products/", None, auth, new_products),
         ("bare view", "GET", "/bench/bare/", None, {}, b""),
+        ("bare view + one Redis round trip", "GET", "/bench/round-trip/", None, {}, b""),
     ]
     costs = []
     for label, method, path, warm_paths, headers, bodies in requests:
@@ -660,6 +662,12 @@ def report(
         print(
             f"Cached list / bare view: {ratio:.0%} (target {TARGET_RATIO:.0%}: {verdict})",
         )
+    if "bare" in by_key and "rtt" in by_key:
+        floor = by_key["rtt"].result.requests_per_second / by_key["bare"].result.requests_per_second
+        print(
+            f"Bare view + one Redis round trip / bare view: {floor:.0%} (the most a request "
+            "that asks Redis once can reach)"
+        )
     print()
     print("One request each, in process through config.wsgi.application (same settings, Redis):")
     print()
@@ -702,6 +710,7 @@ def scenarios(fixture: Fixture, directory: Path, threads: int, list_etag: str) -
     patch_run = ", ".join(quoted[2_000:10_000])
     return [
         Scenario("bare", "bare Django view (ceiling)", "/bench/bare/"),
+        Scenario("rtt", "bare view + one Redis round trip", "/bench/round-trip/"),
         Scenario("list", "cached list", LIST_PATH, [auth], cache_kind="product_list"),
         Scenario("detail", "cached detail", detail, [auth], cache_kind="product_detail"),
         Scenario(
@@ -787,7 +796,8 @@ def main() -> int:
     add_service_arguments(parser, database="bench_catalog", key_prefix=KEY_PREFIX)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
-        "--only", help="comma-separated scenario keys: bare,list,detail,304,cold,patch,create"
+        "--only",
+        help="comma-separated scenario keys: bare,rtt,list,detail,304,cold,patch,create",
     )
     parser.add_argument(
         "--profile",
@@ -802,6 +812,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     database_url = f"{options.postgres.rstrip('/')}/{options.database}"
+    run_lock = hold_run_lock(database_url, "bench_catalog")  # noqa: F841  (held until the end)
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     load_start = load_average()
     server = None

@@ -52,6 +52,7 @@ from benchlib import (
     delete_redis_keys,
     drop_database,
     free_port,
+    hold_run_lock,
     load_average,
     machine,
     percentile,
@@ -524,6 +525,7 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
     database_url = f"{options.postgres.rstrip('/')}/{options.database}"
+    run_lock = hold_run_lock(database_url, "bench_fanout")  # noqa: F841  (held until the end)
     environment = environment_for(database_url=database_url, redis_url=options.redis_url)
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     load_start = load_average()

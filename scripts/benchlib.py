@@ -149,6 +149,22 @@ def server_url(database_url: str) -> str:
     return database_url.rsplit("/", 1)[0] + "/postgres"
 
 
+def hold_run_lock(database_url: str, benchmark: str) -> psycopg.Connection:
+    """Exit when another run of `benchmark` is going on against the same PostgreSQL server: it
+    would drop this run's database and delete its Redis keys (the names are the benchmark's
+    own), and two runs sharing the machine would both measure wrong.
+
+    A session advisory lock, held by the connection returned: keep it for the whole run. It is
+    released when the process ends, however it ends.
+    """
+    connection = psycopg.connect(server_url(database_url), autocommit=True, connect_timeout=5)
+    row = connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [benchmark]).fetchone()
+    if not row[0]:
+        connection.close()
+        raise SystemExit(f"error: another {benchmark} run is going on; wait for it to end")
+    return connection
+
+
 def recreate_database(database_url: str) -> None:
     """Drop (disconnecting whoever uses it) and create the database `database_url` names."""
     drop_database(database_url)
