@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Model
 from django.db.models.deletion import RestrictedError
 from django.utils import timezone
@@ -40,6 +40,7 @@ from catalog.selectors import (
 )
 from catalog.validators import normalize_tags
 from core.events import publish
+from core.locks import lock_for_transaction
 from core.problems import Problem, ProblemType
 from tenants import audit
 from tenants.context import require_tenant_id
@@ -293,14 +294,9 @@ def _check_parent(category: Category, parent: Category | None) -> None:
     if parent is None:
         return
     _check_category(parent, field="parent")
-    if connection.vendor == "postgresql":
-        # Two concurrent moves (A under B, B under A) would each pass the check alone: moves
-        # in one tenant's tree take turns. The lock ends with the transaction.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                [f"catalog-tree:{require_tenant_id()}"],
-            )
+    # Two concurrent moves (A under B, B under A) would each pass the check alone: moves in one
+    # tenant's tree take turns.
+    lock_for_transaction(f"catalog-tree:{require_tenant_id()}")
     if category.pk in category_ancestor_ids(category_id=parent.pk):
         raise ValidationError(
             {"parent": ["A category cannot be moved below itself or one of its subcategories."]}

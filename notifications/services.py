@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.events import Event
+from core.locks import lock_for_transaction
 from notifications import realtime
 from notifications.models import Notification, NotificationPreference
 from notifications.selectors import recipients_of
@@ -26,8 +27,12 @@ def notifications_fan_out(*, event: Event) -> int:
 
     Stored before pushed: a socket that is closed, slow or on another server process loses
     nothing, the notification waits for `resume` or the REST list. Running twice for the same
-    event (a retried task) creates nothing new: (tenant, user, event) is unique.
+    event (a retried task, the outbox relay) creates and pushes nothing new: (tenant, user,
+    event) is unique, and two runs at the same time take turns. Without the lock the second
+    would push every notification again: its insert waits for the first's rows, skips them once
+    they commit, and its read then finds them as if it had made them.
     """
+    lock_for_transaction(f"notifications-fan-out:{event.id}")
     actor_id = event.actor.get("user_id")
     recipients = set(
         recipients_of(topic=event.topic, exclude_user_id=uuid.UUID(actor_id) if actor_id else None)

@@ -124,3 +124,16 @@ def assert_the_database_refuses(statement: str, *, as_schema_owner: bool = False
     with as_role, connection.cursor() as cursor:  # noqa: SIM117
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             cursor.execute(statement)
+
+
+def waiting_for_a_lock(pid: int) -> bool:
+    """Whether the PostgreSQL backend `pid` is waiting for a lock another transaction holds."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", [pid])
+        return cursor.fetchone()[0] > 0
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]

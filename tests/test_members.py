@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from rest_framework.test import APIClient
 
 from core.problems import Problem
@@ -21,11 +21,13 @@ from tests.helpers import (
     REFRESH,
     assert_not_found_for_every_method,
     assert_problem,
+    backend_pid,
     client_for,
     error_fields,
     outcome,
     owner_of,
     sign_in,
+    waiting_for_a_lock,
 )
 
 pytestmark = pytest.mark.django_db
@@ -450,12 +452,6 @@ def _principal(membership: Membership) -> Principal:
     )
 
 
-def _waiting_for_a_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", [pid])
-        return cursor.fetchone()[0] > 0
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_demotions_of_the_last_two_owners_leave_one_owner():
     # Given a tenant with exactly two owners, committed, so that two connections see them
@@ -469,9 +465,7 @@ def test_concurrent_demotions_of_the_last_two_owners_leave_one_owner():
     def demote(name: str, actor: Membership, target: Membership, hold: bool) -> None:
         try:
             with tenant_context(tenant.id), transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_backend_pid()")
-                    pids[name] = cursor.fetchone()[0]
+                pids[name] = backend_pid()
                 started.set()
                 services.member_update_roles(
                     tenant=tenant, actor=_principal(actor), membership=target, roles=[admin_role]
@@ -481,7 +475,7 @@ def test_concurrent_demotions_of_the_last_two_owners_leave_one_owner():
                     # Keep the transaction open until the other demotion is queued behind it
                     # (or has given up waiting for it, if it does not wait).
                     deadline = time.monotonic() + 5
-                    while time.monotonic() < deadline and not _waiting_for_a_lock(
+                    while time.monotonic() < deadline and not waiting_for_a_lock(
                         pids.get("second", -1)
                     ):
                         time.sleep(0.05)

@@ -1,13 +1,29 @@
 """Notifications through REST: who receives an event, and reading one's own inbox."""
 
+import asyncio
+import threading
+import time
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connections, transaction
+from django.utils import timezone
 
-from core.events import publish
+from core.events import Event, publish
+from notifications.realtime import user_group
+from notifications.services import notifications_fan_out
 from tenants.context import tenant_context
 from tests.factories import make_member, make_role, make_tenant
-from tests.helpers import assert_problem, client_for, member_with_role, owner_of
+from tests.helpers import (
+    assert_problem,
+    backend_pid,
+    client_for,
+    member_with_role,
+    owner_of,
+    waiting_for_a_lock,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -74,6 +90,68 @@ def test_a_retried_fan_out_notifies_once(shop, django_capture_on_commit_callback
     with tenant_context(tenant.id):
         assert notifications_fan_out(event=Event.from_message(event.as_message())) == 0
     assert len(inbox(client_for(owner, tenant))) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_fan_outs_of_one_event_at_once_push_each_notification_once():
+    # Given an event of the tenant, and the channel a viewer's socket listens on
+    tenant = make_tenant(name="Shop")
+    viewer = member_with_role(tenant, "viewer")
+    event = Event(
+        id=str(uuid.uuid4()),
+        topic="catalog.product.updated",
+        data={"sku": "TWICE"},
+        tenant_id=str(tenant.id),
+        actor={},
+        request_id=None,
+        occurred_at=timezone.now().isoformat(),
+    )
+    layer = get_channel_layer()
+    socket = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(user_group(tenant.id, viewer.id), socket)
+    pids = {}
+
+    def fan_out_again() -> None:
+        try:
+            with tenant_context(tenant.id):
+                pids["second"] = backend_pid()
+                notifications_fan_out(event=event)
+        finally:
+            connections.close_all()
+
+    # When a second fan-out of the event (a retry, the outbox relay) runs while the first has
+    # stored its notifications but not committed them yet
+    with tenant_context(tenant.id), transaction.atomic():
+        notifications_fan_out(event=event)
+        second = threading.Thread(target=fan_out_again)
+        second.start()
+        deadline = time.monotonic() + 10
+        while not waiting_for_a_lock(pids.get("second", -1)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert waiting_for_a_lock(pids["second"])  # behind the first
+    second.join(10)
+
+    # Then the viewer's socket gets the notification once, and the inbox holds it once
+    pushes = _received(layer, socket)
+    async_to_sync(layer.group_discard)(user_group(tenant.id, viewer.id), socket)
+    assert [push["notification"]["data"] for push in pushes] == [{"sku": "TWICE"}]
+    assert [n["id"] for n in inbox(client_for(viewer, tenant))] == [
+        push["notification"]["id"] for push in pushes
+    ]
+
+
+def _received(layer, channel: str, *, quiet_seconds: float = 1.0) -> list[dict]:
+    """What arrived on the channel, until nothing more arrives for `quiet_seconds`."""
+
+    async def drain() -> list[dict]:
+        messages = []
+        while True:
+            try:
+                messages.append(await asyncio.wait_for(layer.receive(channel), quiet_seconds))
+            except TimeoutError:
+                return messages
+
+    return async_to_sync(drain)()
 
 
 def test_preferences_choose_the_topics(shop, fan_out):
