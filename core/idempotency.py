@@ -25,6 +25,7 @@ The semantics (docs/catalog.md, ../API conventions):
 import functools
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -49,6 +50,9 @@ log = structlog.get_logger(__name__)
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
+# 1 to MAX_KEY_LENGTH visible ASCII characters: what a key may be, here and in the OpenAPI
+# document (a JSON Schema pattern; `re.fullmatch` reads it the same way).
+KEY_PATTERN = rf"^[!-~]{{1,{MAX_KEY_LENGTH}}}$"
 # How long a claim holds when its request never finishes (a crashed worker): longer than any
 # request may run, short enough that the client is not locked out of its key for long.
 CLAIM_SECONDS = 60
@@ -118,7 +122,7 @@ def _answer_existing(record_key: str, fingerprint: str) -> Response:
 
 
 def _validate_key(key: str) -> None:
-    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(" " < ch <= "~" for ch in key):
+    if not re.fullmatch(KEY_PATTERN, key):
         raise ValidationError(
             {
                 HEADER: [

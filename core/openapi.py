@@ -145,7 +145,7 @@ class ProblemAutoSchema(AutoSchema):
         self, field: serializers.Field, direction: str, bypass_extensions: bool = False
     ) -> dict[str, Any] | None:
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
-        if direction != "request" or not schema or "$ref" in schema:
+        if direction != "request" or schema is None or "$ref" in schema:
             return schema
         return request_constraints(field, schema)
 

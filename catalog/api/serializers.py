@@ -14,6 +14,7 @@ from django.utils.text import slugify
 from rest_framework import serializers
 
 from catalog import validators as v
+from catalog.currencies import CURRENCY_CODES
 from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, Product
 from catalog.selectors import category_list
 from core.fields import StrictBooleanField
@@ -30,6 +31,43 @@ class TextField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class CurrencyField(TextField):
+    """An ISO 4217 code the catalog takes (catalog/currencies.py), in any case; upper-cased."""
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data).upper()
+        v.validate_currency(value)
+        return value
+
+    def schema_constraints(self) -> dict[str, Any]:
+        # The codes, each letter in either case, as validation takes them.
+        codes = "|".join(
+            "".join(f"[{letter}{letter.lower()}]" for letter in code)
+            for code in sorted(CURRENCY_CODES)
+        )
+        return {"pattern": f"^(?:{codes})$", "examples": ["EUR"]}
+
+
+class PriceField(serializers.DecimalField):
+    """A price: a decimal string (`"19.99"`) or a JSON number, at least 0; output as a string."""
+
+    def schema_constraints(self) -> dict[str, Any]:
+        # What validation takes: drf-spectacular's pattern lets "" and a minus sign through, and
+        # its `type: string` leaves out the numbers the field takes too.
+        whole, places = self.max_digits - self.decimal_places, self.decimal_places
+        return {
+            "type": ["string", "number"],
+            "pattern": rf"^(?:\d{{1,{whole}}}(?:\.\d{{0,{places}}})?|\.\d{{1,{places}}})$",
+            "minimum": self.min_value,
+            "exclusiveMaximum": 10**whole,
+        }
+
+
+class JSONObjectField(serializers.JSONField):
+    def schema_constraints(self) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": True}
 
 
 class CategoryField(serializers.PrimaryKeyRelatedField):
@@ -149,11 +187,16 @@ class ProductInputSerializer(serializers.Serializer):
         required=False,
         default="",
     )
-    price = serializers.DecimalField(
+    price = PriceField(
         max_digits=v.PRICE_MAX_DIGITS, decimal_places=v.PRICE_DECIMAL_PLACES, min_value=0
     )
     # Absent on create or PUT: the tenant's default currency (services.default_currency).
-    currency = TextField(min_length=3, max_length=3, required=False)
+    currency = CurrencyField(
+        min_length=3,
+        max_length=3,
+        required=False,
+        help_text="An ISO 4217 code, in any case. Default: the tenant's currency.",
+    )
     stock = serializers.IntegerField(min_value=0, max_value=v.STOCK_MAX, required=False, default=0)
     is_active = StrictBooleanField(required=False, default=True)
     category = CategoryField(allow_null=True, required=False, default=None)
@@ -163,14 +206,7 @@ class ProductInputSerializer(serializers.Serializer):
         required=False,
         default=list,
     )
-    attributes = serializers.JSONField(
-        required=False, default=dict, validators=[v.validate_attributes]
-    )
-
-    def validate_currency(self, value: str) -> str:
-        value = value.upper()
-        v.validate_currency(value)
-        return value
+    attributes = JSONObjectField(required=False, default=dict, validators=[v.validate_attributes])
 
     def validate_tags(self, value: list[str]) -> list[str]:
         return v.normalize_tags(value)

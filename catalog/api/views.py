@@ -27,7 +27,7 @@ from catalog.api import serializers as s
 from catalog.api.conditional import conditional_get, if_match_versions
 from catalog.cache import CachedResponse, cached_response, etag_for
 from catalog.models import Category, Product
-from core.idempotency import idempotent
+from core.idempotency import KEY_PATTERN, idempotent
 from core.problems import PROBLEM_CONTENT_TYPE
 from tenants.api.base import TenantViewSet
 from tenants.api.cached_reads import CachedRead
@@ -99,9 +99,11 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
+    pattern=KEY_PATTERN,
     description=(
-        "Up to 255 characters. A retry with the same key and body within 24 hours replays the "
-        "first response (with `Idempotent-Replayed: true`) and creates nothing."
+        "1 to 255 visible ASCII characters (a UUID is a good choice). A retry with the same key "
+        "and body within 24 hours replays the first response (with `Idempotent-Replayed: true`) "
+        "and creates nothing."
     ),
 )
 PRODUCT_LIST_PARAMETERS = [
