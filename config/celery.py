@@ -19,15 +19,28 @@ Celery's text handlers, so their lines are JSON like everyone else's, at LOG_LEV
 import logging.config
 import os
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
 from celery.contrib.django.task import DjangoTask
-from celery.signals import before_task_publish, setup_logging, task_postrun
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from core.tracing import capture_context, restored_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# In multiprocess mode prometheus_client writes to this directory from the first metric made,
+# which is as Django's apps load: it must exist by then. (gunicorn's on_starting hook makes it
+# for the API; a worker empties it as it starts, core.metrics.serve_worker_metrics.)
+if multiprocess_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(multiprocess_dir).mkdir(parents=True, exist_ok=True)
 
 CONTEXT_HEADER = "tenantapi_context"
 # Where the running task's context scope is kept: on its own request object, so that nested eager
@@ -70,6 +83,34 @@ def _leave_task_context(task: Task, **_: Any) -> None:
     if scope is not None:
         delattr(task.request, _SCOPE_ATTRIBUTE)
         scope.close()
+
+
+@task_prerun.connect(dispatch_uid="tenantapi.task_metrics_start")
+def _time_task(task: Task, **_: Any) -> None:
+    from core import metrics
+
+    metrics.task_started(task)
+
+
+@task_postrun.connect(dispatch_uid="tenantapi.task_metrics_finish")
+def _count_task(task: Task, state: str | None = None, **_: Any) -> None:
+    from core import metrics
+
+    metrics.task_finished(task, state)
+
+
+@worker_init.connect(dispatch_uid="tenantapi.worker_metrics")
+def _serve_worker_metrics(**_: Any) -> None:
+    from core import metrics
+
+    metrics.serve_worker_metrics()
+
+
+@worker_process_shutdown.connect(dispatch_uid="tenantapi.worker_process_metrics")
+def _forget_worker_process(pid: int, **_: Any) -> None:
+    from core import metrics
+
+    metrics.worker_process_exited(pid)
 
 
 @setup_logging.connect(dispatch_uid="tenantapi.celery_logging")

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config.settings.secrets import development_secret_key
 
@@ -441,6 +442,15 @@ METRICS_ALLOWED_IPS = [
     for entry in env.list("METRICS_ALLOWED_IPS", default=[])
 ]
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A Celery worker serves its metrics on this port (0: it does not), on this address, under the
+# same rule as /metrics; it needs PROMETHEUS_MULTIPROC_DIR (docs/operations.md).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="0.0.0.0")  # noqa: S104
+if WORKER_METRICS_PORT and not env.str("PROMETHEUS_MULTIPROC_DIR", default=""):
+    raise ImproperlyConfigured(
+        "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR: a worker's pool processes record "
+        "the metrics, and its main process serves their sum."
+    )
 PROMETHEUS_METRIC_NAMESPACE = "tenantapi"
 # Seconds each /readyz check may take; a probe answers in about this time even if a service hangs.
 READINESS_CHECK_TIMEOUT = env.float("READINESS_CHECK_TIMEOUT", default=2.0)

@@ -1,0 +1,97 @@
+"""A Celery worker's metrics: every task counted and timed in the pool's processes, and the sum
+served by the worker itself on WORKER_METRICS_PORT, under the same rule as /metrics."""
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from config.celery import app as celery_app
+from core.tasks import outbox_relay_task
+from tests.celery_tasks import fail_task, log_context_task
+from tests.fixtures.celery_worker import CeleryWorker, worker_environment
+from tests.fixtures.servers import LOOPBACK, free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TASKS = "tenantapi_celery_tasks_total"
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` with exactly these labels, from the exposition text."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.fixture
+def through_the_broker() -> Iterator[None]:
+    """The test settings run tasks inline; these go through the broker, as from a web process."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = False
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = previous
+
+
+def test_a_worker_serves_what_its_pool_processes_measured(tmp_path, through_the_broker):
+    # Given a prefork worker of two processes, serving its metrics on a port of its own
+    queue = f"tests-metrics-{uuid.uuid4().hex[:12]}"
+    port = free_port()
+    environment = {
+        **worker_environment(),
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "WORKER_METRICS_PORT": str(port),
+        "WORKER_METRICS_ADDRESS": LOOPBACK,
+    }
+    worker = CeleryWorker(queue=queue, env=environment, pool="prefork", concurrency=2)
+    worker.start()
+    url = f"http://{LOOPBACK}:{port}/metrics"
+    try:
+        # When it runs tasks that succeed, one that fails, and the outbox relay
+        for n in range(6):
+            celery_app.send_task(log_context_task.name, args=[f"metrics-{n}"], queue=queue)
+        celery_app.send_task(fail_task.name, queue=queue)
+        celery_app.send_task(outbox_relay_task.name, queue=queue)
+
+        deadline = time.monotonic() + 30
+        while True:
+            text = httpx.get(url, timeout=5).text
+            if sample(text, TASKS, task=outbox_relay_task.name, outcome="success") == 1:
+                break
+            assert time.monotonic() < deadline, f"the worker did not count its tasks:\n{text}"
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+
+    # Then a scrape of the worker has them all, whichever pool process ran each
+    assert sample(text, TASKS, task=log_context_task.name, outcome="success") == 6
+    assert sample(text, TASKS, task=fail_task.name, outcome="failure") == 1
+    timed = sample(text, "tenantapi_celery_task_duration_seconds_count", task=log_context_task.name)
+    assert timed == 6
+    # ... and the outbox's gauges, which only the worker's relay sets
+    assert sample(text, "tenantapi_outbox_pending") == 0
+    assert sample(text, "tenantapi_outbox_stuck") == 0
+
+
+def test_a_worker_metrics_port_without_a_multiprocess_directory_stops_start_up():
+    environment = {**worker_environment(), "WORKER_METRICS_PORT": str(free_port())}
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    queue = f"tests-metrics-{uuid.uuid4().hex[:12]}"
+    finished = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "-Q", queue],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode != 0
+    assert "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR" in finished.stdout + finished.stderr
