@@ -22,6 +22,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -137,6 +138,28 @@ class _QuietHandler(WSGIRequestHandler):
         """No line per scrape."""
 
 
+def guarded_exporter(registry: CollectorRegistry) -> Callable[[dict, Any], Iterable[bytes]]:
+    """A WSGI app exporting `registry` to the clients /metrics admits; a 403 problem to others."""
+    exporter = make_wsgi_app(registry)
+    problem = ProblemType.PERMISSION_DENIED
+    refusal = json.dumps(
+        {
+            "type": problem.uri,
+            "title": problem.title,
+            "status": problem.status,
+            "detail": "Metrics are readable from allowed addresses or with the metrics token.",
+        }
+    ).encode()
+
+    def guarded(environ: dict, start_response: Any) -> Iterable[bytes]:
+        if may_read_metrics(environ.get("REMOTE_ADDR", ""), environ.get("HTTP_AUTHORIZATION", "")):
+            return exporter(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "application/problem+json")])
+        return [refusal]
+
+    return guarded
+
+
 def serve_worker_metrics() -> WSGIServer | None:
     """Serve the worker's metrics on WORKER_METRICS_PORT, if set, from a thread of the worker's
     main process; called once as the worker starts, before its pool does.
@@ -153,27 +176,10 @@ def serve_worker_metrics() -> WSGIServer | None:
         stale.unlink(missing_ok=True)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    exporter = make_wsgi_app(registry)
-    problem = ProblemType.PERMISSION_DENIED
-    refusal = json.dumps(
-        {
-            "type": problem.uri,
-            "title": problem.title,
-            "status": problem.status,
-            "detail": "Metrics are readable from allowed addresses or with the metrics token.",
-        }
-    ).encode()
-
-    def guarded(environ: dict, start_response: Any) -> Any:
-        if may_read_metrics(environ.get("REMOTE_ADDR", ""), environ.get("HTTP_AUTHORIZATION", "")):
-            return exporter(environ, start_response)
-        start_response("403 Forbidden", [("Content-Type", "application/problem+json")])
-        return [refusal]
-
     server = make_server(
         settings.WORKER_METRICS_ADDRESS,
         settings.WORKER_METRICS_PORT,
-        guarded,
+        guarded_exporter(registry),
         server_class=_MetricsServer,
         handler_class=_QuietHandler,
     )

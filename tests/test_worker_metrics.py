@@ -1,6 +1,7 @@
 """A Celery worker's metrics: every task counted and timed in the pool's processes, and the sum
 served by the worker itself on WORKER_METRICS_PORT, under the same rule as /metrics."""
 
+import json
 import subprocess
 import sys
 import time
@@ -9,8 +10,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from config.celery import app as celery_app
+from core.metrics import guarded_exporter
 from core.tasks import outbox_relay_task
 from tests.celery_tasks import fail_task, log_context_task
 from tests.fixtures.celery_worker import CeleryWorker, worker_environment
@@ -95,3 +98,43 @@ def test_a_worker_metrics_port_without_a_multiprocess_directory_stops_start_up()
     )
     assert finished.returncode != 0
     assert "WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR" in finished.stdout + finished.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "authorization", "status"),
+    [
+        ("127.0.0.1", "", 200),
+        ("10.1.2.3", "", 200),  # in METRICS_ALLOWED_IPS
+        ("203.0.113.9", "Bearer worker-scrape-token", 200),
+        ("203.0.113.9", "", 403),
+        ("203.0.113.9", "Bearer a-wrong-token", 403),
+        ("", "", 403),
+    ],
+)
+def test_the_worker_admits_whom_the_apis_metrics_admit(settings, address, authorization, status):
+    # The WSGI app the worker serves, called as its server calls it, with the peer's address.
+    settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
+    settings.METRICS_TOKEN = "worker-scrape-token"
+    registry = CollectorRegistry()
+    Counter("tenantapi_probe_total", "A sample to export.", registry=registry).inc()
+    started = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/metrics",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": address,
+        "HTTP_AUTHORIZATION": authorization,
+    }
+
+    body = b"".join(guarded_exporter(registry)(environ, lambda s, h: started.append((s, h))))
+
+    (status_line, headers) = started[0]
+    assert int(status_line.split()[0]) == status
+    if status == 200:
+        assert b"tenantapi_probe_total 1.0" in body
+    else:
+        assert dict(headers)["Content-Type"] == "application/problem+json"
+        problem = json.loads(body)
+        assert problem["type"].endswith("/permission-denied")
+        assert problem["status"] == 403
+        assert b"tenantapi_probe_total" not in body
