@@ -38,7 +38,7 @@ from notifications.tasks import notifications_fan_out_task
 from tenants.context import tenant_context
 from tests.catalog_helpers import PRODUCTS, product_url
 from tests.factories import DEFAULT_PASSWORD, make_tenant
-from tests.fixtures.celery_worker import CeleryWorker, worker_environment
+from tests.fixtures.celery_worker import CeleryWorker, sent_through_the_broker, worker_environment
 from tests.fixtures.servers import (
     LOOPBACK,
     START_TIMEOUT,
@@ -279,12 +279,12 @@ def test_a_write_during_a_broker_outage_is_notified_later(
         },
     )
     worker.start()
-    # send_task always publishes; say so, rather than have Celery warn that eager is ignored.
-    eager, celery_app.conf.task_always_eager = celery_app.conf.task_always_eager, False
     try:
         # A connection of its own: Celery prefers CELERY_BROKER_URL (the suite's) to a URL
-        # given to an app.
+        # given to an app. send_task always publishes: say so, rather than have Celery warn
+        # that eager is ignored.
         with (
+            sent_through_the_broker(),
             kombu.Connection(throwaway_redis.url(1)) as broker,
             signed_in(server, reader, tenant) as reader_http,
         ):
@@ -319,7 +319,6 @@ def test_a_write_during_a_broker_outage_is_notified_later(
             assert worker.find(event="event_already_dispatched", event_id=waiting.message["id"])
             assert [n["data"]["sku"] for n in notified()] == ["OUTAGE-1"]
     finally:
-        celery_app.conf.task_always_eager = eager
         worker.stop()
     assert error_lines(server) == []
     with outcome():
@@ -421,13 +420,10 @@ def drill_workers(transactional_db) -> Iterator[Callable[[], CeleryWorker]]:
         return worker
 
     start.queue = queue  # type: ignore[attr-defined]
-    # The test settings run tasks inline; this test sends through the broker, as a web process.
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
     try:
-        yield start
+        with sent_through_the_broker():
+            yield start
     finally:
-        celery_app.conf.task_always_eager = previous
         for worker in reversed(started):
             worker.stop()
 

@@ -28,7 +28,7 @@ from notifications.webhooks import delivery, services, ssrf
 from notifications.webhooks.tasks import webhook_deliver_task, webhook_fan_out_task
 from tenants.context import tenant_context
 from tests.factories import make_tenant
-from tests.fixtures.celery_worker import CeleryWorker, worker_environment
+from tests.fixtures.celery_worker import CeleryWorker, sent_through_the_broker, worker_environment
 from tests.fixtures.webhook_receiver import Answer, ReceivedRequest, WebhookReceiver
 from tests.helpers import API, client_for, member_with_role, outcome
 
@@ -488,12 +488,10 @@ def webhook_workers(settings, transactional_db) -> Iterator[Callable[..., Celery
         worker.start()
         return worker
 
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
     try:
-        yield start
+        with sent_through_the_broker():
+            yield start
     finally:
-        celery_app.conf.task_always_eager = previous
         for worker in reversed(started):
             worker.stop()
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,7 +15,11 @@ from config.celery import app as celery_app
 from core.metrics import guarded_exporter
 from core.tasks import outbox_relay_task
 from tests.celery_tasks import fail_task, log_context_task
-from tests.fixtures.celery_worker import CeleryWorker, worker_environment
+from tests.fixtures.celery_worker import (
+    CeleryWorker,
+    sent_through_the_broker,
+    worker_environment,
+)
 from tests.fixtures.servers import LOOPBACK, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,18 +36,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-@pytest.fixture
-def through_the_broker() -> Iterator[None]:
-    """The test settings run tasks inline; these go through the broker, as from a web process."""
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
-    try:
-        yield
-    finally:
-        celery_app.conf.task_always_eager = previous
-
-
-def test_a_worker_serves_what_its_pool_processes_measured(tmp_path, through_the_broker):
+def test_a_worker_serves_what_its_pool_processes_measured(tmp_path):
     # Given a prefork worker of two processes, serving its metrics on a port of its own
     queue = f"tests-metrics-{uuid.uuid4().hex[:12]}"
     port = free_port()
@@ -60,10 +52,11 @@ def test_a_worker_serves_what_its_pool_processes_measured(tmp_path, through_the_
     url = f"http://{LOOPBACK}:{port}/metrics"
     try:
         # When it runs tasks that succeed, one that fails, and the outbox relay
-        for n in range(6):
-            celery_app.send_task(log_context_task.name, args=[f"metrics-{n}"], queue=queue)
-        celery_app.send_task(fail_task.name, queue=queue)
-        celery_app.send_task(outbox_relay_task.name, queue=queue)
+        with sent_through_the_broker():
+            for n in range(6):
+                celery_app.send_task(log_context_task.name, args=[f"metrics-{n}"], queue=queue)
+            celery_app.send_task(fail_task.name, queue=queue)
+            celery_app.send_task(outbox_relay_task.name, queue=queue)
 
         expected = [
             ((log_context_task.name, "success"), 6),
