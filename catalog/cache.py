@@ -206,19 +206,26 @@ def etag_for(body: bytes, *, version: int | None = None) -> str:
 
 
 def cached_response(
-    *, kind: str, key: str, timeout: int, compute: Callable[[], CachedResponse]
+    *,
+    kind: str,
+    key: str,
+    timeout: int,
+    compute: Callable[[], CachedResponse],
+    missed: tuple[str, str] | None = None,
 ) -> CachedResponse:
     """The cached response for `key`, or `compute()`'s, stored for `timeout` seconds.
 
     `kind` (product_list, product_detail, ...) labels the hit and miss counters. Exceptions of
-    `compute` (a 404) propagate and are not cached.
+    `compute` (a 404) propagate and are not cached. `missed`: the (version, entry key) this
+    request read moments ago and found no entry under (tenants/api/cached_reads.py), used
+    rather than read again.
     """
-    version = catalog_version()
+    version, absent_key = missed if missed is not None else (catalog_version(), None)
     if version is None:
         CACHE_MISSES.labels(kind=kind).inc()
         return compute()
     entry_key = entry_key_for(version, kind=kind, key=key)
-    stored = _call("get", entry_key)
+    stored = None if entry_key == absent_key else _call("get", entry_key)
     if stored not in (None, _MISSING):
         return hit(kind, stored)
     CACHE_MISSES.labels(kind=kind).inc()

@@ -339,3 +339,34 @@ def test_a_token_remembered_as_verified_is_refused_once_it_expires(tenant, catal
 
     assert_problem(client.get(url), 401)
     assert_problem(client.get("/api/v1/tenant/"), 401)
+
+
+def test_a_miss_reads_the_version_and_looks_for_the_entry_once(tenant, catalog, redis_round_trips):
+    client = editor_client(tenant)
+    client.get(catalog["product list"])  # the process knows the person from now on
+    for label, url in {
+        "a list": f"{PRODUCTS}?page_size=3",
+        "a detail": f"{catalog['product detail']}?fields=id,sku",
+    }.items():
+        redis_round_trips.clear()
+        assert client.get(url).status_code == 200, label
+        # The early path's script (the rate limit, with the version) and its look for the
+        # entry; then the view authenticates and computes under that version, without reading
+        # it or looking for the entry again: the stampede lock, the entry, the lock released.
+        assert commands_of(redis_round_trips) == [
+            b"EVALSHA",
+            b"GET",
+            b"MGET",
+            b"SET",
+            b"SET",
+            b"DEL",
+        ], label
+    owner = APIClient()
+    sign_in(owner, owner_of(tenant), tenant)
+    machine = key_client(create_key(owner, ["catalog.read"])["key"])
+    machine.get(catalog["product list"])  # the process learns the key's tenant
+    redis_round_trips.clear()
+    assert machine.get(f"{PRODUCTS}?page_size=4").status_code == 200
+    # An API key's MGET (the key, and the version), the script that looks for the entry, then
+    # the view's authentication and the same three commands.
+    assert commands_of(redis_round_trips) == [b"MGET", b"EVALSHA", b"MGET", b"SET", b"SET", b"DEL"]

@@ -29,6 +29,7 @@ from catalog.cache import CachedResponse, cached_response, etag_for
 from catalog.models import Category, Product
 from core.idempotency import KEY_PATTERN, idempotent
 from core.problems import PROBLEM_CONTENT_TYPE
+from tenants.api import cached_reads
 from tenants.api.base import TenantViewSet
 from tenants.api.cached_reads import CachedRead
 from tenants.permissions import Perm
@@ -214,6 +215,7 @@ class ProductViewSet(TenantViewSet):
             key=query.cache_key(request),
             timeout=settings.CATALOG_LIST_CACHE_SECONDS,
             compute=compute,
+            missed=cached_reads.missed(request),
         )
         return conditional_get(request, cached)
 
@@ -232,6 +234,7 @@ class ProductViewSet(TenantViewSet):
             key=detail_key(self.kwargs, fields),
             timeout=settings.CATALOG_DETAIL_CACHE_SECONDS,
             compute=compute,
+            missed=cached_reads.missed(request),
         )
         return conditional_get(request, cached)
 
@@ -348,6 +351,7 @@ class CategoryViewSet(TenantViewSet):
             key=query.cache_key(request),
             timeout=settings.CATALOG_LIST_CACHE_SECONDS,
             compute=compute,
+            missed=cached_reads.missed(request),
         )
         return conditional_get(request, cached)
 
@@ -368,6 +372,7 @@ class CategoryViewSet(TenantViewSet):
             key=detail_key(self.kwargs, fields),
             timeout=settings.CATALOG_DETAIL_CACHE_SECONDS,
             compute=compute,
+            missed=cached_reads.missed(request),
         )
         return conditional_get(request, cached)
 

@@ -17,6 +17,10 @@ rate limit's script with the version, say it still holds (tenants/principals.py)
 comes from the process's memory of the entries it served (`_Entries`), which the version in its
 key keeps exact.
 
+A request that passes all of it but finds no entry leaves what it read on the request
+(`missed()`): the view computes the entry under the version read here and does not read the
+version, or look for the entry, again.
+
 Only a request that passes all of it and finds its entry is answered here. Everything else (no
 credential or another kind, a credential refused, a suspended tenant, a permission missing, the
 rate limit refusing, a miss, Redis unavailable, an `Accept` or `?format=` other than plain
@@ -127,7 +131,8 @@ def _for_person(
     if decision.read[2] is None:
         return None
     with tenant_context(claims.tenant_id):
-        entry_key = read.entry_key(principals.decoded_token(decision.read[2]))
+        version = principals.decoded_token(decision.read[2])
+        entry_key = read.entry_key(version)
         full_key = cache.make_key(entry_key)
         stored = _entries.get(full_key)
         if stored is None:
@@ -136,6 +141,7 @@ def _for_person(
             except CACHE_ERRORS:
                 return None  # the view's cache handles the outage
             if stored is None:
+                _missed(request, version, entry_key)
                 return None
             _entries.put(full_key, stored)
     return principal, stored
@@ -153,14 +159,31 @@ def _limited_read(
     version = read_ahead.get(read.version_key)
     if version is None or not principal.has_permission(permission):
         return None
+    entry_key = read.entry_key(version)
     with tenant_context(principal.tenant.id):
-        entry_key = cache.make_key(read.entry_key(version))
-    decision = ratelimit.limit_principal_and_read(request, principal, [entry_key])
-    if not decision.allowed or not decision.read or decision.read[0] is None:
+        full_key = cache.make_key(entry_key)
+    decision = ratelimit.limit_principal_and_read(request, principal, [full_key])
+    if not decision.allowed or len(decision.read) != 1:
+        return None
+    if decision.read[0] is None:
+        _missed(request, version, entry_key)
         return None
     stored = cache.client.decode(decision.read[0])
-    _entries.put(entry_key, stored)
+    _entries.put(full_key, stored)
     return principal, stored
+
+
+_MISSED_ATTRIBUTE = "_cached_read_missed"
+
+
+def _missed(request: HttpRequest, version: Any, entry_key: str) -> None:
+    setattr(request, _MISSED_ATTRIBUTE, (version, entry_key))
+
+
+def missed(request: HttpRequest) -> tuple[Any, str] | None:
+    """(version, entry key) when this request's early read found the version and no entry
+    under it: the view computes the entry under that version, without reading either again."""
+    return getattr(request, _MISSED_ATTRIBUTE, None)
 
 
 class _Entries:
