@@ -1,7 +1,7 @@
 """Shared steps of the API tests: signing in, making members, checking problems."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -62,15 +62,25 @@ def error_fields(response) -> set[str | None]:
     return {error["field"] for error in assert_problem(response, 400)["errors"]}
 
 
-@contextmanager
-def tasks_run_inline() -> Iterator[None]:
+def tasks_run_inline() -> AbstractContextManager[None]:
     """Run Celery tasks in the test's process, whatever the test settings say.
 
     The suite may run with a real broker (scripts/test): a test that is about what a task does
     runs it inline instead, through Celery's own eager path.
     """
+    return _tasks_eager(True)
+
+
+def sent_through_the_broker() -> AbstractContextManager[None]:
+    """Tasks the application sends go through the broker, as from a web process, rather than
+    run inline as the test settings otherwise do: for tests with a real worker."""
+    return _tasks_eager(False)
+
+
+@contextmanager
+def _tasks_eager(eager: bool) -> Iterator[None]:
     previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_always_eager = eager
     try:
         yield
     finally:

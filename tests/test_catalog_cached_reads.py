@@ -134,12 +134,17 @@ def test_the_early_answer_is_the_views_answer(tenant, editor, catalog):
         assert int(early["RateLimit-Remaining"]) >= 0
 
 
+def catalog_reading_key(tenant) -> APIClient:
+    """A client with a new API key of the tenant that holds `catalog.read`."""
+    owner = APIClient()
+    sign_in(owner, owner_of(tenant), tenant)
+    return key_client(create_key(owner, ["catalog.read"])["key"])
+
+
 def test_an_api_keys_hit_costs_the_same_two_round_trips(
     tenant, catalog, redis_round_trips, django_assert_num_queries
 ):
-    owner = APIClient()
-    sign_in(owner, owner_of(tenant), tenant)
-    machine = key_client(create_key(owner, ["catalog.read"])["key"])
+    machine = catalog_reading_key(tenant)
     for label, url in catalog.items():
         assert machine.get(url).status_code == 200, label  # learns the key's tenant, warms
         assert machine.get(url).status_code == 200, label
@@ -361,9 +366,7 @@ def test_a_miss_reads_the_version_and_looks_for_the_entry_once(tenant, catalog, 
             b"SET",
             b"DEL",
         ], label
-    owner = APIClient()
-    sign_in(owner, owner_of(tenant), tenant)
-    machine = key_client(create_key(owner, ["catalog.read"])["key"])
+    machine = catalog_reading_key(tenant)
     machine.get(catalog["product list"])  # the process learns the key's tenant
     redis_round_trips.clear()
     assert machine.get(f"{PRODUCTS}?page_size=4").status_code == 200

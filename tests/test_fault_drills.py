@@ -38,7 +38,7 @@ from notifications.tasks import notifications_fan_out_task
 from tenants.context import tenant_context
 from tests.catalog_helpers import PRODUCTS, product_url
 from tests.factories import DEFAULT_PASSWORD, make_tenant
-from tests.fixtures.celery_worker import CeleryWorker, sent_through_the_broker, worker_environment
+from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
 from tests.fixtures.servers import (
     LOOPBACK,
     START_TIMEOUT,
@@ -47,7 +47,7 @@ from tests.fixtures.servers import (
     live_database_url,
     wait_until,
 )
-from tests.helpers import ME, TOKEN, member_with_role, outcome, owner_of
+from tests.helpers import ME, TOKEN, member_with_role, outcome, owner_of, sent_through_the_broker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -397,19 +397,10 @@ def drill_workers(transactional_db) -> Iterator[Callable[[], CeleryWorker]]:
     that a short visibility timeout (unacknowledged messages come back after 2 s) never touches
     other workers' messages."""
     queue = f"tests-drill-{uuid.uuid4().hex[:12]}"
-    bookkeeping = uuid.uuid4().hex[:8]
-    transport = {
-        "visibility_timeout": 2,
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-        "unacked_key": f"unacked-{bookkeeping}",
-        "unacked_index_key": f"unacked_index-{bookkeeping}",
-        "unacked_mutex_key": f"unacked_mutex-{bookkeeping}",
-    }
     environment = {
         **worker_environment(),
         "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(transport),
+        "CELERY_BROKER_TRANSPORT_OPTIONS": redelivering_transport(),
     }
     started: list[CeleryWorker] = []
 

@@ -28,9 +28,9 @@ from notifications.webhooks import delivery, services, ssrf
 from notifications.webhooks.tasks import webhook_deliver_task, webhook_fan_out_task
 from tenants.context import tenant_context
 from tests.factories import make_tenant
-from tests.fixtures.celery_worker import CeleryWorker, sent_through_the_broker, worker_environment
+from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
 from tests.fixtures.webhook_receiver import Answer, ReceivedRequest, WebhookReceiver
-from tests.helpers import API, client_for, member_with_role, outcome
+from tests.helpers import API, client_for, member_with_role, outcome, sent_through_the_broker
 
 WEBHOOKS = f"{API}/webhooks/"
 DOC = Path(django_settings.BASE_DIR) / "docs" / "webhooks.md"
@@ -574,20 +574,11 @@ def test_a_delivery_survives_its_worker_killed_in_the_middle_of_it(receiver, web
     # A prefork worker: the pool process runs the task while the main process talks to the
     # broker, so an early acknowledgement would really happen before the POST (a solo worker's
     # event loop could not acknowledge anything until the task ended).
-    # Unacknowledged messages come back after `visibility_timeout`; these workers keep their own
-    # bookkeeping keys, so that their short timeout never touches other workers' messages.
-    bookkeeping = uuid.uuid4().hex[:8]
-    transport = json.dumps(
-        {
-            "visibility_timeout": 2,
-            "unacked_restore_interval": 1,
-            "unacked_restore_throttle": 1,
-            "unacked_key": f"unacked-{bookkeeping}",
-            "unacked_index_key": f"unacked_index-{bookkeeping}",
-            "unacked_mutex_key": f"unacked_mutex-{bookkeeping}",
-        }
-    )
-    worker_env = {"CELERY_BROKER_TRANSPORT_OPTIONS": transport, "WEBHOOK_READ_TIMEOUT": "60"}
+    # Unacknowledged messages come back after 2 s (redelivering_transport).
+    worker_env = {
+        "CELERY_BROKER_TRANSPORT_OPTIONS": redelivering_transport(),
+        "WEBHOOK_READ_TIMEOUT": "60",
+    }
     first_worker = webhook_workers(pool="prefork", **worker_env)
 
     # Given a receiver that holds the first request open

@@ -15,14 +15,9 @@ from config.celery import app as celery_app
 from core.metrics import guarded_exporter
 from core.tasks import outbox_relay_task
 from tests.celery_tasks import fail_task, log_context_task
-from tests.fixtures.celery_worker import (
-    CeleryWorker,
-    sent_through_the_broker,
-    worker_environment,
-)
+from tests.fixtures.celery_worker import CeleryWorker, worker_environment
 from tests.fixtures.servers import LOOPBACK, free_port
-
-pytestmark = pytest.mark.django_db(transaction=True)
+from tests.helpers import sent_through_the_broker
 
 TASKS = "tenantapi_celery_tasks_total"
 
@@ -36,6 +31,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+@pytest.mark.django_db(transaction=True)  # the worker reads the test database
 def test_a_worker_serves_what_its_pool_processes_measured(tmp_path):
     # Given a prefork worker of two processes, serving its metrics on a port of its own
     queue = f"tests-metrics-{uuid.uuid4().hex[:12]}"
