@@ -14,7 +14,9 @@ What is limited, and by what (docs/rate-limits.md has the numbers and the header
   token from the address's anonymous bucket (RATELIMIT_ANONYMOUS_RATE).
 
 A check is one Redis round trip: a Lua script reads every key involved, decides, and takes the
-tokens only when all of them allow it (a refused request costs nothing). The clock is Redis's
+tokens only when all of them allow it (a refused request costs nothing). Cached reads that a
+process answers from memory take their tokens from leases instead (below): a round trip per
+lease, not per request. The clock is Redis's
 `TIME`, so that every process agrees on it. Keys are raw Redis keys, named here in full under
 RATELIMIT_KEY_PREFIX: the cache's KEY_FUNCTION does not apply to them.
 
@@ -227,6 +229,54 @@ for j = 1, #KEYS do
   end
   reply[#reply + 1] = count
   reply[#reply + 1] = math.max(0, ttl)
+end
+return reply
+"""
+
+
+# KEYS: n token buckets. ARGV: n, tokens wanted, tokens given back, the share, then capacity and
+# refill-per-second of each bucket.
+# A lease: gives back to every bucket the unspent tokens of the caller's previous lease, then
+# takes the same number of tokens from every bucket, only if each has one: as many as wanted,
+# but at least one and no more than 1/share of what the emptiest bucket holds, so that
+# leases shrink to single tokens as a bucket runs low.
+# Replies {tokens taken (0: refused), wait ms, then per bucket tokens left and ms until full}.
+_LEASE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local n, want, back = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local share = tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local lowest, wait = math.huge, 0
+local levels, capacities, rates = {}, {}, {}
+for i = 1, n do
+  local capacity = tonumber(ARGV[3 + 2 * i])
+  local per_ms = tonumber(ARGV[4 + 2 * i]) / 1000
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'at')
+  local level = capacity
+  if state[1] and state[2] then
+    local elapsed = math.max(0, now - tonumber(state[2]))
+    level = math.min(capacity, tonumber(state[1]) + elapsed * per_ms + back)
+  end
+  if level < 1 then wait = math.max(wait, (1 - level) / per_ms) end
+  lowest = math.min(lowest, level)
+  levels[i], capacities[i], rates[i] = level, capacity, per_ms
+end
+local taken = 0
+if lowest >= 1 then
+  taken = math.max(1, math.min(want, math.floor(lowest / share)))
+end
+if taken > 0 or back > 0 then
+  for i = 1, n do
+    levels[i] = levels[i] - taken
+    redis.call('HSET', KEYS[i], 'tokens', levels[i], 'at', now)
+    redis.call('PEXPIRE', KEYS[i], math.ceil((capacities[i] - levels[i]) / rates[i]) + 1000)
+  end
+end
+local reply = {taken, math.ceil(wait)}
+for i = 1, n do
+  reply[#reply + 1] = math.floor(levels[i])
+  reply[#reply + 1] = math.ceil((capacities[i] - levels[i]) / rates[i])
 end
 return reply
 """
@@ -571,6 +621,115 @@ def limit_principal_and_read(request: Any, principal: Any, keys: Sequence[str]) 
     if not settings.RATELIMIT_ENABLED:
         return UNCHECKED_DECISION
     return check(request, principal_buckets(principal), read=keys)
+
+
+# --- leases: a process's share of a principal's buckets, for cached reads ----------------------
+#
+# A cached hit (tenants/api/cached_reads.py) is otherwise answered from the process's memory; a
+# round trip to take its one token would cost more than the rest of it. So a process takes its
+# tokens in leases: a few at a time from the shared buckets, in one script call, spent one per
+# request for at most RATELIMIT_LEASE_SECONDS, their unspent rest given back with the next call.
+#
+# What that changes, and what it does not: no more requests than the limit are ever admitted
+# (every token is taken from the shared buckets before it is spent); a lease is at most
+# 1/LEASE_SHARE of what the emptiest bucket holds, so as a bucket runs low leases shrink to one
+# token and the count is exact where it matters. But a process may hold, for up to a lease's
+# lifetime, tokens that another process is refused for; and a leased answer's RateLimit-Remaining
+# is what the buckets held at the lease plus the tokens the process has not spent: an estimate
+# that other processes' requests since then do not lower.
+
+LEASE_SHARE = 8
+LEASES_KEPT = 10_000
+
+
+@dataclass(slots=True)
+class _Lease:
+    buckets: tuple[TokenBucket, ...]
+    granted: int
+    unspent: int
+    # Each bucket's tokens after the lease was taken (they refill from there).
+    left: tuple[int, ...]
+    taken_at: float
+    until: float
+
+    def decision(self, now: float) -> Decision:
+        quotas = []
+        for bucket, left in zip(self.buckets, self.left, strict=True):
+            refilled = (now - self.taken_at) * bucket.per_second
+            level = min(bucket.capacity, left + self.unspent + refilled)
+            reset = (bucket.capacity - level) / bucket.per_second
+            quotas.append(Quota(bucket.capacity, max(int(level), 0), max(math.ceil(reset), 0)))
+        return Decision(allowed=True, quotas=tuple(quotas))
+
+    def next_want(self, now: float) -> int:
+        """A lease spent before it ran out is doubled; one that ran out is cut to what was spent."""
+        if self.unspent == 0 and now < self.until:
+            return min(self.granted * 2, settings.RATELIMIT_LEASE_MAX_TOKENS)
+        return max(min(self.granted - self.unspent, settings.RATELIMIT_LEASE_MAX_TOKENS), 1)
+
+
+_leases: dict[tuple[str, ...], _Lease] = {}
+_leases_lock = threading.Lock()
+
+
+def limit_principal_leased(request: Any, principal: Any) -> Decision:
+    """The principal's buckets, from this process's lease of their tokens: a round trip only
+    when the lease is spent or has run out (see above). For cached reads, which are GETs."""
+    if not settings.RATELIMIT_ENABLED:
+        return UNCHECKED_DECISION
+    buckets = tuple(principal_buckets(principal))
+    keys = tuple(bucket.key for bucket in buckets)
+    now = time.monotonic()
+    with _leases_lock:
+        lease = _leases.get(keys)
+        if lease is not None and lease.buckets == buckets and lease.unspent and now < lease.until:
+            lease.unspent -= 1
+            decision = lease.decision(now)
+            attach(request, decision)
+            return decision
+        _leases.pop(keys, None)
+
+    give_back, want = (0, 1) if lease is None else (lease.unspent, lease.next_want(now))
+    args: list[Any] = [len(buckets), want, give_back, LEASE_SHARE]
+    for bucket in buckets:
+        args += [bucket.capacity, repr(float(bucket.per_second))]
+    reply = _backend().run("lease", _LEASE, keys, args)
+    if reply is None:
+        return _unchecked(request, fail_closed=False)
+    taken, wait_ms, *rest = (int(value) for value in reply)
+    left = tuple(rest[0::2])
+    if not taken:
+        refused_by = next(
+            (bucket.label for bucket, tokens in zip(buckets, left, strict=True) if tokens < 1), ""
+        )
+        quotas = tuple(
+            Quota(bucket.capacity, max(tokens, 0), _seconds(full_ms))
+            for bucket, tokens, full_ms in zip(buckets, left, rest[1::2], strict=True)
+        )
+        decision = Decision(
+            allowed=False,
+            retry_after=max(_seconds(wait_ms), 1),
+            quotas=quotas,
+            refused_by=refused_by,
+        )
+        attach(request, decision)
+        return decision
+
+    lease = _Lease(
+        buckets=buckets,
+        granted=taken,
+        unspent=taken - 1,  # this request's
+        left=left,
+        taken_at=now,
+        until=now + settings.RATELIMIT_LEASE_SECONDS,
+    )
+    with _leases_lock:
+        if len(_leases) >= LEASES_KEPT:
+            _leases.clear()
+        _leases[keys] = lease
+    decision = lease.decision(now)
+    attach(request, decision)
+    return decision
 
 
 def limit_anonymous_request(request: Any) -> Decision:

@@ -106,9 +106,11 @@ def _settled_epoch() -> Any:
 # The early answer of a cached read (tenants/api/cached_reads.py) reuses the principal this
 # process resolved last for the same member, as long as what the snapshot in Redis depends on
 # still holds: the tenant's epoch is the one it was built under and the session carries no
-# revocation mark. Both are read in the round trip that takes the rate limit's tokens, so a
-# change of access is seen by the very next request, as with the snapshot itself; and it is
-# forgotten after PRINCIPAL_CACHE_SECONDS, the snapshot's own bound.
+# revocation mark. Both are checked on every request, from the process's tracked keys, which
+# Redis invalidates as soon as either changes (core/tracked.py), or else in the round trip that
+# takes the rate limit's tokens; so a change of access is seen by the very next request, as
+# with the snapshot itself; and it is forgotten after PRINCIPAL_CACHE_SECONDS, the snapshot's
+# own bound.
 
 REMEMBERED_SIZE = 4096
 _remembered: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, Resolved]] = {}

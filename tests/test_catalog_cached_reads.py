@@ -7,13 +7,16 @@ cached read gets too, whoever warmed the entry; a request takes one rate-limit t
 path answers it.
 """
 
+import os
 import time
 from datetime import timedelta
 
 import pytest
+from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from core.tracked import connection_name, tracked_keys
 from tenants.context import operator_scope
 from tenants.models import Membership, Tenant
 from tenants.services import tenant_set_status
@@ -85,7 +88,7 @@ def commands_of(round_trips: list[bytes]) -> list[bytes]:
     return [trip.split(b"\r\n")[2].upper() for trip in round_trips]
 
 
-def test_a_hit_costs_two_redis_round_trips_and_no_sql_then_one(
+def test_a_hit_costs_at_most_two_redis_round_trips_and_no_sql(
     tenant, catalog, redis_round_trips, django_assert_num_queries
 ):
     # A new sign-in: this process has not resolved the person yet.
@@ -93,15 +96,35 @@ def test_a_hit_costs_two_redis_round_trips_and_no_sql_then_one(
     for label, url in catalog.items():
         warm = client.get(url)  # a miss: the view computes and stores the entry
         assert warm.status_code == 200, label
+        client.get(url)  # the process's first hit may open its tracking connection
         for headers in ({}, {"HTTP_IF_NONE_MATCH": warm["ETag"]}, {}):
             redis_round_trips.clear()
             with django_assert_num_queries(0):
                 response = client.get(url, **headers)
             assert response.status_code == (304 if headers else 200), label
             assert len(redis_round_trips) <= 2, (label, redis_round_trips)
-        # By now the person's principal and the entry are known to the process: the rate
-        # limit's script alone, which also checks that both still hold.
-        assert commands_of(redis_round_trips) == [b"EVALSHA"], (label, redis_round_trips)
+
+
+def test_a_persons_hits_mostly_ask_redis_nothing(
+    tenant, catalog, redis_round_trips, django_assert_num_queries, settings
+):
+    # Long enough that neither the tracked values' confirmation nor a lease runs out mid-test.
+    settings.CACHED_READ_TRACKING_CONFIRM_SECONDS = 60
+    settings.RATELIMIT_LEASE_SECONDS = 60
+    client = editor_client(tenant)
+    url = catalog["product list"]
+    client.get(url)  # a miss
+    client.get(url)  # the first hit: the process learns the person and the entry
+    per_hit = []
+    for _ in range(15):
+        redis_round_trips.clear()
+        with django_assert_num_queries(0):
+            assert client.get(url).status_code == 200
+        per_hit.append(commands_of(redis_round_trips))
+    # The values the hit checks come from the process's tracked keys; the rate limit's tokens
+    # from leases of 2, 4, 8 and 16 tokens (after the first hit's 1), each taken when the last is
+    # spent.
+    assert per_hit == [[b"EVALSHA"] if hit in (0, 2, 6, 14) else [] for hit in range(15)], per_hit
 
 
 def test_the_first_hit_of_a_principal_resolves_it_with_the_version(
@@ -349,23 +372,24 @@ def test_a_token_remembered_as_verified_is_refused_once_it_expires(tenant, catal
 def test_a_miss_reads_the_version_and_looks_for_the_entry_once(tenant, catalog, redis_round_trips):
     client = editor_client(tenant)
     client.get(catalog["product list"])  # the process knows the person from now on
+    client.get(catalog["product list"])  # a hit: and it tracks the keys a hit checks
     for label, url in {
         "a list": f"{PRODUCTS}?page_size=3",
         "a detail": f"{catalog['product detail']}?fields=id,sku",
     }.items():
         redis_round_trips.clear()
         assert client.get(url).status_code == 200, label
-        # The early path's script (the rate limit, with the version) and its look for the
-        # entry; then the view authenticates and computes under that version, without reading
+        # The early path's look for the entry (the version is tracked, the rate limit's tokens
+        # leased); then the view authenticates and computes under that version, without reading
         # it or looking for the entry again: the stampede lock, the entry, the lock released.
-        assert commands_of(redis_round_trips) == [
-            b"EVALSHA",
+        assert commands_of(redis_round_trips)[-5:] == [
             b"GET",
             b"MGET",
             b"SET",
             b"SET",
             b"DEL",
         ], label
+        assert set(commands_of(redis_round_trips)[:-5]) <= {b"EVALSHA"}, label
     machine = catalog_reading_key(tenant)
     machine.get(catalog["product list"])  # the process learns the key's tenant
     redis_round_trips.clear()
@@ -373,3 +397,89 @@ def test_a_miss_reads_the_version_and_looks_for_the_entry_once(tenant, catalog, 
     # An API key's MGET (the key, and the version), the script that looks for the entry, then
     # the view's authentication and the same three commands.
     assert commands_of(redis_round_trips) == [b"MGET", b"EVALSHA", b"MGET", b"SET", b"SET", b"DEL"]
+
+
+# --- what a process remembers between hits ------------------------------------------------------
+
+
+@pytest.fixture
+def redis_client():
+    return get_redis_connection("default")
+
+
+def own_tracking_connection(redis_client) -> dict:
+    """This process's tracking connection, as Redis lists it (core/tracked.py)."""
+    name = connection_name(os.getpid())
+    (found,) = [client for client in redis_client.client_list() if client["name"] == name]
+    return found
+
+
+def test_a_tracking_connection_that_redis_closes_is_not_trusted_after(
+    tenant, editor, catalog, redis_client
+):
+    url = catalog["product detail"]
+    before = editor.get(url)
+    assert editor.get(url).status_code == 200  # a hit: the version is tracked
+    # Closed by Redis (a restart, `CLIENT KILL`, a timeout): no invalidation reaches this
+    # process any more, and the write below would go unseen if what it tracked were still used.
+    redis_client.client_kill_filter(_id=own_tracking_connection(redis_client)["id"])
+
+    patched = editor.patch(url, {"name": "Renamed"}, format="json", HTTP_IF_MATCH=before["ETag"])
+    assert patched.status_code == 200
+
+    after = editor.get(url)
+    assert after.json()["name"] == "Renamed"
+    assert after["ETag"] == patched["ETag"]
+    # And the next hit tracks again, on a new connection.
+    assert editor.get(url)["ETag"] == patched["ETag"]
+    assert own_tracking_connection(redis_client)["flags"] == "t"
+
+
+def test_what_a_silent_connection_tracked_is_trusted_no_longer_than_the_confirmation_interval(
+    tenant, editor, catalog, settings
+):
+    settings.CACHED_READ_TRACKING_CONFIRM_SECONDS = 0.5
+    url = catalog["product detail"]
+    before = editor.get(url)
+    assert editor.get(url).status_code == 200  # a hit: the version is tracked
+    # A connection that stopped delivering invalidations without closing (a partition): the
+    # only way to stage it here is to have the connection itself ask Redis to stop tracking.
+    connection = tracked_keys()._connection
+    connection.send_command("CLIENT", "TRACKING", "OFF")
+    connection.read_response()
+    try:
+        patched = editor.patch(
+            url, {"name": "Renamed"}, format="json", HTTP_IF_MATCH=before["ETag"]
+        )
+        assert patched.status_code == 200
+        time.sleep(0.6)
+
+        assert editor.get(url)["ETag"] == patched["ETag"]
+    finally:
+        # Not left to the tests that follow: a new connection tracks again.
+        connection.disconnect()
+
+
+def test_a_leases_unspent_tokens_go_back_to_the_buckets(settings):
+    settings.RATELIMIT_LEASE_SECONDS = 0.5
+    tenant = tenant_on_plan(make_plan(burst=400, per_minute=1))
+    make_product(tenant)
+    client = editor_client(tenant)
+    sent = 0
+    for _ in range(8):  # a miss, the first hit, then leases of 2 and 4 spent
+        assert client.get(PRODUCTS).status_code == 200
+        sent += 1
+    # The next hit takes a lease of 8: one spent, seven left when the lease runs out.
+    assert client.get(PRODUCTS).status_code == 200
+    sent += 1
+    time.sleep(0.6)
+    # The next hit's lease call gives those seven back to the buckets before it takes its own.
+    leased = client.get(PRODUCTS)
+    sent += 1
+    # A request outside the cache takes its token from the buckets themselves: they are short
+    # of exactly the tokens spent, the seven given back.
+    exact = client.get("/api/v1/tenant/")
+    sent += 1
+    credential_capacity = 200  # RATELIMIT_CREDENTIAL_SHARE of the burst
+    assert int(exact["RateLimit-Remaining"]) == credential_capacity - sent
+    assert int(leased["RateLimit-Remaining"]) == credential_capacity - sent + 1

@@ -188,6 +188,15 @@ else:
 # How long a member's resolved permissions may be served from the cache; every change to them
 # invalidates at once, this only bounds what an unforeseen path could leave stale.
 PRINCIPAL_CACHE_SECONDS = env.int("PRINCIPAL_CACHE_SECONDS", default=300)
+# Cached reads check the tenant's access epoch, the session's revocation mark and the catalog's
+# version from each process's memory, which Redis keeps exact by pushing invalidations
+# (core/tracked.py). Off: every cached read asks Redis for them, in its rate limit's round trip.
+CACHED_READ_TRACKING = env.bool("CACHED_READ_TRACKING", default=bool(REDIS_URL))
+# How long those values are trusted after the tracking connection last answered: a connection
+# that died without a word (a partition) can leave a process this far behind, and no further.
+CACHED_READ_TRACKING_CONFIRM_SECONDS = env.float(
+    "CACHED_READ_TRACKING_CONFIRM_SECONDS", default=1.0
+)
 # A socket whose client has not read what was sent within this many seconds is closed.
 WEBSOCKET_SEND_TIMEOUT_SECONDS = env.float("WEBSOCKET_SEND_TIMEOUT_SECONDS", default=10.0)
 # A socket that has not authenticated this long after connecting is closed with 4401.
@@ -416,6 +425,10 @@ RATELIMIT_PASSWORD_RESET_RATE = _rate(  # per account (email)
 RATELIMIT_FAIL_OPEN_WRITES = env.bool("RATELIMIT_FAIL_OPEN_WRITES", default=True)
 # After a Redis failure, requests go unchecked this long before Redis is tried again.
 RATELIMIT_BACKEND_RETRY_SECONDS = env.float("RATELIMIT_BACKEND_RETRY_SECONDS", default=5.0)
+# Cached reads take their tokens in leases, a few at a time per process (core/ratelimit.py): at
+# most this many tokens a lease (1: every cached read asks Redis), spent within this many seconds.
+RATELIMIT_LEASE_MAX_TOKENS = env.int("RATELIMIT_LEASE_MAX_TOKENS", default=64)
+RATELIMIT_LEASE_SECONDS = env.float("RATELIMIT_LEASE_SECONDS", default=1.0)
 # Failed sign-ins: this many for one (address, account) pair within the window lock the pair out
 # for LOGIN_LOCKOUT_SECONDS, even with the right password; coarser limits per address across
 # accounts (credential stuffing) and per account across addresses lock those out too.

@@ -11,11 +11,13 @@ answer the request here, without DRF's request cycle, a transaction or the datab
 3. the rate limit takes the request's tokens and reads the entry, in one script
    (core/ratelimit.py).
 
-A person's next request, in the same process, takes one round trip: the principal resolved last
-is reused as long as the tenant's access epoch and the session's revocation mark, read by the
-rate limit's script with the version, say it still holds (tenants/principals.py), and the entry
-comes from the process's memory of the entries it served (`_Entries`), which the version in its
-key keeps exact.
+A person's next request, in the same process, mostly asks Redis nothing: the principal resolved
+last is reused as long as the tenant's access epoch and the session's revocation mark say it
+still holds (tenants/principals.py); those two and the version come from the process's tracked
+keys, which Redis keeps exact (core/tracked.py); the rate limit's token from the process's lease
+(core/ratelimit.py); and the entry from the process's memory of the entries it served
+(`_Entries`), which the version in its key keeps exact. Without tracking, the rate limit's script
+reads the three values: one round trip.
 
 A request that passes all of it but finds no entry leaves what it read on the request
 (`missed()`): the view computes the entry under the version read here and does not read the
@@ -45,6 +47,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from accounts import apikeys
 from accounts.authentication import KEYWORD, verify_api_key
 from core import ratelimit
+from core.tracked import tracked_keys
 from tenants import principals
 from tenants.authentication import access_claims, act_for_request, checked_principal
 from tenants.context import tenant_context
@@ -113,25 +116,31 @@ def _for_person(
         principals.remember(claims.tenant_id, claims.user_id, resolved)
         return _limited_read(request, principal, resolved.read_ahead, read, permission)
 
-    # One round trip: the rate limit's tokens, whether the principal this process resolved last
-    # still holds (the tenant's epoch, the session's revocation mark), and the version; the
-    # entry comes from the process's memory of entries when it is there.
+    # Whether the principal this process resolved last still holds (the tenant's epoch, the
+    # session's revocation mark), and the version: from the process's tracked keys, which Redis
+    # keeps exact (core/tracked.py); the rate limit's tokens from the process's lease. Most hits
+    # ask Redis nothing. Without tracking, one round trip: the rate limit's script reads them.
     principal = checked_principal(known, claims)
     if not principal.has_permission(permission):
         return None
     with tenant_context(claims.tenant_id):
         version_key = cache.make_key(read.version_key)
     keys = [*principals.freshness_keys(claims.tenant_id, claims.session_id), version_key]
-    decision = ratelimit.limit_principal_and_read(request, principal, keys)
-    if not decision.allowed or len(decision.read) != len(keys):
+    values = _tracked_values(keys)
+    if values is None:
+        decision = ratelimit.limit_principal_and_read(request, principal, keys)
+        values = decision.read
+    else:
+        decision = ratelimit.limit_principal_leased(request, principal)
+    if not decision.allowed or len(values) != len(keys):
         return None
-    if not principals.still_current(known, decision.read[:2]):
+    if not principals.still_current(known, values[:2]):
         principals.forget(claims.tenant_id, claims.user_id)
         return None
-    if decision.read[2] is None:
+    if values[2] is None:
         return None
     with tenant_context(claims.tenant_id):
-        version = principals.decoded_token(decision.read[2])
+        version = principals.decoded_token(values[2])
         entry_key = read.entry_key(version)
         full_key = cache.make_key(entry_key)
         stored = _entries.get(full_key)
@@ -145,6 +154,11 @@ def _for_person(
                 return None
             _entries.put(full_key, stored)
     return principal, stored
+
+
+def _tracked_values(keys: list[str]) -> list[bytes | None] | None:
+    tracked = tracked_keys()
+    return None if tracked is None else tracked.values(keys)
 
 
 def _limited_read(
