@@ -20,6 +20,7 @@ import base64
 import binascii
 import datetime
 import decimal
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -112,18 +113,19 @@ class CursorPagination(BasePagination):
 
     def page_size_from(self, params: QueryDict) -> int:
         """The page size a query string asks for (clamped), or a 400 ValidationError."""
-        raw = params.get(self.page_size_query_param)
-        if raw is None:
-            return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
-        if size < 1:
-            raise ValidationError(
-                {self.page_size_query_param: ["Must be a positive integer."]}, code="invalid"
-            )
-        return min(size, self.max_page_size)
+        return _page_size(
+            params.get(self.page_size_query_param),
+            self.page_size_query_param,
+            self.page_size,
+            self.max_page_size,
+        )
+
+    def page_size_of(self, query_string: str) -> int:
+        """`page_size_from` the raw query string: a cached read names its entry before Django
+        parses the query string, and the same few strings come back (remembered per process)."""
+        return _page_size_of(
+            query_string, self.page_size_query_param, self.page_size, self.max_page_size
+        )
 
     def decode_cursor(self, request: Request) -> dict[str, Any] | None:
         raw = request.query_params.get(self.cursor_query_param)
@@ -260,3 +262,21 @@ def _replace_query_param(url: str, name: str, value: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
     query.append((name, value))
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _page_size(raw: str | None, param: str, default: int, maximum: int) -> int:
+    if raw is None:
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ValidationError({param: ["Must be a positive integer."]}, code="invalid")
+    return min(size, maximum)
+
+
+# Invalid strings raise and are not remembered.
+@functools.lru_cache(maxsize=4096)
+def _page_size_of(query_string: str, param: str, default: int, maximum: int) -> int:
+    return _page_size(QueryDict(query_string).get(param), param, default, maximum)

@@ -31,6 +31,7 @@ Redis is left alone for RATELIMIT_BACKEND_RETRY_SECONDS, so that an outage does 
 to every request.
 """
 
+import functools
 import ipaddress
 import math
 import threading
@@ -569,27 +570,42 @@ def anonymous_buckets(request: HttpRequest) -> list[TokenBucket]:
     return [TokenBucket(_key("anon", address), capacity, per_second, "this address")]
 
 
-def principal_buckets(principal: Any) -> list[TokenBucket]:
+def principal_buckets(principal: Any) -> tuple[TokenBucket, ...]:
     """The tenant's bucket, from its plan, and the credential's share of it."""
     tenant = principal.tenant
     plan = tenant.plan
-    # A plan set to 0 would divide by nothing: it means "as little as possible", one.
-    capacity = max(plan.burst, 1)
-    per_second = max(plan.requests_per_minute, 1) / 60
-    share = min(max(settings.RATELIMIT_CREDENTIAL_SHARE, 0.0), 1.0)
     if principal.api_key is not None:
         credential = f"k:{getattr(principal.api_key, 'pk', None) or principal.api_key.id}"
     else:
         credential = f"u:{principal.user.pk}"
-    return [
-        TokenBucket(_key("t", tenant.pk), capacity, per_second, "this tenant"),
+    return _principal_buckets(
+        tenant.pk,
+        credential,
+        plan.burst,
+        plan.requests_per_minute,
+        settings.RATELIMIT_CREDENTIAL_SHARE,
+        settings.RATELIMIT_KEY_PREFIX,
+    )
+
+
+# A cached read asks for the same few principals' buckets over and over: made once per value.
+@functools.lru_cache(maxsize=4096)
+def _principal_buckets(
+    tenant_id: Any, credential: str, burst: int, per_minute: int, share: float, prefix: str
+) -> tuple[TokenBucket, ...]:
+    # A plan set to 0 would divide by nothing: it means "as little as possible", one.
+    capacity = max(burst, 1)
+    per_second = max(per_minute, 1) / 60
+    share = min(max(share, 0.0), 1.0)
+    return (
+        TokenBucket(f"{prefix}:t:{tenant_id}", capacity, per_second, "this tenant"),
         TokenBucket(
-            _key("t", tenant.pk, credential),
+            f"{prefix}:t:{tenant_id}:{credential}",
             max(math.ceil(capacity * share), 1),
             max(per_second * share, 1 / 3600),
             "this credential",
         ),
-    ]
+    )
 
 
 def limit_api_request(request: Any) -> Decision:
@@ -677,7 +693,7 @@ def limit_principal_leased(request: Any, principal: Any) -> Decision:
     when the lease is spent or has run out (see above). For cached reads, which are GETs."""
     if not settings.RATELIMIT_ENABLED:
         return UNCHECKED_DECISION
-    buckets = tuple(principal_buckets(principal))
+    buckets = principal_buckets(principal)
     keys = tuple(bucket.key for bucket in buckets)
     now = time.monotonic()
     with _leases_lock:

@@ -62,7 +62,13 @@ class AccessClaims:
 def access_claims(raw_token: bytes) -> AccessClaims:
     """The verified token and who it names: a 401 for any token that is not a valid access
     token of ours."""
-    token = validated_access_token(raw_token)
+    return _claims_of(validated_access_token(raw_token))
+
+
+# A verified token is one object for as long as it is remembered (`_verified_token`): who it
+# names is read from it once, not on every request.
+@functools.lru_cache(maxsize=4096)
+def _claims_of(token: Token) -> AccessClaims:
     try:
         return AccessClaims(
             token=token,

@@ -180,9 +180,8 @@ class ProductViewSet(TenantViewSet):
     def cached_read(self, request: HttpRequest) -> CachedRead | None:
         try:
             if self.action == "list":
-                query, _ = filters.product_list_query(
-                    request, page_size=self.paginator.page_size_from(request.GET)
-                )
+                page_size = self.paginator.page_size_of(request.META.get("QUERY_STRING", ""))
+                query, _ = filters.product_list_query(request, page_size=page_size)
                 return catalog_read(request, "product_list", query.cache_key(request))
             if self.action == "retrieve":
                 fields = filters.product_detail_fields(request)
@@ -317,9 +316,8 @@ class CategoryViewSet(TenantViewSet):
     def cached_read(self, request: HttpRequest) -> CachedRead | None:
         try:
             if self.action == "list":
-                query = filters.category_list_query(
-                    request, page_size=self.paginator.page_size_from(request.GET)
-                )
+                page_size = self.paginator.page_size_of(request.META.get("QUERY_STRING", ""))
+                query = filters.category_list_query(request, page_size=page_size)
                 return catalog_read(request, "category_list", query.cache_key(request))
             if self.action == "retrieve":
                 fields = filters.category_detail_fields(request)
