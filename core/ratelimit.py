@@ -575,9 +575,9 @@ def principal_buckets(principal: Any) -> tuple[TokenBucket, ...]:
     tenant = principal.tenant
     plan = tenant.plan
     if principal.api_key is not None:
-        credential = f"k:{getattr(principal.api_key, 'pk', None) or principal.api_key.id}"
+        credential = ("k", getattr(principal.api_key, "pk", None) or principal.api_key.id)
     else:
-        credential = f"u:{principal.user.pk}"
+        credential = ("u", principal.user.pk)
     return _principal_buckets(
         tenant.pk,
         credential,
@@ -591,7 +591,12 @@ def principal_buckets(principal: Any) -> tuple[TokenBucket, ...]:
 # A cached read asks for the same few principals' buckets over and over: made once per value.
 @functools.lru_cache(maxsize=4096)
 def _principal_buckets(
-    tenant_id: Any, credential: str, burst: int, per_minute: int, share: float, prefix: str
+    tenant_id: Any,
+    credential: tuple[str, Any],
+    burst: int,
+    per_minute: int,
+    share: float,
+    prefix: str,
 ) -> tuple[TokenBucket, ...]:
     # A plan set to 0 would divide by nothing: it means "as little as possible", one.
     capacity = max(burst, 1)
@@ -600,7 +605,7 @@ def _principal_buckets(
     return (
         TokenBucket(f"{prefix}:t:{tenant_id}", capacity, per_second, "this tenant"),
         TokenBucket(
-            f"{prefix}:t:{tenant_id}:{credential}",
+            f"{prefix}:t:{tenant_id}:{credential[0]}:{credential[1]}",
             max(math.ceil(capacity * share), 1),
             max(per_second * share, 1 / 3600),
             "this credential",

@@ -7,7 +7,8 @@ benchmark (scripts/bench_settings.py).
 
 `/bench/round-trip/` is the same view after one Redis round trip (a PING, through the cache's
 own client and connection pool): the most a request that asks Redis once can reach. A cached
-hit asks Redis once (the rate limit's tokens, and whether what it remembers still holds).
+hit of a person mostly asks Redis nothing (docs/catalog.md, "A hit, answered before DRF"); this
+row shows what one round trip would cost it.
 """
 
 from django.http import JsonResponse

@@ -4,15 +4,16 @@ from rest_framework.routers import SimpleRouter
 from catalog.api import bulk, views
 
 # Path converters rather than regexes, so that ids are matched (and documented) as UUIDs.
+# Django tries routes in order: the product list and detail, which take most of the requests,
+# come first.
 router = SimpleRouter(use_regex_path=False)
-router.register("categories", views.CategoryViewSet, basename="category")
 router.register("products", views.ProductViewSet, basename="product")
+router.register("categories", views.CategoryViewSet, basename="category")
 router.register("jobs", bulk.JobViewSet, basename="job")
 
 urlpatterns = [
-    # Before the router's routes: `products/<uuid:pk>/` would not match them anyway, but a
-    # reader should not have to know that.
+    *router.urls,
+    # After `products/<uuid:pk>/`, which cannot take them: "import" and "export" are no UUIDs.
     path("products/import/", bulk.ProductImportView.as_view(), name="product-import"),
     path("products/export/", bulk.ProductExportView.as_view(), name="product-export"),
-    *router.urls,
 ]

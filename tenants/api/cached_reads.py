@@ -42,7 +42,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions
 from rest_framework.settings import api_settings as drf_settings
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -254,7 +254,7 @@ _entries = _Entries(size=256, largest=64 * 1024)
 def _plain_json_wanted(request: HttpRequest) -> bool:
     """The client takes JSON as the view renders it: no `?format=`, and an Accept header that
     DRF's negotiation would match with the JSON renderer, with no parameter but a weight."""
-    if drf_settings.URL_FORMAT_OVERRIDE in request.GET:
+    if drf_settings.URL_FORMAT_OVERRIDE in _parameter_names(request.META.get("QUERY_STRING", "")):
         return False
     header = request.META.get("HTTP_ACCEPT", "")
     if not header.strip():
@@ -266,3 +266,10 @@ def _plain_json_wanted(request: HttpRequest) -> bool:
         if media_type in _JSON_RANGES:
             return True
     return False
+
+
+# The names in a query string, as `request.GET` would decode them, remembered per distinct
+# string: a hit needs only to know whether `format` is one, and parsing it is a hit's cost.
+@functools.lru_cache(maxsize=4096)
+def _parameter_names(query_string: str) -> frozenset[str]:
+    return frozenset(QueryDict(query_string))
