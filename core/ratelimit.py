@@ -148,6 +148,47 @@ def rate(value: tuple[int, int]) -> tuple[int, float]:
 
 # --- the scripts -------------------------------------------------------------------------------
 
+# What both scripts that take tokens share: Redis's clock, and the token buckets named by the
+# first KEYS. A bucket is a hash {tokens, at}; absent, it is full.
+_BUCKETS = """
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+-- Each of the n buckets refilled up to now, `back` tokens given back, none above its capacity;
+-- capacities and refills per second in ARGV, in pairs from ARGV[first].
+local function bucket_levels(n, first, back)
+  local levels, capacities, rates = {}, {}, {}
+  for i = 1, n do
+    local capacity = tonumber(ARGV[first + 2 * i - 2])
+    local per_ms = tonumber(ARGV[first + 2 * i - 1]) / 1000
+    local state = redis.call('HMGET', KEYS[i], 'tokens', 'at')
+    local level = capacity
+    if state[1] and state[2] then
+      local elapsed = math.max(0, now - tonumber(state[2]))
+      level = math.min(capacity, tonumber(state[1]) + elapsed * per_ms + back)
+    end
+    levels[i], capacities[i], rates[i] = level, capacity, per_ms
+  end
+  return levels, capacities, rates
+end
+-- Takes `taken` tokens from every bucket and stores the levels.
+local function take(levels, capacities, rates, taken)
+  for i = 1, #levels do
+    levels[i] = levels[i] - taken
+    redis.call('HSET', KEYS[i], 'tokens', levels[i], 'at', now)
+    -- Once full again the bucket is as good as absent.
+    redis.call('PEXPIRE', KEYS[i], math.ceil((capacities[i] - levels[i]) / rates[i]) + 1000)
+  end
+end
+-- Each bucket's tokens left and ms until full, appended to the reply.
+local function report(reply, levels, capacities, rates)
+  for i = 1, #levels do
+    reply[#reply + 1] = math.floor(levels[i])
+    reply[#reply + 1] = math.ceil((capacities[i] - levels[i]) / rates[i])
+  end
+end
+"""
+
 # KEYS: n token buckets, then m failure windows, then r keys to read.
 # ARGV: n, m, r, then capacity and refill-per-second of each bucket, then the limit of each
 # window.
@@ -155,27 +196,17 @@ def rate(value: tuple[int, int]) -> tuple[int, float]:
 # Replies (integers: Lua numbers are truncated in replies) {allowed, wait ms, then per bucket
 # tokens left and ms until full, then per window failures counted and ms until it expires},
 # then, if allowed, the value of each key to read (false where it has none).
-_CHECK = """
-if redis.replicate_commands then redis.replicate_commands() end
+_CHECK = (
+    _BUCKETS
+    + """
 local n, m, r = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local levels, capacities, rates = bucket_levels(n, 4, 0)
 local allowed, wait = 1, 0
-local levels, capacities, rates = {}, {}, {}
 for i = 1, n do
-  local capacity = tonumber(ARGV[2 + 2 * i])
-  local per_ms = tonumber(ARGV[3 + 2 * i]) / 1000
-  local state = redis.call('HMGET', KEYS[i], 'tokens', 'at')
-  local level = capacity
-  if state[1] and state[2] then
-    local elapsed = math.max(0, now - tonumber(state[2]))
-    level = math.min(capacity, tonumber(state[1]) + elapsed * per_ms)
-  end
-  if level < 1 then
+  if levels[i] < 1 then
     allowed = 0
-    wait = math.max(wait, (1 - level) / per_ms)
+    wait = math.max(wait, (1 - levels[i]) / rates[i])
   end
-  levels[i], capacities[i], rates[i] = level, capacity, per_ms
 end
 local counts, ttls = {}, {}
 for j = 1, m do
@@ -189,18 +220,10 @@ for j = 1, m do
   counts[j], ttls[j] = count, ttl
 end
 if allowed == 1 then
-  for i = 1, n do
-    levels[i] = levels[i] - 1
-    redis.call('HSET', KEYS[i], 'tokens', levels[i], 'at', now)
-    -- Once full again the bucket is as good as absent.
-    redis.call('PEXPIRE', KEYS[i], math.ceil((capacities[i] - levels[i]) / rates[i]) + 1000)
-  end
+  take(levels, capacities, rates, 1)
 end
 local reply = {allowed, math.ceil(wait)}
-for i = 1, n do
-  reply[#reply + 1] = math.floor(levels[i])
-  reply[#reply + 1] = math.ceil((capacities[i] - levels[i]) / rates[i])
-end
+report(reply, levels, capacities, rates)
 for j = 1, m do
   reply[#reply + 1] = counts[j]
   reply[#reply + 1] = ttls[j]
@@ -212,6 +235,7 @@ if allowed == 1 then
 end
 return reply
 """
+)
 
 # KEYS: failure windows. ARGV: then limit, window ms and lockout ms of each.
 # Counts one failure in each; a window that reaches its limit stays locked for its lockout.
@@ -242,45 +266,29 @@ return reply
 # but at least one and no more than 1/share of what the emptiest bucket holds, so that
 # leases shrink to single tokens as a bucket runs low.
 # Replies {tokens taken (0: refused), wait ms, then per bucket tokens left and ms until full}.
-_LEASE = """
-if redis.replicate_commands then redis.replicate_commands() end
+_LEASE = (
+    _BUCKETS
+    + """
 local n, want, back = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local share = tonumber(ARGV[4])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local levels, capacities, rates = bucket_levels(n, 5, back)
 local lowest, wait = math.huge, 0
-local levels, capacities, rates = {}, {}, {}
 for i = 1, n do
-  local capacity = tonumber(ARGV[3 + 2 * i])
-  local per_ms = tonumber(ARGV[4 + 2 * i]) / 1000
-  local state = redis.call('HMGET', KEYS[i], 'tokens', 'at')
-  local level = capacity
-  if state[1] and state[2] then
-    local elapsed = math.max(0, now - tonumber(state[2]))
-    level = math.min(capacity, tonumber(state[1]) + elapsed * per_ms + back)
-  end
-  if level < 1 then wait = math.max(wait, (1 - level) / per_ms) end
-  lowest = math.min(lowest, level)
-  levels[i], capacities[i], rates[i] = level, capacity, per_ms
+  if levels[i] < 1 then wait = math.max(wait, (1 - levels[i]) / rates[i]) end
+  lowest = math.min(lowest, levels[i])
 end
 local taken = 0
 if lowest >= 1 then
   taken = math.max(1, math.min(want, math.floor(lowest / share)))
 end
 if taken > 0 or back > 0 then
-  for i = 1, n do
-    levels[i] = levels[i] - taken
-    redis.call('HSET', KEYS[i], 'tokens', levels[i], 'at', now)
-    redis.call('PEXPIRE', KEYS[i], math.ceil((capacities[i] - levels[i]) / rates[i]) + 1000)
-  end
+  take(levels, capacities, rates, taken)
 end
 local reply = {taken, math.ceil(wait)}
-for i = 1, n do
-  reply[#reply + 1] = math.floor(levels[i])
-  reply[#reply + 1] = math.ceil((capacities[i] - levels[i]) / rates[i])
-end
+report(reply, levels, capacities, rates)
 return reply
 """
+)
 
 
 class _Backend:

@@ -26,6 +26,7 @@ dependency: install it for the run only) and prints where the requests spent the
 
 import argparse
 import collections
+import functools
 import io
 import json
 import os
@@ -539,9 +540,6 @@ def wsgi_call(
 def count_costs(
     fixture: Fixture, host: str, redis_url: str, list_etag: str, directory: Path
 ) -> list[Cost]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     from config.wsgi import application
 
     # The list's cache key covers scheme, host and path: the same Host as the server's entries.
@@ -583,29 +581,8 @@ def count_costs(
         # is not a round trip of the request) and imports what it imports once.
         for warm_path, warm_body in zip(warm_paths or [path, path], warm_bodies, strict=True):
             wsgi_call(application, host, method, warm_path, headers, warm_body)
-        # The monitor outermost: its own commands are outside the client-side count.
-        with (
-            RedisMonitor(redis_url) as monitor,
-            RedisRoundTrips() as trips,
-            PostgresTrace(directory) as trace,
-            CaptureQueriesContext(connection) as queries,
-        ):
-            began = time.perf_counter()
-            status = wsgi_call(application, host, method, path, headers, body)
-            elapsed = (time.perf_counter() - began) * 1000
-        costs.append(
-            Cost(
-                label,
-                status,
-                len(queries.captured_queries),
-                len(trips.commands),
-                trace.queries,
-                trips.commands,
-                monitor.lines,
-                [(q["sql"], float(q["time"]) * 1000) for q in queries.captured_queries],
-                elapsed,
-            )
-        )
+        call = functools.partial(wsgi_call, application, host, method, path, headers, body)
+        costs.append(counted(label, redis_url, directory, call))
     costs.append(hits_in_a_row(application, host, redis_url, directory, auth))
     return costs
 
@@ -616,11 +593,33 @@ def hits_in_a_row(
     """HITS_IN_A_ROW cached-list requests of one person in one process, counted together: what a
     hit costs over time, lease renewals and tracked keys' confirmations included, which one
     request alone shows or not by chance."""
+    # The writes measured before changed the catalog: the first request after them is a miss.
+    wsgi_call(application, host, "GET", LIST_PATH, auth, b"")
+    return counted(
+        f"cached list, {HITS_IN_A_ROW} hits in a row (totals; ms: the mean)",
+        redis_url,
+        directory,
+        functools.partial(wsgi_call, application, host, "GET", LIST_PATH, auth, b""),
+        times=HITS_IN_A_ROW,
+        tally=True,
+    )
+
+
+def counted(
+    label: str,
+    redis_url: str,
+    directory: Path,
+    call: Callable[[], int],
+    *,
+    times: int = 1,
+    tally: bool = False,
+) -> Cost:
+    """What `times` calls of `call` (a request, returning its status: the same every time) sent
+    to PostgreSQL and Redis, and their mean time; with `tally`, Redis's commands by name."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    # The writes measured before changed the catalog: the first request after them is a miss.
-    wsgi_call(application, host, "GET", LIST_PATH, auth, b"")
+    # The monitor outermost: its own commands are outside the client-side count.
     with (
         RedisMonitor(redis_url) as monitor,
         RedisRoundTrips() as trips,
@@ -628,19 +627,21 @@ def hits_in_a_row(
         CaptureQueriesContext(connection) as queries,
     ):
         began = time.perf_counter()
-        statuses = {
-            wsgi_call(application, host, "GET", LIST_PATH, auth, b"") for _ in range(HITS_IN_A_ROW)
-        }
-        elapsed = (time.perf_counter() - began) * 1000 / HITS_IN_A_ROW
+        statuses = {call() for _ in range(times)}
+        elapsed = (time.perf_counter() - began) * 1000 / times
     (status,) = statuses
+    commands, monitored = trips.commands, monitor.lines
+    if tally:
+        commands = tallied(commands)
+        monitored = tallied(line for line in monitored if "in the script" not in line)
     return Cost(
-        f"cached list, {HITS_IN_A_ROW} hits in a row (totals; ms: the mean)",
+        label,
         status,
         len(queries.captured_queries),
         len(trips.commands),
         trace.queries,
-        tallied(trips.commands),
-        tallied(line for line in monitor.lines if "in the script" not in line),
+        commands,
+        monitored,
         [(q["sql"], float(q["time"]) * 1000) for q in queries.captured_queries],
         elapsed,
     )
