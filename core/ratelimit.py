@@ -670,6 +670,13 @@ def limit_principal_and_read(request: Any, principal: Any, keys: Sequence[str]) 
 LEASE_SHARE = 8
 LEASES_KEPT = 10_000
 
+LEASES = Counter(
+    "ratelimit_leases",
+    "Rate-limit leases taken by cached reads (one Redis round trip each), by outcome.",
+    ["outcome"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+
 
 @dataclass(slots=True)
 class _Lease:
@@ -726,6 +733,7 @@ def limit_principal_leased(request: Any, principal: Any) -> Decision:
     if reply is None:
         return _unchecked(request, fail_closed=False)
     taken, wait_ms, *rest = (int(value) for value in reply)
+    LEASES.labels(outcome="taken" if taken else "refused").inc()
     left = tuple(rest[0::2])
     if not taken:
         refused_by = next(

@@ -37,12 +37,26 @@ from typing import Any
 
 import structlog
 from django.conf import settings
+from prometheus_client import Counter
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 log = structlog.get_logger(__name__)
+
+# The rare paths only: a hit answered from memory counts nothing, so as to cost nothing.
+READS = Counter(
+    "tracked_keys_reads",
+    "Round trips on the tracking connections: values read, or confirmed, from Redis.",
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+LOST = Counter(
+    "tracked_keys_lost",
+    "Times a process forgot what it tracked: its tracking connection failed, or could not be made.",
+    ["reason"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
 
 # After a failure, how long the caller reads Redis the usual way before a new connection is tried.
 RETRY_SECONDS = 5.0
@@ -91,6 +105,7 @@ class TrackedKeys:
             try:
                 connection = self._tracking_connection()
             except (RedisError, OSError) as exc:
+                LOST.labels(reason="connect").inc()
                 self._forget_all(exc, retry_after=RETRY_SECONDS)
                 return None
             try:
@@ -100,11 +115,13 @@ class TrackedKeys:
                     return [values[key] for key in keys]
                 # One round trip on the tracking connection: Redis starts tracking the keys, and
                 # every push sent before its reply has been read once it is back.
+                READS.inc()
                 connection.send_command("MGET", *keys)
                 read = connection.read_response()
             except (RedisError, OSError) as exc:
                 # A connection lost in use (Redis restarted, the client killed): a new one is
                 # tried at the next request, which waits only if that fails too.
+                LOST.labels(reason="connection").inc()
                 self._forget_all(exc, retry_after=0.0)
                 return None
             if len(values) + len(keys) > MAX_KEYS:

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 from django_redis import get_redis_connection
+from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -84,6 +85,11 @@ def redis_round_trips(monkeypatch):
     return sent
 
 
+def counted(name: str, **labels: str) -> float:
+    """A counter of /metrics, as this process holds it."""
+    return REGISTRY.get_sample_value(f"tenantapi_{name}_total", labels) or 0
+
+
 def commands_of(round_trips: list[bytes]) -> list[bytes]:
     return [trip.split(b"\r\n")[2].upper() for trip in round_trips]
 
@@ -115,6 +121,8 @@ def test_a_persons_hits_mostly_ask_redis_nothing(
     url = catalog["product list"]
     client.get(url)  # a miss
     client.get(url)  # the first hit: the process learns the person and the entry
+    leases = counted("ratelimit_leases", outcome="taken")
+    tracked_reads = counted("tracked_keys_reads")
     per_hit = []
     for _ in range(15):
         redis_round_trips.clear()
@@ -125,6 +133,9 @@ def test_a_persons_hits_mostly_ask_redis_nothing(
     # from leases of 2, 4, 8 and 16 tokens (after the first hit's 1), each taken when the last is
     # spent.
     assert per_hit == [[b"EVALSHA"] if hit in (0, 2, 6, 14) else [] for hit in range(15)], per_hit
+    # Both show in /metrics: what an operator watches for the round trips hits still make.
+    assert counted("ratelimit_leases", outcome="taken") == leases + 4
+    assert counted("tracked_keys_reads") == tracked_reads
 
 
 def test_the_first_hit_of_a_principal_resolves_it_with_the_version(
@@ -423,6 +434,7 @@ def test_a_tracking_connection_that_redis_closes_is_not_trusted_after(
     # Closed by Redis (a restart, `CLIENT KILL`, a timeout): no invalidation reaches this
     # process any more, and the write below would go unseen if what it tracked were still used.
     redis_client.client_kill_filter(_id=own_tracking_connection(redis_client)["id"])
+    lost = counted("tracked_keys_lost", reason="connection")
 
     patched = editor.patch(url, {"name": "Renamed"}, format="json", HTTP_IF_MATCH=before["ETag"])
     assert patched.status_code == 200
@@ -430,6 +442,7 @@ def test_a_tracking_connection_that_redis_closes_is_not_trusted_after(
     after = editor.get(url)
     assert after.json()["name"] == "Renamed"
     assert after["ETag"] == patched["ETag"]
+    assert counted("tracked_keys_lost", reason="connection") == lost + 1
     # And the next hit tracks again, on a new connection.
     assert editor.get(url)["ETag"] == patched["ETag"]
     assert own_tracking_connection(redis_client)["flags"] == "t"
