@@ -157,6 +157,25 @@ def records_for_prefix(
     return [_record(snapshot) for snapshot in snapshots], ahead
 
 
+def tenant_of_prefix(prefix: str) -> uuid.UUID | None:
+    """The tenant of the keys with this prefix, once this process has looked one up."""
+    return _tenant_of_prefix.get(prefix)
+
+
+def cached_keys(tenant_id: uuid.UUID, prefix: str) -> tuple[str, str]:
+    """The raw Redis keys of the tenant's access epoch and of the prefix's snapshot."""
+    with tenant_context(tenant_id):
+        return cache.make_key(EPOCH_KEY), cache.make_key(_snapshot_key(prefix))
+
+
+def records_from_cached(epoch: Any, snapshot: Any) -> list[KeyRecord] | None:
+    """The records of a snapshot as the cache returned it (decoded), if it was built under the
+    epoch; None otherwise: the look-up must go to the database, as `records_for_prefix` does."""
+    if snapshot is None or epoch is None or snapshot["epoch"] != epoch:
+        return None
+    return [_record(snapshot)]
+
+
 def _remember_tenant(prefix: str, tenant_id: uuid.UUID) -> None:
     if len(_tenant_of_prefix) >= _TENANT_MEMORY_SIZE:
         _tenant_of_prefix.clear()

@@ -35,19 +35,28 @@ def verify_api_key(key: str, *, read_ahead: Sequence[str] = ()) -> tuple[Princip
     if prefix is None:
         raise exceptions.AuthenticationFailed(INVALID_KEY)
     records, ahead = apikeys.records_for_prefix(prefix, read_ahead=read_ahead)
+    return checked_key_principal(matching_principal(key, records)), ahead
+
+
+def matching_principal(key: str, records: Sequence[apikeys.KeyRecord]) -> Principal:
+    """The principal of the record whose hash the key matches, if the key was ever valid: not
+    revoked, its tenant not deleted (a 401 otherwise). What can change with time alone is left
+    to `checked_key_principal`."""
     record = next((r for r in records if apikeys.hash_matches(key, r.key_hash)), None)
-    if record is None:
+    if record is None or record.api_key.revoked_at is not None or record.tenant.deleted_at:
         raise exceptions.AuthenticationFailed(INVALID_KEY)
-    api_key, tenant = record.api_key, record.tenant
-    if (
-        api_key.revoked_at is not None
-        or (api_key.expires_at is not None and api_key.expires_at <= timezone.now())
-        or tenant.deleted_at is not None
-    ):
+    return Principal(tenant=record.tenant, permissions=record.permissions, api_key=record.api_key)
+
+
+def checked_key_principal(principal: Principal) -> Principal:
+    """The key's principal, if it may act now: not expired (401), its tenant not suspended
+    (403 `tenant-suspended`, as for people)."""
+    expires_at = principal.api_key.expires_at
+    if expires_at is not None and expires_at <= timezone.now():
         raise exceptions.AuthenticationFailed(INVALID_KEY)
-    if not tenant.is_active:
+    if not principal.tenant.is_active:
         raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
-    return Principal(tenant=tenant, permissions=record.permissions, api_key=api_key), ahead
+    return principal
 
 
 class ApiKeyAuthentication(BaseAuthentication):
