@@ -171,9 +171,14 @@ def test_the_early_answer_is_the_views_answer(tenant, editor, catalog):
 
 def catalog_reading_key(tenant) -> APIClient:
     """A client with a new API key of the tenant that holds `catalog.read`."""
+    return key_client(new_catalog_key(tenant))
+
+
+def new_catalog_key(tenant, **fields) -> str:
+    """A new API key of the tenant that holds `catalog.read`, made by its owner."""
     owner = APIClient()
     sign_in(owner, owner_of(tenant), tenant)
-    return key_client(create_key(owner, ["catalog.read"])["key"])
+    return create_key(owner, ["catalog.read"], **fields)["key"]
 
 
 def test_an_api_keys_hits_cost_at_most_two_round_trips_and_mostly_none(
@@ -233,12 +238,9 @@ def test_a_write_is_visible_in_the_very_next_early_read(tenant, editor, catalog)
 
 
 def test_an_api_key_remembered_as_verified_is_refused_once_it_expires(tenant, catalog):
-    owner = APIClient()
-    sign_in(owner, owner_of(tenant), tenant)
     # Long enough for the reads below on a loaded machine, short enough to wait out.
     expires = timezone.now() + timedelta(seconds=3)
-    created = create_key(owner, ["catalog.read"], expires_at=expires.isoformat())
-    machine = key_client(created["key"])
+    machine = key_client(new_catalog_key(tenant, expires_at=expires.isoformat()))
     url = catalog["product detail"]
     for _ in range(4):  # the tenant learned, the snapshot cached, then hits from tracked keys
         assert machine.get(url).status_code == 200
@@ -249,9 +251,7 @@ def test_an_api_key_remembered_as_verified_is_refused_once_it_expires(tenant, ca
 
 
 def test_a_wrong_secret_of_a_known_prefix_is_401_on_a_cached_entry(tenant, catalog):
-    owner = APIClient()
-    sign_in(owner, owner_of(tenant), tenant)
-    key = create_key(owner, ["catalog.read"])["key"]
+    key = new_catalog_key(tenant)
     url = catalog["product list"]
     for _ in range(4):
         assert key_client(key).get(url).status_code == 200
