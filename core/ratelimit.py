@@ -718,7 +718,9 @@ def limit_principal_leased(request: Any, principal: Any) -> Decision:
     now = time.monotonic()
     with _leases_lock:
         lease = _leases.get(keys)
-        if lease is not None and lease.buckets == buckets and lease.unspent and now < lease.until:
+        # The same buckets are the same tuple (`_principal_buckets` remembers them): `is` first.
+        same = lease is not None and (lease.buckets is buckets or lease.buckets == buckets)
+        if same and lease.unspent and now < lease.until:
             lease.unspent -= 1
             decision = lease.decision(now)
             attach(request, decision)
