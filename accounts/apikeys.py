@@ -162,10 +162,9 @@ def tenant_of_prefix(prefix: str) -> uuid.UUID | None:
     return _tenant_of_prefix.get(prefix)
 
 
-def cached_keys(tenant_id: uuid.UUID, prefix: str) -> tuple[str, str]:
-    """The raw Redis keys of the tenant's access epoch and of the prefix's snapshot."""
-    with tenant_context(tenant_id):
-        return cache.make_key(EPOCH_KEY), cache.make_key(_snapshot_key(prefix))
+def cached_names(prefix: str) -> tuple[str, str]:
+    """The names, in the tenant's cache, of its access epoch and of the prefix's snapshot."""
+    return EPOCH_KEY, _snapshot_key(prefix)
 
 
 def records_from_cached(epoch: Any, snapshot: Any) -> list[KeyRecord] | None:

@@ -412,13 +412,8 @@ def check(
 
     counted = 2 + 2 * (len(buckets) + len(windows))
     allowed, wait_ms, *rest = (int(value) for value in reply[:counted])
-    quotas: list[Quota] = []
-    refused_by = ""
-    for index, bucket in enumerate(buckets):
-        tokens, full_ms = rest[2 * index], rest[2 * index + 1]
-        quotas.append(Quota(bucket.capacity, max(tokens, 0), _seconds(full_ms)))
-        if not allowed and not refused_by and tokens < 1:
-            refused_by = bucket.label
+    quotas, empty = _bucket_quotas(buckets, rest)
+    refused_by = "" if allowed else empty
     offset = 2 * len(buckets)
     failures = []
     for index, window in enumerate(windows):
@@ -437,6 +432,18 @@ def check(
     )
     attach(request, decision)
     return decision
+
+
+def _bucket_quotas(buckets: Sequence[TokenBucket], reply: Sequence[int]) -> tuple[list[Quota], str]:
+    """The buckets' part of a script's reply (tokens left and ms until full, for each) as quotas,
+    and the label of the first bucket without a token ("" if none)."""
+    quotas, empty = [], ""
+    for index, bucket in enumerate(buckets):
+        tokens, full_ms = reply[2 * index], reply[2 * index + 1]
+        quotas.append(Quota(bucket.capacity, max(tokens, 0), _seconds(full_ms)))
+        if not empty and tokens < 1:
+            empty = bucket.label
+    return quotas, empty
 
 
 def enforce(
@@ -736,19 +743,12 @@ def limit_principal_leased(request: Any, principal: Any) -> Decision:
         return _unchecked(request, fail_closed=False)
     taken, wait_ms, *rest = (int(value) for value in reply)
     LEASES.labels(outcome="taken" if taken else "refused").inc()
-    left = tuple(rest[0::2])
     if not taken:
-        refused_by = next(
-            (bucket.label for bucket, tokens in zip(buckets, left, strict=True) if tokens < 1), ""
-        )
-        quotas = tuple(
-            Quota(bucket.capacity, max(tokens, 0), _seconds(full_ms))
-            for bucket, tokens, full_ms in zip(buckets, left, rest[1::2], strict=True)
-        )
+        quotas, refused_by = _bucket_quotas(buckets, rest)
         decision = Decision(
             allowed=False,
             retry_after=max(_seconds(wait_ms), 1),
-            quotas=quotas,
+            quotas=tuple(quotas),
             refused_by=refused_by,
         )
         attach(request, decision)
@@ -758,7 +758,7 @@ def limit_principal_leased(request: Any, principal: Any) -> Decision:
         buckets=buckets,
         granted=taken,
         unspent=taken - 1,  # this request's
-        left=left,
+        left=tuple(rest[0::2]),
         taken_at=now,
         until=now + settings.RATELIMIT_LEASE_SECONDS,
     )

@@ -139,14 +139,14 @@ def forget(tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
         _remembered.pop((tenant_id, user_id), None)
 
 
-def freshness_keys(tenant_id: uuid.UUID, session_id: str) -> list[str]:
-    """The raw Redis keys of the tenant's epoch and of the session's revocation mark."""
-    with tenant_context(tenant_id):
-        return [cache.make_key(EPOCH_KEY), cache.make_key(_revoked_key(session_id))]
+def freshness_names(session_id: str) -> tuple[str, str]:
+    """The names, in the tenant's cache, of its access epoch and of the session's revocation
+    mark: what a remembered principal depends on."""
+    return EPOCH_KEY, _revoked_key(session_id)
 
 
 def still_current(resolved: Resolved, values: Sequence[bytes | None]) -> bool:
-    """Whether the raw values of `freshness_keys` leave a remembered principal valid."""
+    """Whether the raw values of `freshness_names` leave a remembered principal valid."""
     epoch, revoked = values
     return revoked is None and epoch is not None and decoded_token(epoch) == resolved.epoch
 

@@ -31,6 +31,7 @@ from tests.catalog_helpers import (
     make_category,
     make_product,
     product_url,
+    viewer_client,
 )
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import assert_problem, member_with_role, owner_of, sign_in
@@ -318,9 +319,7 @@ def test_a_removed_member_is_401_at_once_on_a_cached_entry(
 def test_a_changed_password_ends_earlier_tokens_at_once_on_a_cached_entry(
     tenant, editor, catalog, django_capture_on_commit_callbacks
 ):
-    viewer = member_with_role(tenant, "viewer")
-    client = APIClient()
-    sign_in(client, viewer, tenant)
+    client = viewer_client(tenant)
     url = catalog["product list"]
     assert client.get(url).status_code == 200
     assert client.get(url).status_code == 200  # the principal is now known to the process

@@ -132,7 +132,8 @@ def _for_person(
     if not principal.has_permission(permission):
         return None
     namespace = _namespace()
-    keys = _checked_keys(claims.tenant_id, claims.session_id, read.version_key, namespace)
+    names = (*principals.freshness_names(claims.session_id), read.version_key)
+    keys = _raw_keys(claims.tenant_id, names, namespace)
     values = _tracked_values(keys)
     if values is None:
         decision = ratelimit.limit_principal_and_read(request, principal, keys)
@@ -160,7 +161,8 @@ def _for_machine(
     tenant_id = apikeys.tenant_of_prefix(prefix) if prefix is not None else None
     if tenant_id is not None:
         namespace = _namespace()
-        values = _tracked_values(_machine_keys(tenant_id, prefix, read.version_key, namespace))
+        names = (*apikeys.cached_names(prefix), read.version_key)
+        values = _tracked_values(_raw_keys(tenant_id, names, namespace))
         principal = None
         if values is not None and None not in values:
             principal = _machine_principal(key, values[0], values[1])
@@ -174,16 +176,6 @@ def _for_machine(
             return None if stored is None else (principal, stored)
     principal, read_ahead = verify_api_key(key, read_ahead=[read.version_key])
     return _limited_read(request, principal, read_ahead, read, permission)
-
-
-@functools.lru_cache(maxsize=4096)
-def _machine_keys(
-    tenant_id: uuid.UUID, prefix: str, version_key: str, namespace: tuple
-) -> tuple[str, ...]:
-    """The raw keys of the tenant's access epoch, the key's snapshot and the version."""
-    with tenant_context(tenant_id):
-        version = cache.make_key(version_key)
-    return (*apikeys.cached_keys(tenant_id, prefix), version)
 
 
 # The same bytes come back on every request until the epoch or the snapshot changes: the key is
@@ -220,14 +212,11 @@ def _stored_entry(
 
 
 @functools.lru_cache(maxsize=4096)
-def _checked_keys(
-    tenant_id: uuid.UUID, session_id: str, version_key: str, namespace: tuple
-) -> tuple[str, ...]:
-    """The raw keys of the tenant's access epoch, the session's revocation mark and the version:
-    the same few for every hit of a session, made once (per cache namespace, which tests vary)."""
+def _raw_keys(tenant_id: uuid.UUID, names: tuple[str, ...], namespace: tuple) -> tuple[str, ...]:
+    """The raw Redis keys of these names in the tenant's cache: the same few for every hit of a
+    session or an API key, made once (per cache namespace, which tests vary)."""
     with tenant_context(tenant_id):
-        version = cache.make_key(version_key)
-    return (*principals.freshness_keys(tenant_id, session_id), version)
+        return tuple(cache.make_key(name) for name in names)
 
 
 def _namespace() -> tuple:
