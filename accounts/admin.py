@@ -20,7 +20,7 @@ from django.db import transaction
 
 from accounts import services
 from accounts.models import ApiKey
-from tenants.admin import ReadOnlyAdminMixin
+from accounts.tenant_admin import ReadOnlyAdminMixin
 
 User = get_user_model()
 

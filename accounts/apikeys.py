@@ -7,7 +7,7 @@ from SECRET_KEY (Django's `salted_hmac`): a high-entropy secret needs no slow ha
 table without SECRET_KEY cannot even be checked against a guess. Hashes made under a key in
 SECRET_KEY_FALLBACKS still verify, so SECRET_KEY can be rotated the way Django rotates it.
 
-The look-up is cached like a person's principal (tenants/principals.py): one `get_many` in the
+The look-up is cached like a person's principal (kernel/principals.py): one `get_many` in the
 tenant's cache namespace reads the tenant's access epoch and the key's snapshot, which is
 trusted only if it was built under that epoch, and for `SNAPSHOT_SECONDS` at most. Revoking a key
 and anything else that changes access in the tenant bump the epoch on commit, so every process
@@ -33,13 +33,14 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.core.cache import cache, caches
+from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from accounts.models import ApiKey
-from tenants.context import operator_scope, tenant_context
-from tenants.models import Permission, Plan, Tenant
-from tenants.principals import CACHE_ERRORS, EPOCH_KEY
+from kernel.principals import CACHE_ERRORS, EPOCH_KEY
+from kernel.tenancy.context import operator_scope, tenant_context
+from kernel.tenancy.models import Permission, Plan, Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -259,3 +260,36 @@ def marks_for(api_key_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
     return {
         key_id: found[_mark_key(key_id)] for key_id in api_key_ids if _mark_key(key_id) in found
     }
+
+
+def api_key_last_used_flush(*, batch_size: int = 500) -> int:
+    """Write the uses marked in the cache to `last_used_at`, for every tenant's keys.
+
+    Run by beat every minute. Reads each unrevoked key's id and `last_used_at`, and the marks of
+    a batch in one round trip; only keys used since their stored time are written, in one
+    statement per batch. Returns how many keys were updated.
+    """
+    updated = 0
+    with transaction.atomic(), operator_scope("recording when API keys were last used"):
+        rows = ApiKey.objects.unrevoked().order_by().values_list("id", "last_used_at")
+        batch: list[tuple[uuid.UUID, datetime | None]] = []
+        for row in rows.iterator(chunk_size=batch_size):
+            batch.append(row)
+            if len(batch) == batch_size:
+                updated += _flush_batch(batch)
+                batch = []
+        if batch:
+            updated += _flush_batch(batch)
+    return updated
+
+
+def _flush_batch(batch: list[tuple[uuid.UUID, datetime | None]]) -> int:
+    marks = marks_for([key_id for key_id, _ in batch])
+    changed = [
+        ApiKey(id=key_id, last_used_at=marks[key_id])
+        for key_id, stored in batch
+        if key_id in marks and (stored is None or marks[key_id] > stored)
+    ]
+    if changed:
+        ApiKey.objects.bulk_update(changed, ["last_used_at"])
+    return len(changed)

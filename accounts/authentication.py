@@ -8,9 +8,9 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from accounts import apikeys
-from core.problems import Problem, ProblemType
-from tenants.authentication import act_for_request
-from tenants.principal import Principal
+from kernel.authentication import act_for_request
+from kernel.principals import Principal
+from kernel.problems import Problem, ProblemType
 
 KEYWORD = b"api-key"
 # One answer for every way a key can be wrong: unknown, malformed, tampered, expired, revoked,
@@ -30,7 +30,7 @@ def principal_from_api_key(key: str) -> Principal:
 
 def verify_api_key(key: str, *, read_ahead: Sequence[str] = ()) -> tuple[Principal, dict[str, Any]]:
     """`principal_from_api_key`, with the values of the `read_ahead` keys of the tenant's cache
-    that were found, read in the same round trip as the key (tenants/api/cached_reads.py)."""
+    that were found, read in the same round trip as the key (kernel/api/cached_reads.py)."""
     prefix = apikeys.parse_prefix(key)
     if prefix is None:
         raise exceptions.AuthenticationFailed(INVALID_KEY)

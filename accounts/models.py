@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from tenants.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
+from kernel.tenancy.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
 
 
 class UserManager(BaseUserManager):

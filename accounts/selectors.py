@@ -1,7 +1,7 @@
 """Reads on accounts: API keys. Through the scoped manager, so the tenant in context only."""
 
 from accounts.models import ApiKey
-from tenants.models import Tenant
+from kernel.tenancy.models import Tenant
 
 
 def api_key_count(*, tenant: Tenant) -> int:

@@ -1,7 +1,9 @@
-"""Background jobs of the accounts app: thin, they only deliver."""
+"""Background jobs of the accounts app: thin, they call into the app's modules."""
 
 from celery import shared_task
 from django.core.mail import send_mail
+
+from accounts import apikeys
 
 
 @shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
@@ -12,7 +14,4 @@ def send_email_task(*, to: str, subject: str, body: str) -> None:
 @shared_task
 def api_key_last_used_flush_task() -> int:
     """Take the API key uses marked in the cache to the database (beat, every minute)."""
-    # Imported here: services import this module for send_email_task.
-    from accounts.services import api_key_last_used_flush
-
-    return api_key_last_used_flush()
+    return apikeys.api_key_last_used_flush()

@@ -1,6 +1,6 @@
 """Products and categories for operators, across tenants, filterable by tenant.
 
-Every admin view runs in operator scope (tenants/admin_site.py). Saves and deletes do not write
+Every admin view runs in operator scope (kernel/admin_site.py). Saves and deletes do not write
 rows themselves: they enter the object's own tenant and call the services, exactly as the API
 does, so that caches are invalidated, versions bumped and events published on this path too.
 Forms offer only the object's own tenant's categories, and check SKU and slug uniqueness and
@@ -16,7 +16,7 @@ from django.contrib import admin
 from catalog import services
 from catalog.models import Category, Product
 from catalog.selectors import category_ancestor_ids
-from tenants.context import tenant_context
+from kernel.tenancy.context import tenant_context
 
 # The forms name no model fields themselves: the admin builds the real form class per request,
 # in operator scope, which is when a tenant-owned foreign key's choices can be queried at all.

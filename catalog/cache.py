@@ -1,7 +1,7 @@
 """The catalog's read cache: versioned keys, one recomputation per cold key, and no outage.
 
 Where entries live
-    The default cache, whose keys carry the tenant in context (tenants/cache.py): nothing here
+    The default cache, whose keys carry the tenant in context (kernel/tenancy/cache.py): nothing here
     names a tenant, and two tenants can never share an entry.
 
 Invalidation: a version per tenant, not key deletion
@@ -44,7 +44,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from tenants.context import require_tenant_id, tenant_context
+from kernel.tenancy.context import require_tenant_id, tenant_context
 
 log = structlog.get_logger(__name__)
 
@@ -218,7 +218,7 @@ def cached_response(
 
     `kind` (product_list, product_detail, ...) labels the hit and miss counters. Exceptions of
     `compute` (a 404) propagate and are not cached. `missed`: the (version, entry key) this
-    request read moments ago and found no entry under (tenants/api/cached_reads.py), used
+    request read moments ago and found no entry under (kernel/api/cached_reads.py), used
     rather than read again.
     """
     version, absent_key = missed if missed is not None else (catalog_version(), None)

@@ -2,7 +2,7 @@
 export imports back unchanged.
 
 A streamed body is produced after the view has returned, so after the request's transaction
-(tenants/api/base.py) has committed and the request has left its tenant: the rows are read when
+(kernel/api/base.py) has committed and the request has left its tenant: the rows are read when
 the server pulls the chunks. Two things make that safe:
 
 - Each step of the stream runs inside the tenant's scope again (`_in_tenant`), so the tenant
@@ -35,7 +35,7 @@ from django.db import transaction
 from catalog import selectors
 from catalog.imports import COLUMNS, TAG_SEPARATOR
 from catalog.selectors import ProductFilters
-from tenants.context import require_tenant_id, tenant_context
+from kernel.tenancy.context import require_tenant_id, tenant_context
 
 # The database columns read for each CSV column, in the same order.
 _FIELDS = tuple("category_id" if name == "category" else name for name in COLUMNS)

@@ -14,7 +14,7 @@ A file goes through three steps:
      without a query;
    - then, for the whole batch at once: its category references resolved (one query), its
      SKUs that exist already looked up (one query), and, if it adds products, the plan's quota
-     counted (tenants/quotas.py: the tenant's row locked, then a count);
+     counted (kernel/quotas.py: the tenant's row locked, then a count);
    - the rows that pass are written by one `INSERT … ON CONFLICT (tenant_id, sku) DO UPDATE`
      (`bulk_create(update_conflicts=True)`), then one `UPDATE … SET version = version + 1` of
      the rows that conflict turned into updates;
@@ -65,11 +65,11 @@ from catalog.cache import catalog_changed
 from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, JobFile, Product
 from catalog.selectors import product_total
 from catalog.services import default_currency, tenant_settings
-from core.problems import Problem, ProblemType, validation_errors
-from tenants import audit
-from tenants.context import require_tenant_id, tenant_context
-from tenants.principal import Principal
-from tenants.quotas import Resource, enforce_quota
+from kernel import audit
+from kernel.principals import Principal
+from kernel.problems import Problem, ProblemType, validation_errors
+from kernel.quotas import Resource, enforce_quota
+from kernel.tenancy.context import require_tenant_id, tenant_context
 
 log = structlog.get_logger(__name__)
 

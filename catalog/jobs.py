@@ -14,9 +14,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import Job, JobFile
-from core.events import publish
-from tenants.models import Tenant
-from tenants.principal import Principal
+from kernel.events import publish
+from kernel.principals import Principal
+from kernel.tenancy.models import Tenant
 
 # A job whose task keeps being redelivered (its worker dies on it, say of memory) stops being
 # retried after this many starts, and fails instead of taking down worker after worker.
@@ -136,7 +136,7 @@ class _Ref:
 
 
 def job_actor(job: Job) -> Principal | None:
-    """Who started the job, in the form `core.events.publish()` names actors, so that the event
+    """Who started the job, in the form `kernel.events.publish()` names actors, so that the event
     of its end is theirs (and, for instance, is not notified back to them)."""
     if job.created_by_user_id is None and job.created_by_api_key_id is None:
         return None

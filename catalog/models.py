@@ -19,7 +19,7 @@ from django.db import models
 from django.db.models import Q
 
 from catalog import validators as v
-from tenants.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
+from kernel.tenancy.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
 
 # The text search configuration of `search_document` (migration 0002) and of search queries:
 # "simple" lower-cases and splits, without language stemming, which suits SKUs, brand names and

@@ -4,7 +4,7 @@ Every write here, whoever calls it (the API, the admin, a command), does the sam
 besides the write itself, so that none can be forgotten on one path:
 
 - `catalog_changed()`: cached catalog reads of the tenant are invalidated (catalog/cache.py);
-- events for the notifications work, published after commit (core/events.py):
+- events for the notifications work, published after commit (kernel/events/):
   catalog.product.created / updated / deleted, and catalog.product.low_stock when an update
   takes the stock from at least the tenant's threshold to below it;
 - optimistic concurrency: each write is a conditional UPDATE or DELETE on the row version
@@ -12,7 +12,7 @@ besides the write itself, so that none can be forgotten on one path:
   If-Match (`expected_versions`) the loser gets 412; without, the write is re-applied on top of
   the newer row (last writer wins, but nothing is half-applied).
 
-Creating a product counts against the plan's `max_products` (tenants/quotas.py): past it, 403
+Creating a product counts against the plan's `max_products` (kernel/quotas.py): past it, 403
 quota-exceeded. Uniqueness (SKU, category slug) is checked first for a clear message, and
 enforced by the database constraint, whose violation (a concurrent insert) is caught in a
 savepoint: 409 either way.
@@ -39,14 +39,14 @@ from catalog.selectors import (
     product_total,
 )
 from catalog.validators import normalize_tags
-from core.events import publish
-from core.locks import lock_for_transaction
-from core.problems import Problem, ProblemType
-from tenants import audit
-from tenants.context import require_tenant_id
-from tenants.models import Tenant
-from tenants.principal import Principal
-from tenants.quotas import Resource, enforce_quota
+from kernel import audit
+from kernel.events import publish
+from kernel.locks import lock_for_transaction
+from kernel.principals import Principal
+from kernel.problems import Problem, ProblemType
+from kernel.quotas import Resource, enforce_quota
+from kernel.tenancy.context import require_tenant_id
+from kernel.tenancy.models import Tenant
 
 DEFAULT_LOW_STOCK_THRESHOLD = 5
 # Attempts at a write without If-Match that keeps losing to concurrent writers.

@@ -1,7 +1,7 @@
 """The Celery application. Tasks are thin: they re-enter the caller's context and call services.
 
 Re-entering the caller's context is done here, for every task, by the propagators registered in
-core.tracing (the request id; see that module to add one):
+kernel.tracing (the request id; see that module to add one):
 
 - Sending: `before_task_publish` puts `capture_context()` in the message's CONTEXT_HEADER. It
   covers every way a task is sent: `delay()`, `apply_async()`, canvas, retries, `send_task()`.
@@ -33,12 +33,12 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from core.tracing import capture_context, restored_context
+from kernel.tracing import capture_context, restored_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 # In multiprocess mode prometheus_client writes to this directory from the first metric made,
 # which is as Django's apps load: it must exist by then. (gunicorn's on_starting hook makes it
-# for the API; a worker empties it as it starts, core.metrics.serve_worker_metrics.)
+# for the API; a worker empties it as it starts, kernel.metrics.serve_worker_metrics.)
 if multiprocess_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(multiprocess_dir).mkdir(parents=True, exist_ok=True)
 
@@ -87,28 +87,28 @@ def _leave_task_context(task: Task, **_: Any) -> None:
 
 @task_prerun.connect(dispatch_uid="tenantapi.task_metrics_start")
 def _time_task(task: Task, **_: Any) -> None:
-    from core import metrics
+    from kernel import metrics
 
     metrics.task_started(task)
 
 
 @task_postrun.connect(dispatch_uid="tenantapi.task_metrics_finish")
 def _count_task(task: Task, state: str | None = None, **_: Any) -> None:
-    from core import metrics
+    from kernel import metrics
 
     metrics.task_finished(task, state)
 
 
 @worker_init.connect(dispatch_uid="tenantapi.worker_metrics")
 def _serve_worker_metrics(**_: Any) -> None:
-    from core import metrics
+    from kernel import metrics
 
     metrics.serve_worker_metrics()
 
 
 @worker_process_shutdown.connect(dispatch_uid="tenantapi.worker_process_metrics")
 def _forget_worker_process(pid: int, **_: Any) -> None:
-    from core import metrics
+    from kernel import metrics
 
     metrics.worker_process_exited(pid)
 

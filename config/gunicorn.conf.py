@@ -9,7 +9,7 @@ import gc
 import os
 
 from config.settings.logging import build_logging
-from core.metrics import child_exit, on_starting  # noqa: F401 - prometheus multiprocess hooks
+from kernel.metrics import child_exit, on_starting  # noqa: F401 - prometheus multiprocess hooks
 
 # RequestIdMiddleware writes one access line per request, with the request id and without the
 # query string; gunicorn's own access line would repeat it, query string included.

@@ -4,10 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from accounts.api.urls import urlpatterns as accounts_urls
 from catalog.api.urls import urlpatterns as catalog_urls
-from core import health
-from notifications.api.notification_urls import urlpatterns as notification_urls
+from kernel import health
 from notifications.api.urls import urlpatterns as notifications_urls
-from tenants.api.urls import urlpatterns as tenants_urls
 
 api_v1 = [
     # Django tries the routes in order, and each route tried costs a match: the catalog, which
@@ -15,8 +13,6 @@ api_v1 = [
     # included: an include is one more level of resolving on every request.
     *catalog_urls,
     *accounts_urls,
-    *tenants_urls,
-    *notification_urls,
     *notifications_urls,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
@@ -37,5 +33,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler404 = "core.problems.handler404"
-handler500 = "core.problems.handler500"
+handler404 = "kernel.problems.handler404"
+handler500 = "kernel.problems.handler500"

@@ -1,6 +1,6 @@
 """The notifications WebSocket: `/ws/v1/notifications/` (protocol in docs/api-conventions.md).
 
-Thin: it authenticates with the same checks as HTTP (tenants.authentication), joins the groups of
+Thin: it authenticates with the same checks as HTTP (kernel.authentication), joins the groups of
 the verified principal, and answers the client's messages. The handshake is always accepted first
 so that a bad or missing credential can be refused with close code 4401 (a refused handshake
 would only show the client an HTTP 403).
@@ -19,7 +19,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import APIException
 
-from core.problems import Problem, ProblemType
+from kernel.authentication import principal_from_access_token
+from kernel.permissions import Perm
+from kernel.principals import Principal
+from kernel.problems import Problem, ProblemType
+from kernel.tenancy.context import tenant_context
 from notifications import selectors, services
 from notifications.metrics import SLOW_SOCKETS_CLOSED
 from notifications.realtime import (
@@ -29,10 +33,6 @@ from notifications.realtime import (
     tenant_group,
     user_group,
 )
-from tenants.authentication import principal_from_access_token
-from tenants.context import tenant_context
-from tenants.permissions import Perm
-from tenants.principal import Principal
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """Domain events become notifications: every topic, for every member who wants it."""
 
-from core import events
+from kernel import events
 
 
 def queue_notifications(event: events.Event) -> None:

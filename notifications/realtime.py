@@ -37,7 +37,7 @@ def session_group(session_id: str) -> str:
 def recheck_tenant_sockets(tenant_id) -> None:
     """Ask every open socket of the tenant to verify its credential again, now.
 
-    Called when who may do what in the tenant changed (tenants.principals.access_changed, after
+    Called when who may do what in the tenant changed (kernel.principals.access_changed, after
     commit): a socket whose token no longer passes (tenant suspended or deleted, member removed,
     password changed, permission gone) is closed with 4401 or 4403; the others carry on.
     """

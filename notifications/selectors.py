@@ -5,9 +5,9 @@ import uuid
 
 from django.db.models import QuerySet
 
+from kernel.permissions import Perm
+from kernel.tenancy.models import Membership, Role
 from notifications.models import Notification, NotificationPreference
-from tenants.models import Membership, Role
-from tenants.permissions import Perm
 
 # One resume answers at most this many; the client resumes again after the last one.
 RESUME_BATCH = 500

@@ -5,8 +5,8 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from core.events import Event
-from core.locks import lock_for_transaction
+from kernel.events import Event
+from kernel.locks import lock_for_transaction
 from notifications import realtime
 from notifications.models import Notification, NotificationPreference
 from notifications.selectors import recipients_of

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from core.events import Event
+from kernel.events import Event
 from notifications.services import notifications_fan_out
 
 

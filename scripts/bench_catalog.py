@@ -102,11 +102,11 @@ def seed(*, products: int) -> Fixture:
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
-    from accounts.sessions import issue_tokens
     from catalog.models import Category, Product
-    from tenants.context import tenant_context
-    from tenants.models import Plan
-    from tenants.services import tenant_create
+    from kernel.sessions import issue_tokens
+    from kernel.tenancy.context import tenant_context
+    from kernel.tenancy.models import Plan
+    from kernel.tenants import tenant_create
 
     huge = 1_000_000_000
     Plan.objects.update_or_create(

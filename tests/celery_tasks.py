@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 from celery import shared_task
 
-from core.tracing import ContextPropagator, get_request_id, register_propagator
+from kernel.tracing import ContextPropagator, get_request_id, register_propagator
 
 logger = structlog.get_logger("tests.celery_tasks")
 
@@ -65,7 +65,7 @@ def fail_task() -> None:
 @shared_task
 def tenant_roles_task(marker: str) -> None:
     """Logs the roles it can read: those of the tenant it was sent from, or it fails closed."""
-    from tenants.models import Role
+    from kernel.tenancy.models import Role
 
     roles = list(Role.objects.values_list("tenant_id", "name"))
     logger.info(

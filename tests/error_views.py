@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from config.urls import handler404, handler500
 from config.urls import urlpatterns as config_urlpatterns
-from core.problems import Problem, ProblemType
+from kernel.problems import Problem, ProblemType
 
 # Text that must never reach a client: it stands for a password, a setting or SQL in an exception.
 SECRET = "hunter2-in-SELECT-password-FROM-secrets"

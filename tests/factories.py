@@ -4,9 +4,9 @@ import itertools
 
 from django.contrib.auth import get_user_model
 
-from tenants.context import operator_scope
-from tenants.models import Membership, MembershipRole, Role
-from tenants.services import tenant_create
+from kernel.tenancy.context import operator_scope
+from kernel.tenancy.models import Membership, MembershipRole, Role
+from kernel.tenants import tenant_create
 
 _seq = itertools.count(1)
 DEFAULT_PASSWORD = "correct horse battery staple 42"

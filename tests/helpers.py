@@ -8,8 +8,8 @@ from django.db import DatabaseError, connection, transaction
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
-from tenants.context import operator_scope
-from tenants.models import AuditLogIsAppendOnly, Membership
+from kernel.tenancy.context import operator_scope
+from kernel.tenancy.models import AuditLogIsAppendOnly, Membership
 from tests.factories import DEFAULT_PASSWORD, make_member
 
 API = "/api/v1"

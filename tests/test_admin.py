@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from tenants.models import Invitation, Tenant
+from kernel.tenancy.models import Invitation, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
 from tests.helpers import API, ME, assert_problem, client_for, outcome, owner_of
 

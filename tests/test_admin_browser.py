@@ -20,7 +20,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tenants.models import Tenant
+from kernel.tenancy.models import Tenant
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
 from tests.fixtures.servers import LiveServer
 from tests.helpers import ME, TOKEN, owner_of

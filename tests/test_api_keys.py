@@ -14,8 +14,8 @@ from rest_framework.test import APIClient
 from accounts import apikeys
 from accounts.models import ApiKey
 from accounts.tasks import api_key_last_used_flush_task
-from tenants.models import Tenant
-from tenants.permissions import Perm
+from kernel.permissions import Perm
+from kernel.tenancy.models import Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
 from tests.fixtures.logs import captured_logs
 from tests.helpers import (
@@ -373,7 +373,7 @@ def test_a_suspended_tenants_key_gets_403_and_a_deleted_tenants_401(
     client = warmed(key_client(key))
 
     with outcome(), django_capture_on_commit_callbacks(execute=True):
-        from tenants import services
+        from kernel import tenants as services
 
         services.tenant_set_status(tenant_ids=[tenant.id], status=Tenant.Status.SUSPENDED)
     assert_problem(client.get(TENANT), 403, "tenant-suspended")
@@ -381,7 +381,7 @@ def test_a_suspended_tenants_key_gets_403_and_a_deleted_tenants_401(
     with outcome(), django_capture_on_commit_callbacks(execute=True):
         services.tenant_set_status(tenant_ids=[tenant.id], status=Tenant.Status.ACTIVE)
         Tenant.objects.filter(pk=tenant.pk).update(deleted_at=timezone.now())
-        from tenants.principals import access_changed
+        from kernel.principals import access_changed
 
         access_changed(tenant.id)
     assert_problem(client.get(TENANT), 401, "not-authenticated")

@@ -14,11 +14,12 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from rest_framework.test import APIClient
 
-from tenants import audit, services
-from tenants.context import operator_scope, tenant_context
-from tenants.models import AuditEvent, Membership, Plan, Role, Tenant
-from tenants.permissions import Perm
-from tenants.tasks import audit_prune_task
+from accounts.services import roles as role_services
+from kernel import audit
+from kernel.permissions import Perm
+from kernel.tasks import audit_prune_task
+from kernel.tenancy.context import operator_scope, tenant_context
+from kernel.tenancy.models import AuditEvent, Membership, Plan, Role, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
 from tests.helpers import (
     API,
@@ -187,7 +188,7 @@ def test_the_client_address_is_the_trusted_proxys_view_of_it(tenant, owner_clien
 
 
 def test_deleting_the_tenant_is_recorded(tenant, owner, owner_client, monkeypatch):
-    from tenants.tasks import tenant_purge_task
+    from kernel.tasks import tenant_purge_task
 
     monkeypatch.setattr(tenant_purge_task, "delay", lambda **kwargs: None)
 
@@ -457,7 +458,7 @@ def test_a_change_that_fails_after_its_event_leaves_neither(tenant, owner_client
     def fail(tenant_id):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(services, "access_changed", fail)
+    monkeypatch.setattr(role_services, "access_changed", fail)
 
     # When it is updated
     with recorded(tenant) as new:

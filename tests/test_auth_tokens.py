@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core import mail
 from rest_framework_simplejwt.tokens import AccessToken
 
-from tenants.context import operator_scope
-from tenants.models import Membership, Tenant
+from kernel.tenancy.context import operator_scope
+from kernel.tenancy.models import Membership, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db

@@ -2,8 +2,8 @@
 the API is deployed, on the test database and Redis, through HTTP.
 
 Each process answers a hit from what it remembers: the values the hit checks, which Redis keeps
-exact by pushing invalidations to every process that read them (core/tracked.py), and rate-limit
-tokens leased from the shared buckets (core/ratelimit.py). What must hold whichever process
+exact by pushing invalidations to every process that read them (kernel/tracked.py), and rate-limit
+tokens leased from the shared buckets (kernel/ratelimit.py). What must hold whichever process
 answers: a write through one is seen by the very next read through the other; a signed-out
 session is refused by both at once; and the two together admit exactly the credential's
 allowance, not a request more.
@@ -17,7 +17,7 @@ import httpx
 import pytest
 from django_redis import get_redis_connection
 
-from core.tracked import connection_name
+from kernel.tracked import connection_name
 from tests.catalog_helpers import make_product
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.fixtures.servers import LiveServer, server_environment, start_live_wsgi_server
@@ -63,7 +63,7 @@ def worker_pids(server: LiveServer) -> set[int]:
 
 
 def tracking_processes() -> set[int]:
-    """The processes with a tracking connection open on Redis (core/tracked.py names them)."""
+    """The processes with a tracking connection open on Redis (kernel/tracked.py names them)."""
     prefix = connection_name(0).removesuffix("0")
     names = (client["name"] for client in get_redis_connection("default").client_list())
     return {int(name.removeprefix(prefix)) for name in names if name.startswith(prefix)}

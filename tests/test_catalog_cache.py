@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 from catalog import cache as catalog_cache
 from catalog import services
 from catalog.cache import CachedResponse, cached_response
-from core.problems import Problem
-from tenants.context import tenant_context
+from kernel.problems import Problem
+from kernel.tenancy.context import tenant_context
 from tests.catalog_helpers import (
     PRODUCTS,
     baseline_queries,
@@ -190,7 +190,7 @@ def test_a_write_changes_the_etag(tenant, editor):
 
 def test_a_cached_304_or_hit_runs_no_query_at_all(tenant, editor):
     # Not even the savepoint pair of a request's transaction: a hit is answered before the view
-    # opens one (tenants/api/cached_reads.py), authentication included, once its cache is warm.
+    # opens one (kernel/api/cached_reads.py), authentication included, once its cache is warm.
     product = make_product(tenant)
     baseline_queries(editor)  # warms authentication's cache
     for url in (PRODUCTS, f"{PRODUCTS}?in_stock=true&ordering=price", product_url(product.id)):

@@ -1,4 +1,4 @@
-"""Cached catalog reads answered before DRF (tenants/api/cached_reads.py), through HTTP on Redis.
+"""Cached catalog reads answered before DRF (kernel/api/cached_reads.py), through HTTP on Redis.
 
 What is proven here: a hit costs two Redis round trips and no SQL, for a person's token and for
 an API key; its answer is the one the view gives (body, ETag and headers, compared with the
@@ -18,10 +18,10 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from core.tracked import connection_name, tracked_keys
-from tenants.context import operator_scope
-from tenants.models import Membership, Tenant
-from tenants.services import tenant_set_status
+from kernel.tenancy.context import operator_scope
+from kernel.tenancy.models import Membership, Tenant
+from kernel.tenants import tenant_set_status
+from kernel.tracked import connection_name, tracked_keys
 from tests.catalog_helpers import (
     CATEGORIES,
     PRODUCTS,
@@ -402,7 +402,7 @@ def test_a_request_takes_one_token_whichever_path_answers_it():
 
 
 def test_a_token_remembered_as_verified_is_refused_once_it_expires(tenant, catalog):
-    # Verified tokens are remembered per process (tenants/authentication.py); expiry is not.
+    # Verified tokens are remembered per process (kernel/authentication.py); expiry is not.
     access = sign_in(APIClient(), owner_of(tenant), tenant)["access"]
     short = AccessToken(access)
     # Long enough for the two reads below on a loaded machine, short enough to wait out.
@@ -461,7 +461,7 @@ def redis_client():
 
 
 def own_tracking_connection(redis_client) -> dict:
-    """This process's tracking connection, as Redis lists it (core/tracked.py)."""
+    """This process's tracking connection, as Redis lists it (kernel/tracked.py)."""
     name = connection_name(os.getpid())
     (found,) = [client for client in redis_client.client_list() if client["name"] == name]
     return found

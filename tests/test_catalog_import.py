@@ -14,8 +14,8 @@ from rest_framework.test import APIClient
 from catalog import imports
 from catalog.models import Job, JobFile, Product
 from catalog.tasks import catalog_import_task
-from tenants.context import tenant_context
-from tenants.models import Plan
+from kernel.tenancy.context import tenant_context
+from kernel.tenancy.models import Plan
 from tests.catalog_helpers import (
     PRODUCTS,
     client_without_catalog_read,

@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from catalog import services
-from tenants.context import operator_scope, tenant_context
+from kernel.tenancy.context import operator_scope, tenant_context
 from tests.catalog_helpers import (
     PRODUCT_FIELDS,
     PRODUCTS,
@@ -335,7 +335,7 @@ def test_a_duplicate_sku_is_a_conflict(tenant, editor):
 
 
 def test_the_plans_product_quota_is_enforced(tenant, editor):
-    from tenants.models import Plan
+    from kernel.tenancy.models import Plan
 
     tenant.plan = Plan.objects.create(code="tiny", name="Tiny", max_products=2)
     tenant.save(update_fields=["plan"])
@@ -351,7 +351,7 @@ def test_the_plans_product_quota_is_enforced(tenant, editor):
 
 
 def test_a_deleted_product_frees_its_quota_slot(tenant, editor):
-    from tenants.models import Plan
+    from kernel.tenancy.models import Plan
 
     tenant.plan = Plan.objects.create(code="tiny", name="Tiny", max_products=2)
     tenant.save(update_fields=["plan"])

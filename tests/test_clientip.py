@@ -1,7 +1,7 @@
 import pytest
 from django.test import RequestFactory
 
-from core.clientip import client_ip
+from kernel.clientip import client_ip
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tenants.models import Membership, Tenant
+from kernel.tenancy.models import Membership, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
 from tests.helpers import ME, outcome, sign_in
 

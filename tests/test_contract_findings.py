@@ -10,7 +10,7 @@ from drf_spectacular.generators import SchemaGenerator
 from jsonschema import Draft202012Validator
 from rest_framework.test import APIClient
 
-from tenants.selectors import permission_codes
+from kernel.tenancy.selectors import permission_codes
 from tests.catalog_helpers import make_category, make_product
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.helpers import API, assert_problem, client_for, error_fields, owner_of

@@ -41,8 +41,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kernel.tenancy.context import operator_scope
 from notifications.models import Notification, WebhookDelivery
-from tenants.context import operator_scope
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.fixtures.servers import LiveServer
 from tests.helpers import owner_of

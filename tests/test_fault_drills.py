@@ -29,13 +29,13 @@ from websockets.sync.client import ClientConnection, connect
 
 from catalog.models import Product
 from config.celery import app as celery_app
-from core.events import Event
-from core.models import OutboxEvent
-from core.tasks import event_dispatch_task, outbox_relay_task
+from kernel.events import Event
+from kernel.models import OutboxEvent
+from kernel.tasks import event_dispatch_task, outbox_relay_task
+from kernel.tenancy.context import tenant_context
 from notifications.models import Notification
 from notifications.realtime import user_group
 from notifications.tasks import notifications_fan_out_task
-from tenants.context import tenant_context
 from tests.catalog_helpers import PRODUCTS, product_url
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
@@ -237,7 +237,7 @@ def test_a_write_during_a_broker_outage_is_notified_later(
 
     Here the server sends its tasks through the broker, as in production (not inline as the test
     settings do), and only the broker is the throwaway Redis. During the outage the write is a
-    201 and its event waits in the outbox (core/outbox.py), stored by the write's own
+    201 and its event waits in the outbox (kernel/events/outbox.py), stored by the write's own
     transaction; the send the broker refused is logged as a warning, nothing is a 500 or an
     error line. Once the broker is back, the relay (the beat job, sent by hand here) hands the
     event to a worker and the member's notification appears. A second relay run, and the
@@ -348,7 +348,7 @@ def test_postgresql_sessions_are_terminated(live_asgi_server_factory: Callable[.
 
     Users see at most one failed request: the one whose session died under it, answered with a
     503 `service-unavailable` problem and `Retry-After` (it was a 500 before the problem mapping
-    of OperationalError/InterfaceError in core/problems.py). Its write was not applied (each
+    of OperationalError/InterfaceError in kernel/problems.py). Its write was not applied (each
     request is one transaction, rolled back with the session), so nothing accepted is lost, and
     the retried write is stored. The requests after it answer as before from the same server
     process: Django discards the broken connection and its health checks replace the others.

@@ -10,8 +10,8 @@ from django.core import mail
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tenants.models import Invitation, Membership, Plan, Role, Tenant
-from tenants.permissions import Perm
+from kernel.permissions import Perm
+from kernel.tenancy.models import Invitation, Membership, Plan, Role, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
 from tests.helpers import (
     API,

@@ -9,9 +9,9 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.utils import ProgrammingError
 
-from tenants.context import NoTenantInContext, operator_scope, tenant_context
-from tenants.models import CrossTenantWrite, Role, TenantOwnedModel
-from tenants.rls import POLICY_NAME, tenant_owned_tables
+from kernel.tenancy.context import NoTenantInContext, operator_scope, tenant_context
+from kernel.tenancy.models import CrossTenantWrite, Role, TenantOwnedModel
+from kernel.tenancy.rls import POLICY_NAME, tenant_owned_tables
 from tests.factories import make_tenant
 
 pytestmark = pytest.mark.django_db
@@ -197,7 +197,7 @@ def test_unique_constraints_of_tenant_owned_tables_include_the_tenant(two_tenant
 def test_a_tenant_owned_model_with_a_plain_manager_stops_start_up(monkeypatch):
     from django.db import models
 
-    from tenants.checks import tenant_owned_models_are_scoped
+    from kernel.tenancy.checks import tenant_owned_models_are_scoped
 
     assert tenant_owned_models_are_scoped() == []
     plain = models.Manager()

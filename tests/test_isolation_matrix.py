@@ -29,14 +29,14 @@ from rest_framework.views import APIView
 
 from accounts.models import ApiKey
 from catalog.models import Category, Job, Product
-from core.events import Event
+from kernel import audit
+from kernel.api.base import TenantAPIView, TenantScopedMixin
+from kernel.events import Event
+from kernel.permissions import Perm
+from kernel.tenancy.context import tenant_context
+from kernel.tenancy.models import AuditEvent, Invitation, Membership, Role
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import services as webhook_services
-from tenants import audit
-from tenants.api.base import TenantAPIView, TenantScopedMixin
-from tenants.context import tenant_context
-from tenants.models import AuditEvent, Invitation, Membership, Role
-from tenants.permissions import Perm
 from tests.catalog_helpers import make_category, make_product
 from tests.factories import make_member, make_role, make_tenant
 from tests.helpers import API, assert_problem, client_for, outcome, owner_of

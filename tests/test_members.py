@@ -7,13 +7,13 @@ import pytest
 from django.db import connections, transaction
 from rest_framework.test import APIClient
 
-from core.problems import Problem
-from tenants import services
-from tenants.context import tenant_context
-from tenants.models import Membership, MembershipRole, Role
-from tenants.permissions import Perm
-from tenants.principal import Principal
-from tenants.selectors import membership_roles
+from accounts import services
+from kernel.permissions import Perm
+from kernel.principals import Principal
+from kernel.problems import Problem
+from kernel.tenancy.context import tenant_context
+from kernel.tenancy.models import Membership, MembershipRole, Role
+from kernel.tenancy.selectors import membership_roles
 from tests.factories import make_member, make_role, make_tenant
 from tests.helpers import (
     API,

@@ -129,7 +129,7 @@ def run_gunicorn(multiproc_dir: Path, log_path: Path) -> tuple[subprocess.Popen,
     port = free_port()
     command = [
         sys.executable, "-m", "gunicorn", "config.wsgi:application",
-        "--config", "python:core.metrics",
+        "--config", "python:kernel.metrics",
         "--bind", f"{LOOPBACK}:{port}",
         "--workers", "2",
     ]  # fmt: skip

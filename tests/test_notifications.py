@@ -11,10 +11,10 @@ from channels.layers import get_channel_layer
 from django.db import connections, transaction
 from django.utils import timezone
 
-from core.events import Event, publish
+from kernel.events import Event, publish
+from kernel.tenancy.context import tenant_context
 from notifications.realtime import user_group
 from notifications.services import notifications_fan_out
-from tenants.context import tenant_context
 from tests.factories import make_member, make_role, make_tenant
 from tests.helpers import (
     assert_problem,
@@ -82,7 +82,7 @@ def test_another_tenants_event_never_arrives(shop, fan_out):
 
 def test_a_retried_fan_out_notifies_once(shop, django_capture_on_commit_callbacks):
     tenant, owner = shop
-    from core.events import Event
+    from kernel.events import Event
     from notifications.services import notifications_fan_out
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -1,4 +1,4 @@
-"""The transactional outbox of domain events (core/outbox.py): stored with the change, delivered
+"""The transactional outbox of domain events (kernel/events/outbox.py): stored with the change, delivered
 after commit, sent again by the relay while handlers have not all run, never twice to a user.
 
 The fault itself (a broker that refuses the send while a write is accepted) is a drill with real
@@ -14,13 +14,13 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from core import events, outbox
-from core.events import publish
-from core.models import OutboxEvent
-from core.tasks import event_dispatch_task, outbox_relay_task
+from kernel import events
+from kernel.events import outbox, publish
+from kernel.models import OutboxEvent
+from kernel.tasks import event_dispatch_task, outbox_relay_task
+from kernel.tenancy.context import current_tenant_id, tenant_context
 from notifications.models import Notification, WebhookDelivery
 from notifications.webhooks import services as webhook_services
-from tenants.context import current_tenant_id, tenant_context
 from tests.catalog_helpers import PRODUCTS, published_events
 from tests.factories import make_tenant
 from tests.fixtures.logs import captured_logs

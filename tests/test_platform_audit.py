@@ -19,9 +19,9 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import services
-from tenants import audit
-from tenants.models import AuditEvent, Plan, PlatformAuditEvent
-from tenants.tasks import audit_prune_task
+from kernel import audit
+from kernel.tasks import audit_prune_task
+from kernel.tenancy.models import AuditEvent, Plan, PlatformAuditEvent
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant, make_user
 from tests.helpers import (
     API,

@@ -9,7 +9,7 @@ from django.test import AsyncClient, Client
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
-from core.problems import PROBLEM_CONTENT_TYPE, ProblemType
+from kernel.problems import PROBLEM_CONTENT_TYPE, ProblemType
 from tests.error_views import EXPLODING_PATH, SECRET, schema_urlpatterns
 
 error_views = pytest.mark.urls("tests.error_views")
@@ -314,7 +314,7 @@ def test_unexpected_exception_is_a_generic_500_and_logged(settings, caplog, debu
     assert body["detail"] == INTERNAL_ERROR_DETAIL
     assert_nothing_leaked(response)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [r.name for r in errors] == ["core.problems"]
+    assert [r.name for r in errors] == ["kernel.problems"]
     assert str(errors[0].exc_info[1]) == SECRET
 
 

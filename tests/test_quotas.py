@@ -11,12 +11,12 @@ from django.db import connections, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from core.problems import Problem
-from tenants import services
-from tenants.context import operator_scope, tenant_context
-from tenants.models import Invitation, InvitationRole, Membership, Plan, Role, Tenant
-from tenants.quotas import Resource, enforce_quota
-from tenants.selectors import membership_count
+from accounts import services
+from kernel.problems import Problem
+from kernel.quotas import Resource, enforce_quota
+from kernel.tenancy.context import operator_scope, tenant_context
+from kernel.tenancy.models import Invitation, InvitationRole, Membership, Plan, Role, Tenant
+from kernel.tenancy.selectors import membership_count
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.helpers import API, assert_problem, client_for, outcome, owner_of
 

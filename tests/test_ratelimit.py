@@ -17,7 +17,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tenants.models import Plan, Role, Tenant
+from kernel.tenancy.models import Plan, Role, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant, make_user
 from tests.helpers import API, ME, TOKEN, assert_problem, client_for, outcome, owner_of
 

@@ -3,8 +3,8 @@
 import pytest
 from rest_framework.test import APIClient
 
-from tenants.models import Role
-from tenants.permissions import PERMISSION_DESCRIPTIONS, Perm
+from kernel.permissions import PERMISSION_DESCRIPTIONS, Perm
+from kernel.tenancy.models import Role
 from tests.factories import make_member, make_role, make_tenant
 from tests.helpers import (
     API,

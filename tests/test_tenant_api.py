@@ -3,9 +3,9 @@
 import pytest
 from rest_framework.test import APIClient
 
-from tenants import services
-from tenants.models import Membership, Role, Tenant
-from tenants.tasks import tenant_purge_task
+from kernel import tasks as services
+from kernel.tasks import tenant_purge_task
+from kernel.tenancy.models import Membership, Role, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.helpers import (
     API,

@@ -11,11 +11,11 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from core.events import Event
+from kernel.events import Event
+from kernel.permissions import Perm
+from kernel.tenancy.context import tenant_context
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import services, ssrf
-from tenants.context import tenant_context
-from tenants.permissions import Perm
 from tests.factories import make_role, make_tenant
 from tests.helpers import (
     API,

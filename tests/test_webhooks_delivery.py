@@ -21,12 +21,12 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from core.events import Event, publish
-from core.tasks import event_dispatch_task
+from kernel.events import Event, publish
+from kernel.tasks import event_dispatch_task
+from kernel.tenancy.context import tenant_context
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import delivery, services, ssrf
 from notifications.webhooks.tasks import webhook_deliver_task, webhook_fan_out_task
-from tenants.context import tenant_context
 from tests.factories import make_tenant
 from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
 from tests.fixtures.webhook_receiver import Answer, ReceivedRequest, WebhookReceiver

@@ -6,9 +6,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tenants.context import tenant_context
-from tenants.models import Membership, MembershipRole, Role, Tenant
-from tenants.services import tenant_set_status
+from kernel.tenancy.context import tenant_context
+from kernel.tenancy.models import Membership, MembershipRole, Role, Tenant
+from kernel.tenants import tenant_set_status
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
 from tests.fixtures.servers import server_environment, start_live_asgi_server
 

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from config.celery import app as celery_app
-from core.metrics import guarded_exporter
-from core.tasks import outbox_relay_task
+from kernel.metrics import guarded_exporter
+from kernel.tasks import outbox_relay_task
 from tests.celery_tasks import fail_task, log_context_task
 from tests.fixtures.celery_worker import CeleryWorker, worker_environment
 from tests.fixtures.servers import LOOPBACK, free_port

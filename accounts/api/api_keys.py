@@ -13,8 +13,8 @@ from rest_framework.reverse import reverse
 from accounts import services
 from accounts.api import serializers as s
 from accounts.models import ApiKey
-from tenants.api.base import TenantViewSet
-from tenants.permissions import Perm
+from kernel.api.base import TenantViewSet
+from kernel.permissions import Perm
 
 
 class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):

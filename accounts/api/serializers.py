@@ -10,13 +10,13 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import ApiKey
-from accounts.sessions import TENANT_CLAIM, issue_tokens
-from core.openapi import NOT_ONLY_DIGITS_PATTERN
-from core.problems import Problem, ProblemType
-from tenants.api.fields import PermissionCodeField
-from tenants.context import operator_scope, tenant_context
-from tenants.models import Membership, Tenant
-from tenants.selectors import permission_codes
+from kernel.api.fields import PermissionCodeField
+from kernel.openapi import NOT_ONLY_DIGITS_PATTERN
+from kernel.problems import Problem, ProblemType
+from kernel.sessions import TENANT_CLAIM, issue_tokens
+from kernel.tenancy.context import operator_scope, tenant_context
+from kernel.tenancy.models import Membership, Tenant
+from kernel.tenancy.selectors import permission_codes
 
 User = get_user_model()
 

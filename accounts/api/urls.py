@@ -1,11 +1,15 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import views
-from accounts.api.api_keys import ApiKeyViewSet
+from accounts.api import api_keys, tenant, views
 
+# Path converters rather than regexes, so that ids are matched (and documented) as UUIDs.
 router = SimpleRouter(use_regex_path=False)
-router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("api-keys", api_keys.ApiKeyViewSet, basename="api-key")
+router.register("roles", tenant.RoleViewSet, basename="role")
+router.register("members", tenant.MemberViewSet, basename="member")
+router.register("invitations", tenant.InvitationViewSet, basename="invitation")
+router.register("audit-events", tenant.AuditEventViewSet, basename="audit-event")
 
 urlpatterns = [
     path("auth/signup/", views.SignupView.as_view(), name="auth-signup"),
@@ -22,5 +26,8 @@ urlpatterns = [
         views.PasswordResetConfirmView.as_view(),
         name="auth-password-reset-confirm",
     ),
+    path("permissions/", tenant.PermissionListView.as_view(), name="permission-list"),
+    path("tenant/", tenant.TenantView.as_view(), name="tenant"),
+    path("invitations/accept/", tenant.InvitationAcceptView.as_view(), name="invitation-accept"),
     *router.urls,
 ]

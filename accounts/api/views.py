@@ -1,7 +1,7 @@
 """Sign-up, tokens and passwords. Thin: validation in serializers, writes in services.
 
 Every endpoint here is limited per client address, and per account where the request names one
-(core/ratelimit.py), before its body is validated: a refused attempt costs no password hash.
+(kernel/ratelimit.py), before its body is validated: a refused attempt costs no password hash.
 """
 
 import uuid
@@ -22,13 +22,13 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts import services
 from accounts.api import serializers as s
-from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
-from core import ratelimit
-from core.openapi import problem
-from core.problems import Problem, ProblemType
+from kernel import ratelimit
+from kernel.api.base import IsPerson, TenantAPIView
+from kernel.openapi import problem
+from kernel.problems import Problem, ProblemType
+from kernel.sessions import SESSION_CLAIM, TENANT_CLAIM
+from kernel.tenancy.selectors import tenants_of_user
 from notifications.realtime import disconnect_session
-from tenants.api.base import IsPerson, TenantAPIView
-from tenants.selectors import tenants_of_user
 
 User = get_user_model()
 

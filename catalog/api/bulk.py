@@ -24,9 +24,9 @@ from catalog.api import filters
 from catalog.api import serializers as s
 from catalog.api.views import PRODUCT_LIST_PARAMETERS
 from catalog.models import Job
-from core.problems import PROBLEM_CONTENT_TYPE, Problem, ProblemType
-from tenants.api.base import TenantAPIView, TenantViewSet
-from tenants.permissions import Perm
+from kernel.api.base import TenantAPIView, TenantViewSet
+from kernel.permissions import Perm
+from kernel.problems import PROBLEM_CONTENT_TYPE, Problem, ProblemType
 
 # The export's rows come in this order unless `?ordering=` says otherwise: stable, and what a
 # person diffing two exports wants.

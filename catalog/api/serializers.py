@@ -17,7 +17,7 @@ from catalog import validators as v
 from catalog.currencies import CURRENCY_CODES
 from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, Product
 from catalog.selectors import category_list
-from core.fields import StrictBooleanField
+from kernel.fields import StrictBooleanField
 
 
 class TextField(serializers.CharField):

@@ -27,12 +27,12 @@ from catalog.api import serializers as s
 from catalog.api.conditional import conditional_get, if_match_versions
 from catalog.cache import CachedResponse, cached_response, etag_for
 from catalog.models import Category, Product
-from core.idempotency import KEY_PATTERN, idempotent
-from core.problems import PROBLEM_CONTENT_TYPE
-from tenants.api import cached_reads
-from tenants.api.base import TenantViewSet
-from tenants.api.cached_reads import CachedRead
-from tenants.permissions import Perm
+from kernel.api import cached_reads
+from kernel.api.base import TenantViewSet
+from kernel.api.cached_reads import CachedRead
+from kernel.idempotency import KEY_PATTERN, idempotent
+from kernel.permissions import Perm
+from kernel.problems import PROBLEM_CONTENT_TYPE
 
 READ_WRITE_PERMISSIONS = {
     "list": Perm.CATALOG_READ,
@@ -64,7 +64,7 @@ def detail_key(url_kwargs: Mapping[str, Any], fields: tuple[str, ...] | None) ->
 
 
 def catalog_read(request: HttpRequest, kind: str, key: str) -> CachedRead | None:
-    """A catalog GET as tenants/api/cached_reads.py answers it before DRF, on a hit."""
+    """A catalog GET as kernel/api/cached_reads.py answers it before DRF, on a hit."""
     if not catalog_cache.servable():
         return None
     return CachedRead(

@@ -26,7 +26,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     # The admin, with the site that runs every admin view in operator scope.
-    "tenants.admin_site.OperatorAdminConfig",
+    "kernel.admin_site.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -40,8 +40,8 @@ INSTALLED_APPS = [
     "corsheaders",
     "django_prometheus",
     "channels",
-    "core",
-    "tenants",
+    "kernel",
+    "kernel.tenancy",
     "accounts",
     "catalog",
     "notifications",
@@ -49,17 +49,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "core.tracing.RequestIdMiddleware",
-    "tenants.middleware.TenantScopeMiddleware",
+    "kernel.tracing.RequestIdMiddleware",
+    "kernel.middleware.TenantScopeMiddleware",
     # Outside ProblemDetailsMiddleware so that the 413 it answers on its own, before anything
     # further in runs, still carries the CORS headers a browser needs to read it.
     "corsheaders.middleware.CorsMiddleware",
     # RateLimit-* headers on every API response; outside ProblemDetailsMiddleware so that it sees
-    # that middleware's own answers (a 413) too (core/ratelimit.py).
-    "core.ratelimit.RateLimitMiddleware",
-    # Everything further in is covered by its guarantees (core/middleware.py): its errors,
+    # that middleware's own answers (a 413) too (kernel/ratelimit.py).
+    "kernel.ratelimit.RateLimitMiddleware",
+    # Everything further in is covered by its guarantees (kernel/middleware.py): its errors,
     # exceptions and Django's own error pages all leave as problem+json.
-    "core.middleware.ProblemDetailsMiddleware",
+    "kernel.middleware.ProblemDetailsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -103,7 +103,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="tenantapi_app")
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 if DATABASE_IS_POSTGRES:
-    DATABASES["default"]["ENGINE"] = "tenants.dbbackend"
+    DATABASES["default"]["ENGINE"] = "kernel.tenancy.dbbackend"
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"]["assume_role"] = DATABASE_APP_ROLE
     if env.bool("DATABASE_POOL", default=False):
@@ -136,11 +136,11 @@ if REDIS_URL:
             "SOCKET_TIMEOUT": 1,
         },
     }
-    # Every key of the default cache carries the tenant in context (tenants/cache.py); the
+    # Every key of the default cache carries the tenant in context (kernel/tenancy/cache.py); the
     # platform cache holds what belongs to no tenant (revoked sessions, per-address limits).
     CACHES = {
-        "default": {**_redis_cache, "KEY_FUNCTION": "tenants.cache.tenant_key"},
-        "platform": {**_redis_cache, "KEY_FUNCTION": "tenants.cache.platform_key"},
+        "default": {**_redis_cache, "KEY_FUNCTION": "kernel.tenancy.cache.tenant_key"},
+        "platform": {**_redis_cache, "KEY_FUNCTION": "kernel.tenancy.cache.platform_key"},
     }
     CHANNEL_LAYERS = {
         "default": {
@@ -176,11 +176,11 @@ if REDIS_URL:
 else:
     _locmem = "django_prometheus.cache.backends.locmem.LocMemCache"
     CACHES = {
-        "default": {"BACKEND": _locmem, "KEY_FUNCTION": "tenants.cache.tenant_key"},
+        "default": {"BACKEND": _locmem, "KEY_FUNCTION": "kernel.tenancy.cache.tenant_key"},
         "platform": {
             "BACKEND": _locmem,
             "LOCATION": "platform",
-            "KEY_FUNCTION": "tenants.cache.platform_key",
+            "KEY_FUNCTION": "kernel.tenancy.cache.platform_key",
         },
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -190,7 +190,7 @@ else:
 PRINCIPAL_CACHE_SECONDS = env.int("PRINCIPAL_CACHE_SECONDS", default=300)
 # Cached reads check the tenant's access epoch, the session's revocation mark and the catalog's
 # version from each process's memory, which Redis keeps exact by pushing invalidations
-# (core/tracked.py). Off: every cached read asks Redis for them, in its rate limit's round trip.
+# (kernel/tracked.py). Off: every cached read asks Redis for them, in its rate limit's round trip.
 CACHED_READ_TRACKING = env.bool("CACHED_READ_TRACKING", default=bool(REDIS_URL))
 # How long those values are trusted after the tracking connection last answered: a connection
 # that died without a word (a partition) can leave a process this far behind, and no further.
@@ -226,8 +226,8 @@ CELERY_TASK_ROUTES = ["notifications.webhooks.tasks.route_webhook_tasks"]
 CELERY_BROKER_TRANSPORT_OPTIONS = env.json(
     "CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600}
 )
-# Domain events (core.events) wait in a transactional outbox until their handlers have run
-# (core/outbox.py). The relay sends an event again when it is still there this many seconds after
+# Domain events (kernel.events) wait in a transactional outbox until their handlers have run
+# (kernel/events/outbox.py). The relay sends an event again when it is still there this many seconds after
 # it was published (the broker refused it, a worker lost it, a handler failed), then at doubling
 # intervals of at most an hour. Keep it well above the usual queue latency: an event sent again
 # while its first task is merely waiting runs its (idempotent) handlers twice.
@@ -238,7 +238,7 @@ OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
 # send and counts in the tenantapi_outbox_stuck gauge.
 OUTBOX_ALERT_ATTEMPTS = env.int("OUTBOX_ALERT_ATTEMPTS", default=10)
 CELERY_BEAT_SCHEDULE: dict = {
-    # Domain events still in the outbox after OUTBOX_RELAY_DELAY_SECONDS (core/outbox.py). A run
+    # Domain events still in the outbox after OUTBOX_RELAY_DELAY_SECONDS (kernel/events/outbox.py). A run
     # that waited longer than the interval in the queue is dropped: the next one does its work.
     "outbox-relay": {
         "task": "core.tasks.outbox_relay_task",
@@ -251,7 +251,10 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": timedelta(minutes=1),
     },
     # Audit events past AUDIT_RETENTION_DAYS; hourly, so that each run deletes little.
-    "audit-prune": {"task": "tenants.tasks.audit_prune_task", "schedule": timedelta(hours=1)},
+    "audit-prune": {
+        "task": "tenants.tasks.audit_prune_task",
+        "schedule": timedelta(hours=1),
+    },
 }
 
 # --- Auth -----------------------------------------------------------------------------------------
@@ -277,18 +280,18 @@ REST_FRAMEWORK = {
     "ALLOWED_VERSIONS": ["v1"],
     # People with an access token; machines with `Authorization: Api-Key <key>`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "tenants.authentication.TenantJWTAuthentication",
+        "kernel.authentication.TenantJWTAuthentication",
         "accounts.authentication.ApiKeyAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "core.openapi.ProblemAutoSchema",
+    "DEFAULT_PARSER_CLASSES": ["kernel.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "kernel.openapi.ProblemAutoSchema",
     # An unknown ?format= is a 400 naming the parameter, not DRF's 404.
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.negotiation.ContentNegotiation",
-    "EXCEPTION_HANDLER": "core.problems.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "kernel.negotiation.ContentNegotiation",
+    "EXCEPTION_HANDLER": "kernel.problems.exception_handler",
     # Keyset cursors for every list: {"results", "next", "previous"}, ?page_size= up to 100.
-    "DEFAULT_PAGINATION_CLASS": "core.pagination.CursorPagination",
+    "DEFAULT_PAGINATION_CLASS": "kernel.pagination.CursorPagination",
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -306,22 +309,22 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Two models have a `status` with different choices: name their enums apart.
     "ENUM_NAME_OVERRIDES": {
-        "TenantStatusEnum": "tenants.models.Tenant.Status",
-        "InvitationStatusEnum": "tenants.models.Invitation.Status",
+        "TenantStatusEnum": "kernel.tenancy.models.Tenant.Status",
+        "InvitationStatusEnum": "kernel.tenancy.models.Invitation.Status",
         "WebhookDeliveryStatusEnum": "notifications.models.webhook.WebhookDelivery.Status",
         "JobStatusEnum": "catalog.models.Job.Status",
         "JobKindEnum": "catalog.models.Job.Kind",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "core.openapi.add_problem_components",
+        "kernel.openapi.add_problem_components",
     ],
 }
 
-# Problem `type` URIs are this plus the problem's slug (core/problems.py, docs/errors.md).
+# Problem `type` URIs are this plus the problem's slug (kernel/problems.py, docs/errors.md).
 PROBLEM_TYPE_BASE_URL = env.str("PROBLEM_TYPE_BASE_URL", default="https://docs.example/problems/")
 # A CSRF failure (the admin's forms) is a 403 problem that names Django's reason.
-CSRF_FAILURE_VIEW = "core.problems.csrf_failure"
+CSRF_FAILURE_VIEW = "kernel.problems.csrf_failure"
 
 ACCESS_TOKEN_LIFETIME = timedelta(minutes=env.int("ACCESS_TOKEN_LIFETIME_MINUTES", default=15))
 REFRESH_TOKEN_LIFETIME = timedelta(days=env.int("REFRESH_TOKEN_LIFETIME_DAYS", default=7))
@@ -393,7 +396,7 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
 
 # --- Rate limits ------------------------------------------------------------------------------
-# Token buckets in Redis (core/ratelimit.py; docs/rate-limits.md explains each one). A rate is
+# Token buckets in Redis (kernel/ratelimit.py; docs/rate-limits.md explains each one). A rate is
 # "N/period" (period: s, m, h or d): a bucket of N requests that refills at N per period. Parsed
 # here, so that a typo stops start-up.
 
@@ -425,7 +428,7 @@ RATELIMIT_PASSWORD_RESET_RATE = _rate(  # per account (email)
 RATELIMIT_FAIL_OPEN_WRITES = env.bool("RATELIMIT_FAIL_OPEN_WRITES", default=True)
 # After a Redis failure, requests go unchecked this long before Redis is tried again.
 RATELIMIT_BACKEND_RETRY_SECONDS = env.float("RATELIMIT_BACKEND_RETRY_SECONDS", default=5.0)
-# Cached reads take their tokens in leases, a few at a time per process (core/ratelimit.py): at
+# Cached reads take their tokens in leases, a few at a time per process (kernel/ratelimit.py): at
 # most this many tokens a lease (1: every cached read asks Redis), spent within this many seconds.
 RATELIMIT_LEASE_MAX_TOKENS = env.int("RATELIMIT_LEASE_MAX_TOKENS", default=64)
 RATELIMIT_LEASE_SECONDS = env.float("RATELIMIT_LEASE_SECONDS", default=1.0)
@@ -439,8 +442,8 @@ LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=100
 LOGIN_ACCOUNT_FAILURE_LIMIT = env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=50)
 # DRF views that limit nothing themselves (the schema, accepting an invitation) take from the
 # address's anonymous bucket; tenant views and the public auth views set their own.
-REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.ratelimit.AnonymousAddressThrottle"]
-SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"].append("core.ratelimit.add_rate_limit_headers")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["kernel.ratelimit.AnonymousAddressThrottle"]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"].append("kernel.ratelimit.add_rate_limit_headers")
 # Browsers let scripts read only the response headers listed here.
 CORS_EXPOSE_HEADERS = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"]
 

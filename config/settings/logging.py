@@ -10,8 +10,8 @@ import logging
 
 import structlog
 
-from core.logging import redact_secrets
-from core.tracing import add_tenant_id
+from kernel.logging import redact_secrets
+from kernel.tracing import add_tenant_id
 
 SHARED_PROCESSORS = [
     structlog.contextvars.merge_contextvars,

@@ -6,7 +6,7 @@ import uuid
 from config.settings.base import *  # noqa: F403
 
 # Argon2id stays the hasher under test, with a small cost so that a suite of logins stays fast.
-PASSWORD_HASHERS = ["core.testing.FastArgon2PasswordHasher", *PASSWORD_HASHERS]  # noqa: F405
+PASSWORD_HASHERS = ["kernel.testing.FastArgon2PasswordHasher", *PASSWORD_HASHERS]  # noqa: F405
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Application flows run their tasks inline, as in the embedded default, so a test sees their
 # effects; tests about the worker itself send through the real broker (tests/fixtures).

@@ -5,11 +5,11 @@ from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from core.problems import Problem, ProblemType
+from kernel.api.base import TenantAPIView, TenantViewSet
+from kernel.permissions import Perm
+from kernel.problems import Problem, ProblemType
 from notifications import selectors, services
 from notifications.models import Notification
-from tenants.api.base import TenantAPIView, TenantViewSet
-from tenants.permissions import Perm
 
 
 class PersonOnly:

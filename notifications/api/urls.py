@@ -1,11 +1,18 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from notifications.api import webhooks
+from notifications.api import notifications, webhooks
 
 # Path converters rather than regexes, so that ids are matched (and documented) as UUIDs.
 router = SimpleRouter(use_regex_path=False)
+router.register("notifications", notifications.NotificationViewSet, basename="notification")
 router.register("webhooks", webhooks.WebhookEndpointViewSet, basename="webhook")
 
 urlpatterns = [
+    path(
+        "notification-preferences/",
+        notifications.NotificationPreferencesView.as_view(),
+        name="notification-preferences",
+    ),
     *router.urls,
 ]

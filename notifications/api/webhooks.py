@@ -22,11 +22,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from core.fields import StrictBooleanField
+from kernel.api.base import TenantViewSet
+from kernel.fields import StrictBooleanField
+from kernel.permissions import Perm
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import selectors, services, ssrf
-from tenants.api.base import TenantViewSet
-from tenants.permissions import Perm
 
 # Topics and patterns: dotted lower-case words, `*` matching anything (`catalog.product.*`, `*`).
 TOPIC_PATTERN = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")

@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from tenants.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
+from kernel.tenancy.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
 
 
 class NotificationQuerySet(TenantScopedQuerySet):

@@ -10,7 +10,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from tenants.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
+from kernel.tenancy.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
 
 
 class WebhookEndpointQuerySet(TenantScopedQuerySet):

@@ -1,11 +1,11 @@
 """Every domain event of a tenant is offered to its webhook endpoints.
 
 Subscribed on import, from notifications.apps.NotificationsConfig.ready(). The handler only queues
-the fan-out as a task of its own, which is retried on failure: core.events logs and moves past a
+the fan-out as a task of its own, which is retried on failure: kernel.events logs and moves past a
 handler that raises, and a fan-out lost that way would be deliveries lost.
 """
 
-from core import events
+from kernel import events
 from notifications.webhooks.tasks import webhook_fan_out_task
 
 

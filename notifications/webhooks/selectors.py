@@ -11,7 +11,7 @@ from notifications.models import WebhookDelivery, WebhookEndpoint
 
 
 def topic_matches(patterns: Iterable[str], topic: str) -> bool:
-    """The same matching as core.events.subscribe: fnmatch-style, case-sensitive."""
+    """The same matching as kernel.events.subscribe: fnmatch-style, case-sensitive."""
     return any(fnmatch.fnmatchcase(topic, pattern) for pattern in patterns)
 
 

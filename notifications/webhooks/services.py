@@ -21,8 +21,8 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from core.events import Event
-from core.problems import Problem, ProblemType
+from kernel.events import Event
+from kernel.problems import Problem, ProblemType
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import breaker, selectors, signing, ssrf
 

@@ -6,7 +6,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from core.events import Event
+from kernel.events import Event
 from notifications.webhooks import delivery, services
 
 

@@ -8,9 +8,9 @@ from typing import Any
 from django.core import mail
 from rest_framework.test import APIClient
 
+from kernel.tenancy.context import tenant_context
+from kernel.tenancy.models import Role
 from notifications.models import Notification
-from tenants.context import tenant_context
-from tenants.models import Role
 from tests.factories import make_tenant
 from tests.helpers import API, client_for, outcome, owner_of, tasks_run_inline
 

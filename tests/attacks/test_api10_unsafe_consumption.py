@@ -15,9 +15,9 @@ import time
 
 import pytest
 
+from kernel.tenancy.context import tenant_context
 from notifications.models import WebhookDelivery
 from notifications.webhooks import services
-from tenants.context import tenant_context
 from tests.attacks.support import Tenancy, tenancy
 from tests.helpers import API, outcome
 from tests.test_webhooks_api import event_for

@@ -11,7 +11,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from catalog.models import Category, Product
-from tenants.models import Membership
+from kernel.tenancy.models import Membership
 from tests.attacks.support import (
     ACCEPT,
     Tenancy,

@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from tenants.permissions import Perm
+from kernel.permissions import Perm
 from tests.attacks.support import Tenancy, tenancy
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import API, ME, REFRESH, TOKEN, assert_problem

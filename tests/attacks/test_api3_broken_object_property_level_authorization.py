@@ -23,9 +23,9 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey
 from catalog.models import Category, Product
+from kernel.permissions import Perm
+from kernel.tenancy.models import Invitation, Membership, Role, Tenant
 from notifications.models import NotificationPreference, WebhookEndpoint
-from tenants.models import Invitation, Membership, Role, Tenant
-from tenants.permissions import Perm
 from tests import test_isolation_matrix as matrix
 from tests.attacks.support import Tenancy, make_notification, role_id, tenancy
 from tests.catalog_helpers import make_category, make_product, product_body

@@ -16,8 +16,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from catalog.models import Product
+from kernel.tenancy.context import tenant_context
 from notifications.consumers import NotificationConsumer
-from tenants.context import tenant_context
 from tests.attacks.support import Tenancy, tenancy
 from tests.catalog_helpers import CATEGORIES, PRODUCTS, product_body
 from tests.helpers import API, ME, assert_problem, client_for, error_fields, owner_of

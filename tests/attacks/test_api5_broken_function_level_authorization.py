@@ -12,9 +12,9 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from kernel.api.base import IsPerson
+from kernel.permissions import BUILTIN_ROLES, VIEWER, Perm
 from notifications.api.notifications import PersonOnly
-from tenants.api.base import IsPerson
-from tenants.permissions import BUILTIN_ROLES, VIEWER, Perm
 from tests import test_isolation_matrix as matrix
 from tests.attacks.support import (
     Tenancy,

@@ -14,8 +14,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tenants.models import Invitation, Membership, Tenant
-from tenants.permissions import Perm
+from kernel.permissions import Perm
+from kernel.tenancy.models import Invitation, Membership, Tenant
 from tests.attacks.support import ACCEPT, INVITATIONS, Tenancy, invite, role_id, tenancy
 from tests.factories import DEFAULT_PASSWORD, make_member, make_role
 from tests.helpers import API, assert_problem, client_for, error_fields, outcome

@@ -12,10 +12,10 @@ connection; and a receiver redirecting to the metadata address, which is never f
 import pytest
 from rest_framework.test import APIClient
 
+from kernel.permissions import Perm
+from kernel.tenancy.context import tenant_context
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import services
-from tenants.context import tenant_context
-from tenants.permissions import Perm
 from tests.attacks.support import Tenancy, tenancy
 from tests.fixtures.webhook_receiver import Answer, WebhookReceiver
 from tests.helpers import API, error_fields, outcome

@@ -119,7 +119,7 @@ def test_with_debug_on_a_404_is_still_a_problem(own, settings, url):
 
 def test_with_debug_on_an_unexpected_error_shows_nothing_of_it(own, settings, monkeypatch):
     settings.DEBUG = True
-    from tenants.api import views
+    from accounts.api import tenant as views
 
     def explode(*args, **kwargs):
         raise RuntimeError("SELECT secret FROM settings WHERE SECRET_KEY = 'hunter2'")

@@ -19,8 +19,8 @@ from catalog import imports, services
 from catalog.imports import COLUMNS
 from catalog.models import Category, Job
 from config.celery import app as celery_app
-from tenants.context import tenant_context
-from tenants.models import Tenant
+from kernel.tenancy.context import tenant_context
+from kernel.tenancy.models import Tenant
 
 # fmt: off
 WORDS = [

@@ -1,0 +1,260 @@
+"""Input and output shapes of the tenant resources. Validation of input lives here; rules in
+services.
+
+Output serializers are read-only; input serializers name only the fields a client may write, so
+that anything else in a body (`tenant`, `id`, `is_builtin`, `slug`, ...) is ignored.
+"""
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from accounts.api.serializers import TenantSummarySerializer, UserSerializer
+from kernel.api.fields import PermissionCodeField
+from kernel.tenancy.models import AuditEvent, Invitation, Membership, Permission, Role, Tenant
+from kernel.tenancy.selectors import permission_codes, role_list
+
+
+class TenantRoleField(serializers.PrimaryKeyRelatedField):
+    """A role of the caller's tenant, by id. Another tenant's role id is simply unknown."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("pk_field", serializers.UUIDField())
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        # Resolved per request, under the caller's tenant: never at import time.
+        return role_list(tenant=self.context["tenant"])
+
+
+# --- permissions -----------------------------------------------------------------------------
+
+
+class PermissionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Permission
+        fields = ["code", "description"]
+        read_only_fields = fields
+
+
+class PermissionPageSerializer(serializers.Serializer):
+    """The list shape, for the schema of the one list that is not a viewset's."""
+
+    results = PermissionSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+# --- roles -----------------------------------------------------------------------------------
+
+
+class RoleSerializer(serializers.ModelSerializer):
+    permissions = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = Role
+        fields = [
+            "id",
+            "name",
+            "description",
+            "permissions",
+            "is_builtin",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class RoleInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    # PUT replaces the role, so an absent description is emptied; PATCH leaves it as it is.
+    description = serializers.CharField(max_length=255, default="", allow_blank=True)
+    permissions = serializers.ListField(
+        child=PermissionCodeField(), allow_empty=True, max_length=100
+    )
+
+    def validate_permissions(self, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - permission_codes())
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown permission codes: {', '.join(unknown)}. GET /api/v1/permissions/ "
+                "lists them."
+            )
+        return sorted(set(value))
+
+
+class RoleSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Role
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+# --- members ---------------------------------------------------------------------------------
+
+
+class MemberUserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = get_user_model()
+        fields = ["id", "email", "name"]
+        read_only_fields = fields
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    user = MemberUserSerializer(read_only=True)
+    roles = RoleSummarySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "user", "roles", "created_at"]
+        read_only_fields = fields
+
+
+class MemberRolesInputSerializer(serializers.Serializer):
+    # PATCH /members/{id}/ replaces the roles: `roles` is required there too (see kernel/openapi.py).
+    whole_on_patch = True
+
+    roles = TenantRoleField(many=True, allow_empty=False)
+
+    def validate_roles(self, value: list[Role]) -> list[Role]:
+        return list(dict.fromkeys(value))  # a role named twice is granted once
+
+
+# --- invitations -----------------------------------------------------------------------------
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    roles = RoleSummarySerializer(many=True, read_only=True)
+    invited_by = MemberUserSerializer(read_only=True, allow_null=True)
+    status = serializers.ChoiceField(choices=Invitation.Status.choices, read_only=True)
+
+    class Meta:
+        model = Invitation
+        fields = [
+            "id",
+            "email",
+            "roles",
+            "status",
+            "invited_by",
+            "expires_at",
+            "accepted_at",
+            "revoked_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class InvitationInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    roles = TenantRoleField(many=True, allow_empty=False)
+
+    def validate_roles(self, value: list[Role]) -> list[Role]:
+        return list(dict.fromkeys(value))
+
+
+class InvitationAcceptSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=128, write_only=True)
+    password = serializers.CharField(
+        max_length=128, required=False, write_only=True, style={"input_type": "password"}
+    )
+    name = serializers.CharField(max_length=150, required=False, default="", allow_blank=True)
+
+
+class InvitationAcceptResponseSerializer(serializers.Serializer):
+    user = UserSerializer()
+    tenant = TenantSummarySerializer()
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+# --- the tenant ------------------------------------------------------------------------------
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    plan = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "slug", "status", "plan", "settings", "created_at"]
+        read_only_fields = fields
+
+
+class TenantInputSerializer(serializers.Serializer):
+    """What a tenant may change about itself; slug, status and plan are the operators'."""
+
+    name = serializers.CharField(max_length=200, required=False)
+    settings = serializers.DictField(required=False)
+
+    def validate_settings(self, value: dict) -> dict:
+        # PostgreSQL's jsonb holds no NUL character and no unpaired surrogate: either would be a
+        # database error (500) instead of a 400 naming the field.
+        stack: list = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, str) and ("\x00" in item or _unencodable(item)):
+                raise serializers.ValidationError("Text must not hold NUL or lone surrogates.")
+        return value
+
+
+# --- the audit log ---------------------------------------------------------------------------
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    changes = serializers.JSONField(
+        help_text="What changed, as {field: [old, new]}; secrets are never shown (nor stored)."
+    )
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "actor_type",
+            "actor_id",
+            "actor_label",
+            "action",
+            "target_type",
+            "target_id",
+            "changes",
+            "request_id",
+            "ip",
+            "user_agent",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class AuditEventFilterSerializer(serializers.Serializer):
+    """The query parameters of the audit log. A bad value is a 400 naming the parameter."""
+
+    actor_id = serializers.UUIDField(required=False)
+    actor_type = serializers.ChoiceField(choices=AuditEvent.ActorType.choices, required=False)
+    action = serializers.RegexField(
+        r"^[a-z0-9_]+(\.[a-z0-9_]+){0,2}(\.\*)?$",
+        max_length=100,
+        required=False,
+        trim_whitespace=False,  # as its pattern says
+        help_text="An action (`tenants.member.removed`), or a prefix ending in `.*` "
+        "(`tenants.member.*`).",
+    )
+    target_type = serializers.CharField(max_length=64, required=False)
+    target_id = serializers.CharField(max_length=64, required=False)
+    since = serializers.DateTimeField(required=False, help_text="At or after this time (RFC 3339).")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (RFC 3339).")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since >= until:
+            raise serializers.ValidationError({"until": ["Must be later than since."]})
+        return attrs
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -1,0 +1,172 @@
+"""The operators' view of tenants, plans, memberships, roles, invitations and the audit log.
+
+Every view here runs in operator scope (kernel/admin_site.py), so the changelists show every
+tenant's rows. Tenant data (memberships, roles, invitations) is read-only: its writes carry
+rules (grant only what you hold, keep an owner) that live in the services and the API, not in
+forms. Operators change tenants (status, plan, name) and plans; each change of a tenant, in the
+form or through an action, goes through a service that records its audit event with the
+operator as the actor; a plan's, which belongs to no tenant, goes to the platform's audit log.
+Both logs are read-only here as everywhere.
+"""
+
+from django.contrib import admin, messages
+
+from kernel import tenants as services
+from kernel.tenancy.models import (
+    AuditEvent,
+    Invitation,
+    Membership,
+    Plan,
+    PlatformAuditEvent,
+    Role,
+    Tenant,
+)
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def role_names(membership: Membership) -> str:
+    return ", ".join(sorted(role.name for role in membership.roles.all()))
+
+
+class MembershipInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Membership
+    fields = ["user", "roles_held", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user").prefetch_related("roles")
+
+    @admin.display(description="roles")
+    def roles_held(self, membership: Membership) -> str:
+        return role_names(membership)
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "status", "plan", "created_at", "deleted_at"]
+    list_filter = ["status", "plan"]
+    search_fields = ["name", "slug"]
+    list_select_related = ["plan"]
+    readonly_fields = ["id", "created_at", "deleted_at"]
+    fields = ["id", "name", "slug", "status", "plan", "settings", "created_at", "deleted_at"]
+    inlines = [MembershipInline]
+    actions = ["suspend", "reactivate"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A tenant is deleted by its owner through the API: soft delete first, so that every
+        # session ends at once, then the purge. A hard delete here would skip both.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        # The service saves, records the audit events and invalidates the tenant's cached
+        # principals: a suspension made in this form bites on the next request, as one made
+        # with the action does.
+        services.tenant_operator_save(tenant=obj, changed_fields=form.changed_data)
+
+    @admin.action(description="Suspend")
+    def suspend(self, request, queryset):
+        changed = services.tenant_set_status(
+            tenant_ids=queryset.values_list("pk", flat=True), status=Tenant.Status.SUSPENDED
+        )
+        self.message_user(request, f"{changed} tenant(s) suspended.", messages.SUCCESS)
+
+    @admin.action(description="Reactivate")
+    def reactivate(self, request, queryset):
+        changed = services.tenant_set_status(
+            tenant_ids=queryset.values_list("pk", flat=True), status=Tenant.Status.ACTIVE
+        )
+        self.message_user(request, f"{changed} tenant(s) reactivated.", messages.SUCCESS)
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = [
+        "code",
+        "name",
+        "requests_per_minute",
+        "burst",
+        "max_members",
+        "max_api_keys",
+        "max_products",
+    ]
+    search_fields = ["code", "name"]
+
+    def save_model(self, request, obj, form, change):
+        # The service records the change in the platform's audit log and refreshes the cached
+        # principals of the plan's tenants, which hold its limits.
+        services.plan_operator_save(plan=obj)
+
+    def delete_model(self, request, obj):
+        services.plan_delete(plan=obj)
+
+    def delete_queryset(self, request, queryset):
+        # The bulk action too: one service call, and so one event, per plan.
+        for plan in queryset:
+            services.plan_delete(plan=plan)
+
+
+@admin.register(Membership)
+class MembershipAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["user", "tenant", "roles_held", "created_at"]
+    list_filter = ["tenant"]
+    search_fields = ["user__email", "tenant__slug", "tenant__name"]
+    list_select_related = ["user", "tenant"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("roles")
+
+    @admin.display(description="roles")
+    def roles_held(self, membership: Membership) -> str:
+        return role_names(membership)
+
+
+@admin.register(Role)
+class RoleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "tenant", "is_builtin", "permissions", "updated_at"]
+    list_filter = ["tenant", "is_builtin"]
+    search_fields = ["name", "tenant__slug"]
+    list_select_related = ["tenant"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["email", "tenant", "status", "expires_at", "accepted_at", "revoked_at"]
+    list_filter = ["tenant"]
+    search_fields = ["email", "tenant__slug"]
+    list_select_related = ["tenant"]
+    # The token's hash is of no use to anyone reading: leave it out.
+    exclude = ["token_hash"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only: no add, change or delete, and so no delete action either."""
+
+    list_display = ["created_at", "tenant", "action", "actor_type", "actor_label", "target_type"]
+    list_filter = ["actor_type", "tenant"]
+    search_fields = ["action", "actor_label", "target_id", "request_id", "tenant__slug"]
+    list_select_related = ["tenant"]
+    show_full_result_count = False
+
+
+@admin.register(PlatformAuditEvent)
+class PlatformAuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Operators' changes to plans and users: read and filter, never add, change or delete."""
+
+    list_display = ["created_at", "action", "actor_type", "actor_label", "target_type", "target_id"]
+    list_filter = ["actor_type", "target_type", "action"]
+    search_fields = ["action", "actor_label", "target_id", "request_id"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False

@@ -1,0 +1,50 @@
+"""The operators' admin site: every admin view runs in operator scope, set here once.
+
+Operators look across tenants, so each admin request has to see every tenant's rows, through
+both the scoped managers and row-level security. Rather than each ModelAdmin remembering it, the
+site wraps every view it serves (its own and every registered ModelAdmin's) in
+`operator_scope()`, after Django's own check that the user is active staff: anyone else is sent
+to the login page before any tenant data is read. The same wrapper names the operator as the
+actor of every audit event the view records (kernel/audit.py).
+
+Installed as the default admin site (INSTALLED_APPS names OperatorAdminConfig), so
+`admin.site` and `@admin.register` everywhere mean this site. This module must not import
+models: it is loaded while the app registry is being populated.
+"""
+
+from functools import update_wrapper
+
+from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
+
+from kernel.tenancy.context import operator_scope
+
+
+class OperatorAdminSite(admin.AdminSite):
+    site_header = "Tenant API operations"
+    site_title = "Tenant API operations"
+    index_title = "Tenants, members and plans"
+
+    def admin_view(self, view, cacheable=False):
+        def view_in_operator_scope(request, *args, **kwargs):
+            # Imported here: this module is loaded before the models are.
+            from kernel.audit import Actor, acting_as
+
+            with (
+                operator_scope("an operator using the Django admin"),
+                acting_as(Actor.operator(request.user)),
+            ):
+                response = view(request, *args, **kwargs)
+                # A TemplateResponse renders after the view returns, and the lazy querysets in
+                # its context (a changelist's rows) would then run outside the scope.
+                if callable(getattr(response, "render", None)) and not response.is_rendered:
+                    response.render()
+                return response
+
+        update_wrapper(view_in_operator_scope, view)
+        # Django's wrapper goes outside: the staff check happens before the scope is entered.
+        return super().admin_view(view_in_operator_scope, cacheable)
+
+
+class OperatorAdminConfig(AdminConfig):
+    default_site = "kernel.admin_site.OperatorAdminSite"

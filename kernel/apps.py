@@ -1,0 +1,47 @@
+from django.apps import AppConfig
+from django.db.backends.signals import connection_created
+
+from kernel.logging import install_slow_query_log
+
+
+class KernelConfig(AppConfig):
+    """The platform kernel (docs/architecture.md). Its label stays `core`: the outbox's table
+    and migrations carry it."""
+
+    name = "kernel"
+    label = "core"
+
+    def ready(self) -> None:
+        # Every connection of every alias, in web processes and in Celery workers alike.
+        connection_created.connect(install_slow_query_log, dispatch_uid="kernel.slow_query_log")
+        require_strings_in_string_fields()
+        # What travels with a task message besides the request id: the tenant, the audit actor.
+        # Imported here: an app's module is loaded before the models these modules use.
+        from kernel import audit, propagation
+
+        propagation.register()
+        audit.register()
+
+
+def require_strings_in_string_fields() -> None:
+    """A string field of the API takes a JSON string, and nothing else.
+
+    DRF's CharField (and so EmailField, SlugField, RegexField, URLField...) turns a number into
+    its text: `{"name": 0}` would be stored as "0", where the OpenAPI document promises a 400 for
+    anything that is not a string. Query strings and form fields are strings already, so only
+    JSON bodies see the difference. Patched once here, for every serializer, declared or
+    generated from a model, rather than in each of them.
+    """
+    from rest_framework import fields
+
+    if getattr(fields.CharField.to_internal_value, "requires_strings", False):
+        return
+    lenient = fields.CharField.to_internal_value
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return lenient(self, data)
+
+    to_internal_value.requires_strings = True
+    fields.CharField.to_internal_value = to_internal_value

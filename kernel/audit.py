@@ -1,0 +1,388 @@
+"""The audit log: who did what to which object of a tenant, written with the change itself.
+
+Services call `record()` inside the transaction of the change they make, so a change and its
+event commit or roll back together: there is never one without the other. `record()` refuses to
+run outside a transaction to keep that promise honest.
+
+Who acted and from where is not passed around: it lives in a request-scoped context variable.
+
+- `TenantScopeMiddleware` opens an `AuditContext` for every request (`request_context()`), with
+  the client's address and user agent and no actor yet.
+- Authentication fills in the actor once the credential is verified (`set_request_actor()`):
+  the person of an access token, or the API key.
+- The admin site runs every admin view `acting_as()` the operator.
+- Work done outside any of these (commands, beat jobs) is the system's. A Celery task runs with
+  the context of the request that sent it (a propagator carries it in the message).
+- A few public endpoints (signup, accepting an invitation, logout, password reset) learn who is
+  acting only once they have checked what they were given; they name the actor explicitly.
+
+The log is append-only: the model and its queryset refuse updates and deletes, the admin is
+read-only, the API has no write route, and on PostgreSQL a trigger refuses UPDATE and DELETE
+for everyone but the two database functions that prune old events and purge a deleted tenant's
+(migration tenants/0004). docs/audit.md has the details and the trade-offs.
+
+Changes to what belongs to no tenant (plans, users) go to the platform's log instead, through
+`record_platform()`, on the same terms: same transaction, actor from context, secrets redacted,
+append-only (migration tenants/0005), pruned with the rest.
+"""
+
+import datetime
+import decimal
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from kernel.clientip import client_ip
+from kernel.logging import is_secret_key, mask_secrets
+from kernel.tenancy.context import current_scope, operator_scope, tenant_context
+from kernel.tenancy.models import AuditEvent, PlatformAuditEvent
+from kernel.tracing import ContextPropagator, get_request_id, register_propagator
+
+ActorType = AuditEvent.ActorType
+
+REDACTED = "[REDACTED]"
+USER_AGENT_MAX = AuditEvent._meta.get_field("user_agent").max_length
+_ACTION = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
+# Field names whose values never reach the log, besides everything kernel.logging calls secret
+# (password, token, key, secret, ...): digests of secrets are secrets' stand-ins.
+_SECRET_FIELD_WORDS = ("hash", "digest", "salt")
+
+
+class AuditOutsideTransaction(RuntimeError):
+    """`record()` was called outside a transaction: the event could outlive a failed change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    type: str
+    id: uuid.UUID | None = None
+    label: str = ""
+
+    @classmethod
+    def user(cls, user) -> "Actor":
+        return cls(type=ActorType.USER, id=user.pk, label=user.email)
+
+    @classmethod
+    def api_key(cls, api_key) -> "Actor":
+        return cls(type=ActorType.API_KEY, id=api_key.pk, label=api_key.name)
+
+    @classmethod
+    def operator(cls, user) -> "Actor":
+        return cls(type=ActorType.OPERATOR, id=user.pk, label=user.email)
+
+
+SYSTEM = Actor(type=ActorType.SYSTEM, label="system")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditContext:
+    actor: Actor | None = None
+    ip: str | None = None
+    user_agent: str = ""
+
+
+_context: ContextVar[AuditContext | None] = ContextVar("audit_context", default=None)
+
+
+# --- the context -------------------------------------------------------------------------------
+
+
+@contextmanager
+def request_context(request) -> Iterator[AuditContext]:
+    """Where a request comes from, for every event recorded while it is served."""
+    context = AuditContext(
+        ip=_valid_ip(client_ip(request)),
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:USER_AGENT_MAX],
+    )
+    token = _context.set(context)
+    try:
+        yield context
+    finally:
+        _context.reset(token)
+
+
+def _valid_ip(address: str) -> str | None:
+    # The column is an inet: a socket that gives no address (or not one) must not fail a write.
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def set_request_actor(actor: Actor) -> None:
+    """Name the actor for the rest of the current request (authentication calls this).
+
+    Like `enter_tenant_for_request`, it cannot be a `with` block: DRF authenticates in the middle
+    of the view. The request's `request_context()` restores the previous value when it ends.
+    """
+    _context.set(replace(_context.get() or AuditContext(), actor=actor))
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    """Record the events of the block as `actor`'s (the admin site wraps operators' views)."""
+    token = _context.set(replace(_context.get() or AuditContext(), actor=actor))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+
+def record(
+    *,
+    tenant_id: uuid.UUID | str,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None = None,
+    changes: Mapping[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> AuditEvent:
+    """Write one event in a tenant's log, in the caller's transaction.
+
+    `action` is `<app>.<entity>.<verb>` (`catalog.product.updated`). `changes` is a diff,
+    `{field: [old, new]}` (see `diff()`); secret fields and secret-looking values are redacted
+    here, whatever the caller passes. `actor` defaults to the one in context, else the system.
+    """
+    tenant_id = tenant_id if isinstance(tenant_id, uuid.UUID) else uuid.UUID(str(tenant_id))
+    event = AuditEvent(
+        tenant_id=tenant_id,
+        **_event_fields(
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            changes=changes,
+            actor=actor,
+        ),
+    )
+    scope = current_scope()
+    if scope.tenant_id is None and not scope.operator:
+        # A public endpoint (signup, logout, ...) knows the tenant only from what it checked.
+        with tenant_context(tenant_id):
+            event.save()
+    else:
+        # In another tenant's scope this raises CrossTenantWrite, as any tenant-owned write does.
+        event.save()
+    return event
+
+
+def record_platform(
+    *,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None = None,
+    changes: Mapping[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> PlatformAuditEvent:
+    """Write one event in the platform's log: a change to something no tenant owns (a plan, a
+    user), in the caller's transaction. The same rules as `record()`: the actor from context
+    (the operator in the admin, the system in a command), secrets redacted."""
+    event = PlatformAuditEvent(
+        **_event_fields(
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            changes=changes,
+            actor=actor,
+        )
+    )
+    event.save()
+    return event
+
+
+def _event_fields(
+    *,
+    action: str,
+    target_type: str,
+    target_id: uuid.UUID | str | None,
+    changes: Mapping[str, Any] | None,
+    actor: Actor | None,
+) -> dict[str, Any]:
+    """What every event says, whichever log it goes to: checked, redacted, with its context."""
+    if not connection.in_atomic_block:
+        raise AuditOutsideTransaction(
+            "audit.record() must run in the transaction of the change it records."
+        )
+    if not _ACTION.fullmatch(action):
+        raise ValueError(f"An audit action is <app>.<entity>.<verb>, not {action!r}.")
+    context = _context.get() or AuditContext()
+    actor = actor or context.actor or SYSTEM
+    return {
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_label": actor.label[:254],
+        "action": action,
+        "target_type": target_type,
+        "target_id": str(target_id) if target_id is not None else "",
+        "changes": redact(changes or {}),
+        "request_id": get_request_id() or "",
+        "ip": context.ip,
+        "user_agent": context.user_agent,
+    }
+
+
+def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """`{field: [old, new]}` for each field whose value differs, as JSON-ready values."""
+    changes = {}
+    for field in sorted(set(before) | set(after)):
+        old, new = _plain(before.get(field)), _plain(after.get(field))
+        if old != new:
+            changes[field] = [old, new]
+    return changes
+
+
+def created(values: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The diff of an object that did not exist before."""
+    return diff({}, values)
+
+
+def deleted(values: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The diff of an object that exists no more."""
+    return diff(values, {})
+
+
+def redact(value: Any, *, key: str = "") -> Any:
+    """The value with every secret field replaced by a marker and secret-looking text masked.
+
+    A redacted field of a diff keeps its place (`{"password": ["[REDACTED]", "[REDACTED]"]}`),
+    so the log still says that it changed.
+    """
+    if key and _is_secret_field(key):
+        if isinstance(value, list | tuple) and len(value) == 2:
+            return [None if item is None else REDACTED for item in value]
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {str(k): redact(v, key=str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return mask_secrets(value)
+    return _plain(value)
+
+
+def _is_secret_field(name: str) -> bool:
+    lowered = name.lower()
+    return is_secret_key(name) or any(word in lowered for word in _SECRET_FIELD_WORDS)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: ids and decimals as strings, times in RFC 3339."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(_plain(item) for item in value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+# Created by migrations tenants/0004 and 0005 on PostgreSQL; they run as the tables' owner, the
+# only role the trigger lets delete.
+PRUNE_FUNCTION = "tenants_auditevent_prune"
+PLATFORM_PRUNE_FUNCTION = "tenants_platformauditevent_prune"
+PURGE_TENANT_FUNCTION = "tenants_auditevent_purge_tenant"
+
+
+def retention_cutoff() -> datetime.datetime:
+    days = settings.AUDIT_RETENTION_DAYS
+    if days < 1:
+        raise ImproperlyConfigured("AUDIT_RETENTION_DAYS must be at least 1.")
+    return timezone.now() - datetime.timedelta(days=days)
+
+
+def prune(*, before: datetime.datetime | None = None) -> int:
+    """Delete every tenant's events, and the platform's, older than `before` (default: the
+    retention setting).
+
+    Returns how many were deleted. On PostgreSQL the database refuses a cut-off less than a day
+    old, whoever asks.
+    """
+    cutoff = before or retention_cutoff()
+    # The scope outside the transaction: still held when a failure rolls the transaction back.
+    with operator_scope("pruning audit events past their retention"), transaction.atomic():
+        if connection.vendor == "postgresql":
+            deleted_count = 0
+            with connection.cursor() as cursor:
+                for function in (PRUNE_FUNCTION, PLATFORM_PRUNE_FUNCTION):
+                    cursor.execute(f"SELECT {function}(%s)", [cutoff])
+                    deleted_count += cursor.fetchone()[0]
+            return int(deleted_count)
+        # SQLite (the embedded default) has no trigger to get past.
+        return sum(
+            model.objects.filter(created_at__lt=cutoff)._raw_delete(connection.alias)
+            for model in (AuditEvent, PlatformAuditEvent)
+        )
+
+
+def purge_tenant_events(*, tenant_id: uuid.UUID | str) -> int:
+    """Delete a soft-deleted tenant's events, as part of purging its data.
+
+    The caller holds the operator scope and the transaction of the purge; on PostgreSQL the
+    database refuses unless the tenant is marked deleted.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {PURGE_TENANT_FUNCTION}(%s)", [str(tenant_id)])
+            (deleted_count,) = cursor.fetchone()
+        return int(deleted_count)
+    return AuditEvent.objects.filter(tenant_id=tenant_id)._raw_delete(connection.alias)
+
+
+# --- into background tasks -----------------------------------------------------------------------
+
+
+def _capture() -> dict[str, Any]:
+    context = _context.get()
+    if context is None:
+        return {}
+    captured: dict[str, Any] = {"ip": context.ip, "user_agent": context.user_agent}
+    if context.actor is not None:
+        captured["actor"] = {**asdict(context.actor), "id": _plain(context.actor.id)}
+    return captured
+
+
+@contextmanager
+def _restore(captured: Mapping[str, Any]) -> Iterator[None]:
+    actor = captured.get("actor")
+    context = AuditContext(
+        actor=Actor(
+            type=actor["type"],
+            id=uuid.UUID(actor["id"]) if actor.get("id") else None,
+            label=actor.get("label", ""),
+        )
+        if actor
+        else None,
+        ip=captured.get("ip"),
+        user_agent=captured.get("user_agent", ""),
+    )
+    # Set even when nothing was captured: a task sent by the system acts as the system.
+    token = _context.set(context if captured else None)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def register() -> None:
+    """A task records its events as the request that sent it (called from TenantsConfig)."""
+    register_propagator(ContextPropagator(name="audit", capture=_capture, restore=_restore))

@@ -1,0 +1,195 @@
+"""Who may read /metrics, and the gunicorn hooks of prometheus_client's multiprocess mode.
+
+django-prometheus does the measuring (request latency by view, responses by status, database and
+cache backends, cache hits and misses) and kernel.health serves its exporter. Metrics reveal
+traffic, views and error rates, so they are not public: loopback, the addresses and networks in
+METRICS_ALLOWED_IPS, or a bearer METRICS_TOKEN.
+
+The two gunicorn server hooks, `on_starting` and `child_exit`, are what multiprocess mode needs
+under gunicorn; its config file imports them (docs/operations.md). This module also works as a
+config of its own, `gunicorn -c python:kernel.metrics`, since gunicorn reads only the names it
+knows.
+
+Celery workers: every task is counted and timed (`task_started`, `task_finished`), and with
+WORKER_METRICS_PORT set a worker serves the values of its pool's processes on that port, under
+the same rule as /metrics (`serve_worker_metrics`). config/celery.py connects them to Celery's
+signals.
+"""
+
+import hmac
+import ipaddress
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from django.conf import settings
+from django.http import HttpRequest
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
+
+from kernel.problems import ProblemType
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _client_address(remote_addr: str) -> IPAddress | None:
+    # REMOTE_ADDR is the peer of the socket; trusting proxy headers is a separate, later decision.
+    try:
+        address = ipaddress.ip_address(remote_addr)
+    except ValueError:
+        return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; judge them as the IPv4 address.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _has_metrics_token(authorization: str) -> bool:
+    expected = settings.METRICS_TOKEN
+    scheme, _, given = authorization.partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    # Constant time, so that response timing does not reveal how much of a guess was right.
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+def client_may_read_metrics(request: HttpRequest) -> bool:
+    return may_read_metrics(
+        request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")
+    )
+
+
+def may_read_metrics(remote_addr: str, authorization: str) -> bool:
+    """A loopback peer, one in METRICS_ALLOWED_IPS, or the bearer METRICS_TOKEN."""
+    address = _client_address(remote_addr)
+    if address is not None:
+        if address.is_loopback:
+            return True
+        for entry in settings.METRICS_ALLOWED_IPS:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+    return _has_metrics_token(authorization)
+
+
+# --- gunicorn server hooks (multiprocess mode) ---------------------------------------------------
+# Under gunicorn each worker is a process with its own counters, and a scrape reaches only one of
+# them. With PROMETHEUS_MULTIPROC_DIR set, prometheus_client writes every worker's values to files
+# in that directory and the exporter sums them.
+
+
+def _multiprocess_dir() -> Path | None:
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def on_starting(server: object) -> None:
+    """Drop the previous run's values, so that counters restart with the server."""
+    directory = _multiprocess_dir()
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    # Only prometheus_client's own files, in case the directory was pointed somewhere shared.
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Let the live gauges of a worker that exited stop counting."""
+    worker_process_exited(worker.pid)  # type: ignore[attr-defined]
+
+
+# --- Celery workers ------------------------------------------------------------------------------
+# Tasks run in the pool's processes, and the worker's main process serves the sum of their values
+# (multiprocess mode, as under gunicorn): the pool's processes come and go, the port stays.
+
+TASKS = Counter(
+    "tenantapi_celery_tasks_total",
+    "Celery tasks run, by task and outcome (success, failure, retry, ...).",
+    ["task", "outcome"],
+)
+TASK_SECONDS = Histogram(
+    "tenantapi_celery_task_duration_seconds", "How long Celery tasks ran, by task.", ["task"]
+)
+_STARTED_ATTRIBUTE = "_tenantapi_started"
+
+
+def task_started(task: Any) -> None:
+    setattr(task.request, _STARTED_ATTRIBUTE, time.perf_counter())
+
+
+def task_finished(task: Any, state: str | None) -> None:
+    # Timed first: a scrape that counts the task finds its duration too.
+    started = getattr(task.request, _STARTED_ATTRIBUTE, None)
+    if started is not None:
+        TASK_SECONDS.labels(task=task.name).observe(time.perf_counter() - started)
+    TASKS.labels(task=task.name, outcome=(state or "unknown").lower()).inc()
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape."""
+
+
+def guarded_exporter(registry: CollectorRegistry) -> Callable[[dict, Any], Iterable[bytes]]:
+    """A WSGI app exporting `registry` to the clients /metrics admits; a 403 problem to others."""
+    exporter = make_wsgi_app(registry)
+    problem = ProblemType.PERMISSION_DENIED
+    refusal = json.dumps(
+        {
+            "type": problem.uri,
+            "title": problem.title,
+            "status": problem.status,
+            "detail": "Metrics are readable from allowed addresses or with the metrics token.",
+        }
+    ).encode()
+
+    def guarded(environ: dict, start_response: Any) -> Iterable[bytes]:
+        if may_read_metrics(environ.get("REMOTE_ADDR", ""), environ.get("HTTP_AUTHORIZATION", "")):
+            return exporter(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "application/problem+json")])
+        return [refusal]
+
+    return guarded
+
+
+def serve_worker_metrics() -> WSGIServer | None:
+    """Serve the worker's metrics on WORKER_METRICS_PORT, if set, from a thread of the worker's
+    main process; called once as the worker starts, before its pool does.
+
+    The pool's processes write their values to PROMETHEUS_MULTIPROC_DIR, which must then be a
+    directory of the worker's own: its previous run's files are deleted here, so that counters
+    restart with the worker.
+    """
+    directory = _multiprocess_dir()
+    if not settings.WORKER_METRICS_PORT or directory is None:  # the settings require both
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    server = make_server(
+        settings.WORKER_METRICS_ADDRESS,
+        settings.WORKER_METRICS_PORT,
+        guarded_exporter(registry),
+        server_class=_MetricsServer,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
+
+
+def worker_process_exited(pid: int) -> None:
+    """Let the live gauges of a process that exited (a gunicorn worker, a Celery pool process)
+    stop counting."""
+    if _multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)

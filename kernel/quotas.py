@@ -1,0 +1,80 @@
+"""Plan quotas: how many members, API keys and products a tenant may have.
+
+One function for every quota, called by the service that creates the thing, inside its
+transaction, just before the INSERT:
+
+    enforce_quota(tenant=tenant, resource=Resource.API_KEYS, count=lambda: api_key_count(...))
+
+It locks the tenant's row (SELECT … FOR UPDATE) before counting, so that creates of one
+resource in one tenant queue up behind each other: of two concurrent creates for the last slot,
+the second counts only after the first has committed, and is refused. Under READ COMMITTED the
+count, a statement of its own after the lock, sees that commit. The limit is read in the same
+locking statement, from the database: a plan edited a moment ago applies at once.
+
+Past the quota: 403 `quota-exceeded`, with `limit` (and `resource`) in the problem body.
+"""
+
+import uuid
+from collections.abc import Callable
+from enum import StrEnum
+
+from django.db import transaction
+
+from kernel.problems import Problem, ProblemType
+from kernel.tenancy.models import Tenant
+
+
+class Resource(StrEnum):
+    MEMBERS = "members"
+    API_KEYS = "api_keys"
+    PRODUCTS = "products"
+
+
+# The Plan field that holds each resource's quota, and how a sentence names the resource.
+_PLAN_FIELDS: dict[Resource, str] = {
+    Resource.MEMBERS: "max_members",
+    Resource.API_KEYS: "max_api_keys",
+    Resource.PRODUCTS: "max_products",
+}
+_NOUNS: dict[Resource, str] = {
+    Resource.MEMBERS: "members",
+    Resource.API_KEYS: "API keys",
+    Resource.PRODUCTS: "products",
+}
+
+
+def enforce_quota(
+    *,
+    tenant: Tenant | uuid.UUID,
+    resource: Resource | str,
+    count: Callable[[], int],
+    adding: int = 1,
+) -> int:
+    """Refuse (403 quota-exceeded) creating `adding` more of `resource` past the plan's quota.
+
+    `count()` returns how many the tenant has now; it runs after the tenant's row is locked.
+    Returns how many more fit after these. Must run inside the transaction that then creates
+    them: the lock holds until it ends.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError(
+            "enforce_quota() must run inside the transaction that creates the resource: "
+            "its lock is what keeps two creates from taking the last slot."
+        )
+    resource = Resource(resource)
+    tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
+    limit = (
+        Tenant.objects.select_for_update(of=("self",))
+        .filter(pk=tenant_id)
+        .values_list(f"plan__{_PLAN_FIELDS[resource]}", flat=True)
+        .get()
+    )
+    used = count()
+    if used + adding > limit:
+        noun = _NOUNS[resource]
+        raise Problem(
+            ProblemType.QUOTA_EXCEEDED,
+            detail=f"The plan allows {limit} {noun}; the tenant has {used}.",
+            extra={"resource": resource.value, "limit": limit},
+        )
+    return limit - used - adding

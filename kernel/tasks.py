@@ -1,0 +1,63 @@
+"""The kernel's background jobs: dispatching and relaying domain events, purging a deleted
+tenant, pruning the audit log.
+
+Task names are what queued messages carry: each keeps the name it had before the kernel was
+reorganised (`core.tasks…`, `tenants.tasks…`), so that messages queued before a deploy still find
+their task after it.
+"""
+
+import uuid
+
+from celery import shared_task
+from django.db import transaction
+
+from kernel import audit
+from kernel.events.outbox import event_dispatch_task, outbox_relay_task
+from kernel.tenancy.context import operator_scope
+from kernel.tenancy.models import Tenant
+
+# Defined beside the outbox they work on; named here so that the worker's autodiscovery of
+# `kernel.tasks` registers them.
+__all__ = ["audit_prune_task", "event_dispatch_task", "outbox_relay_task", "tenant_purge_task"]
+
+
+def tenant_purge(*, tenant_id: uuid.UUID | str) -> bool:
+    """Delete a soft-deleted tenant and, through the cascade, every row it owns.
+
+    Does nothing (and says so) when the tenant is gone already or was restored in the meantime.
+    """
+    with transaction.atomic(), operator_scope("purging a deleted tenant's data"):
+        tenant = (
+            Tenant.objects.select_for_update()
+            .filter(pk=tenant_id, deleted_at__isnull=False)
+            .first()
+        )
+        if tenant is None:
+            return False
+        # The audit log refuses deletes but this one (kernel/audit.py); the cascade then finds
+        # nothing left in it.
+        audit.purge_tenant_events(tenant_id=tenant.pk)
+        tenant.delete()
+    return True
+
+
+@shared_task(
+    name="tenants.tasks.tenant_purge_task",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def tenant_purge_task(*, tenant_id: str) -> bool:
+    """Delete a soft-deleted tenant's data; queued on commit by kernel.tenants.tenant_delete."""
+    return tenant_purge(tenant_id=tenant_id)
+
+
+@shared_task(name="tenants.tasks.audit_prune_task")
+def audit_prune_task() -> int:
+    """Delete the audit events older than AUDIT_RETENTION_DAYS, every tenant's and the
+    platform's (beat, hourly).
+
+    Enters the operator scope itself (kernel.audit.prune): the scope never travels in a task
+    message.
+    """
+    return audit.prune()

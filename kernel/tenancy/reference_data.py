@@ -1,0 +1,34 @@
+"""Plans and permission codes every database must hold.
+
+Seeded by migration 0002 and again after every `migrate` and `flush` (post_migrate), so a test
+database flushed between tests, or a new permission code, never leaves them missing. Existing plans
+are left as operators edited them; permission descriptions follow the code.
+"""
+
+from kernel.permissions import PERMISSION_DESCRIPTIONS
+
+PLANS = [
+    # code, name, requests/minute, burst, members, api keys, products
+    ("free", "Free", 120, 30, 5, 2, 1_000),
+    ("pro", "Pro", 1_200, 200, 50, 20, 100_000),
+    ("enterprise", "Enterprise", 12_000, 2_000, 1_000, 200, 10_000_000),
+]
+
+
+def seed_reference_data(plan_model, permission_model) -> None:
+    for code, name, rpm, burst, members, keys, products in PLANS:
+        plan_model.objects.get_or_create(
+            code=code,
+            defaults={
+                "name": name,
+                "requests_per_minute": rpm,
+                "burst": burst,
+                "max_members": members,
+                "max_api_keys": keys,
+                "max_products": products,
+            },
+        )
+    for code, description in PERMISSION_DESCRIPTIONS.items():
+        permission_model.objects.update_or_create(
+            code=code.value, defaults={"description": description}
+        )

@@ -1,0 +1,88 @@
+"""Row-level security on PostgreSQL: the restricted role, its grants and the per-table policies.
+
+`manage.py migrate` (kernel/tenancy/management/commands/migrate.py) runs all of this after the
+migrations, as the schema owner, so that a new tenant-owned model is protected the moment its
+table exists: nobody has to remember a line. tests/test_isolation_rls.py checks every table.
+"""
+
+from django.apps import apps
+from django.conf import settings
+from psycopg import sql
+
+from kernel.tenancy.models import TenantOwnedModel
+
+POLICY_NAME = "tenant_isolation"
+# NULLIF: after a transaction that set it, the setting reads '' rather than NULL, and ''::uuid
+# would raise instead of matching nothing.
+POLICY_PREDICATE = (
+    "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+    " OR current_setting('app.operator_scope', true) = 'on'"
+)
+
+
+def tenant_owned_tables() -> list[str]:
+    return sorted(
+        model._meta.db_table
+        for model in apps.get_models(include_auto_created=True)
+        if issubclass(model, TenantOwnedModel)
+    )
+
+
+def ensure_app_role(cursor) -> None:
+    """Create the restricted role if it is missing and let the login role switch to it."""
+    role = sql.Identifier(settings.DATABASE_APP_ROLE)
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [settings.DATABASE_APP_ROLE])
+    if cursor.fetchone() is None:
+        # Several test databases may migrate at once in one cluster; the loser of the race
+        # finds the role made.
+        cursor.execute(
+            sql.SQL(
+                "DO $$ BEGIN CREATE ROLE {} NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB "
+                "NOCREATEROLE; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; "
+                "END $$"
+            ).format(role)
+        )
+    cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    (is_superuser,) = cursor.fetchone()
+    if not is_superuser:
+        cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
+
+
+def grant_app_role(cursor) -> None:
+    role = sql.Identifier(settings.DATABASE_APP_ROLE)
+    for statement in (
+        "GRANT USAGE ON SCHEMA public TO {}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}",
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {}",
+    ):
+        cursor.execute(sql.SQL(statement).format(role))
+
+
+def enable_row_level_security(cursor, table: str) -> None:
+    name = sql.Identifier(table)
+    cursor.execute(sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(name))
+    # FORCE: the table's owner is subject to the policy too.
+    cursor.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(name))
+    # Re-created every time so that a change of the predicate reaches existing tables.
+    cursor.execute(
+        sql.SQL("DROP POLICY IF EXISTS {} ON {}").format(sql.Identifier(POLICY_NAME), name)
+    )
+    cursor.execute(
+        sql.SQL("CREATE POLICY {policy} ON {table} USING ({p}) WITH CHECK ({p})").format(
+            policy=sql.Identifier(POLICY_NAME), table=name, p=sql.SQL(POLICY_PREDICATE)
+        )
+    )
+
+
+def apply_row_level_security(connection) -> None:
+    """Idempotent: the role, its grants and a policy on every tenant-owned table."""
+    existing = set(connection.introspection.table_names())
+    with connection.cursor() as cursor:
+        ensure_app_role(cursor)
+        for table in tenant_owned_tables():
+            if table in existing:
+                enable_row_level_security(cursor, table)
+        grant_app_role(cursor)
