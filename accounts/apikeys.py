@@ -38,8 +38,8 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from accounts.models import ApiKey
+from kernel.context import operator_scope, tenant_context
 from kernel.principals import CACHE_ERRORS, EPOCH_KEY
-from kernel.tenancy.context import operator_scope, tenant_context
 from kernel.tenancy.models import Permission, Plan, Tenant
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,7 @@ from django.contrib import admin
 from catalog import services
 from catalog.models import Category, Product
 from catalog.selectors import category_ancestor_ids
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 
 # The forms name no model fields themselves: the admin builds the real form class per request,
 # in operator scope, which is when a tenant-owned foreign key's choices can be queried at all.

@@ -1,8 +1,8 @@
 """The catalog's read cache: versioned keys, one recomputation per cold key, and no outage.
 
 Where entries live
-    The default cache, whose keys carry the tenant in context (kernel/tenancy/cache.py): nothing here
-    names a tenant, and two tenants can never share an entry.
+    The default cache, whose keys carry the tenant in context (kernel/tenancy/cache.py):
+    nothing here names a tenant, and two tenants can never share an entry.
 
 Invalidation: a version per tenant, not key deletion
     Every key embeds the tenant's catalog version, a random token under `catalog:version`.
@@ -44,7 +44,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from kernel.tenancy.context import require_tenant_id, tenant_context
+from kernel.context import require_tenant_id, tenant_context
 
 log = structlog.get_logger(__name__)
 

@@ -35,7 +35,7 @@ from django.db import transaction
 from catalog import selectors
 from catalog.imports import COLUMNS, TAG_SEPARATOR
 from catalog.selectors import ProductFilters
-from kernel.tenancy.context import require_tenant_id, tenant_context
+from kernel.context import require_tenant_id, tenant_context
 
 # The database columns read for each CSV column, in the same order.
 _FIELDS = tuple("category_id" if name == "category" else name for name in COLUMNS)

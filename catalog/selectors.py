@@ -21,7 +21,7 @@ from django.db.models import BooleanField, IntegerField, Q, QuerySet
 from django.db.models.expressions import RawSQL, Value
 
 from catalog.models import SEARCH_CONFIG, Category, Product, ProductCount
-from kernel.tenancy.context import require_tenant_id
+from kernel.context import require_tenant_id
 
 CATEGORY_TABLE = Category._meta.db_table
 PRODUCT_TABLE = Product._meta.db_table

@@ -40,12 +40,12 @@ from catalog.selectors import (
 )
 from catalog.validators import normalize_tags
 from kernel import audit
+from kernel.context import require_tenant_id
 from kernel.events import publish
 from kernel.locks import lock_for_transaction
 from kernel.principals import Principal
 from kernel.problems import Problem, ProblemType
 from kernel.quotas import Resource, enforce_quota
-from kernel.tenancy.context import require_tenant_id
 from kernel.tenancy.models import Tenant
 
 DEFAULT_LOW_STOCK_THRESHOLD = 5

@@ -1,13 +1,7 @@
-"""Background jobs of the catalog: thin, they call into catalog's modules."""
+"""Background jobs of the catalog, named here so that the worker's autodiscovery of
+`catalog.tasks` registers them: the bulk import's task lives beside the work it runs
+(catalog/imports/worker.py)."""
 
-import uuid
+from catalog.imports.worker import catalog_import_task
 
-from celery import shared_task
-
-from catalog import imports
-
-
-@shared_task
-def catalog_import_task(job_id: str) -> str | None:
-    """Run a bulk import job (catalog/imports.py) in the tenant it was queued under."""
-    return imports.import_run(job_id=uuid.UUID(job_id))
+__all__ = ["catalog_import_task"]

@@ -17,7 +17,7 @@ from functools import update_wrapper
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 
-from kernel.tenancy.context import operator_scope
+from kernel.context import operator_scope
 
 
 class OperatorAdminSite(admin.AdminSite):

@@ -43,8 +43,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from kernel.clientip import client_ip
+from kernel.context import current_scope, operator_scope, tenant_context
 from kernel.logging import is_secret_key, mask_secrets
-from kernel.tenancy.context import current_scope, operator_scope, tenant_context
 from kernel.tenancy.models import AuditEvent, PlatformAuditEvent
 from kernel.tracing import ContextPropagator, get_request_id, register_propagator
 

@@ -23,6 +23,7 @@ from typing import Any
 # imported lazily there; concurrent first imports of redis-py trip Python's import deadlock
 # detection. Importing it here, once, avoids that.
 import redis.asyncio  # noqa: F401
+from celery import current_app as celery_app
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.conf import settings
@@ -33,7 +34,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django_prometheus.exports import ExportToDjangoView
 
-from config.celery import app as celery_app
 from kernel.metrics import client_may_read_metrics
 from kernel.problems import ProblemType, problem_response
 

@@ -42,8 +42,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from kernel.context import current_tenant_id, tenant_context
 from kernel.problems import Problem, ProblemType
-from kernel.tenancy.context import current_tenant_id, tenant_context
 
 log = structlog.get_logger(__name__)
 

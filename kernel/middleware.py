@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
 
 from kernel.audit import request_context
+from kernel.context import no_tenant
 from kernel.problems import (
     PROBLEM_CONTENT_TYPE,
     ProblemType,
@@ -17,7 +18,6 @@ from kernel.problems import (
     problem_for_status,
     problem_response,
 )
-from kernel.tenancy.context import no_tenant
 
 logger = logging.getLogger("kernel.problems")
 

@@ -9,9 +9,9 @@ class OutboxEvent(TenantOwnedModel):
     """A published event whose handlers have not all run yet.
 
     Written by `kernel.events.publish()` in the transaction of the change it announces, so that it
-    exists exactly when the change committed; deleted by `kernel.events.outbox.event_dispatch_task` once
-    every handler ran. A row still here at `next_attempt_at` is sent again by the relay
-    (kernel.events.outbox.outbox_relay, a beat job). Tenant-owned: row-level security keeps one tenant's
+    exists exactly when the change committed; deleted by `event_dispatch_task` once every handler
+    ran. A row still here at `next_attempt_at` is sent again by the relay (`outbox_relay`, a beat
+    job), both in kernel/events/outbox.py. Tenant-owned: row-level security keeps one tenant's
     pending events from another's, and the relay reads across tenants in the operator scope.
     """
 

@@ -16,7 +16,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from django.db import transaction
 from redis.exceptions import RedisError
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from kernel.tenancy.models import Membership, Plan, Tenant
 from kernel.tenancy.selectors import membership_for_principal, membership_roles
 
@@ -194,21 +194,42 @@ def access_changed(tenant_id: uuid.UUID) -> None:
             except CACHE_ERRORS:
                 # Snapshots expire within PRINCIPAL_CACHE_SECONDS in any case.
                 log.warning("principal_cache_unavailable", tenant_id=str(tenant_id))
-        # Open sockets re-check their credential against the new state.
-        from notifications.realtime import recheck_tenant_sockets
-
-        recheck_tenant_sockets(tenant_id)
+        for listener in _access_listeners:
+            listener(tenant_id)
 
     transaction.on_commit(bump)
 
 
 def revoke_session(*, tenant_id: uuid.UUID, session_id: str) -> None:
-    """Refuse the access tokens of one sign-in from now on (logout)."""
+    """Refuse the access tokens of one sign-in from now on (logout); what holds a connection open
+    with them (a WebSocket) is told once the transaction commits."""
     # They live at most ACCESS_TOKEN_LIFETIME: the mark need not outlive them (the refresh token
     # is blacklisted durably in the database).
     timeout = int(settings.ACCESS_TOKEN_LIFETIME.total_seconds()) + 60
     with tenant_context(tenant_id):
         cache.set(_revoked_key(session_id), 1, timeout=timeout)
+    for listener in _session_listeners:
+        listener(session_id)
+
+
+# What else must learn at once that access changed: the surfaces that hold connections open (the
+# WebSocket server closes or re-checks its sockets). A feature registers its listener from its
+# AppConfig.ready(); the kernel calls them after commit (`access_changed`) or with the revocation
+# (`revoke_session`, whose listener defers its own work to the commit).
+_access_listeners: list[Callable[[uuid.UUID], None]] = []
+_session_listeners: list[Callable[[str], None]] = []
+
+
+def on_access_changed(listener: Callable[[uuid.UUID], None]) -> None:
+    """Call `listener(tenant_id)` after each committed change of who may do what in a tenant."""
+    if listener not in _access_listeners:
+        _access_listeners.append(listener)
+
+
+def on_session_revoked(listener: Callable[[str], None]) -> None:
+    """Call `listener(session_id)` when a sign-in's tokens are revoked (logout)."""
+    if listener not in _session_listeners:
+        _session_listeners.append(listener)
 
 
 def _from_database(user_id: uuid.UUID, *, epoch, store: bool) -> Resolved:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from kernel.tenancy.context import current_tenant_id, no_tenant, tenant_context
+from kernel.context import current_tenant_id, no_tenant, tenant_context
 from kernel.tracing import ContextPropagator, bind_actor, register_propagator
 
 

@@ -12,8 +12,8 @@ from celery import shared_task
 from django.db import transaction
 
 from kernel import audit
+from kernel.context import operator_scope
 from kernel.events.outbox import event_dispatch_task, outbox_relay_task
-from kernel.tenancy.context import operator_scope
 from kernel.tenancy.models import Tenant
 
 # Defined beside the outbox they work on; named here so that the worker's autodiscovery of

@@ -19,10 +19,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from kernel import audit
+from kernel.context import operator_scope
 from kernel.permissions import BUILTIN_ROLES, OWNER, ensure_owner
 from kernel.principals import Principal, access_changed
 from kernel.tasks import tenant_purge_task
-from kernel.tenancy.context import operator_scope
 from kernel.tenancy.models import (
     Membership,
     MembershipRole,

@@ -46,7 +46,7 @@ from typing import Any
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from kernel.tenancy.context import current_tenant_id
+from kernel.context import current_tenant_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # What we accept from a client: short, and safe to put in a log line or a header as it is.

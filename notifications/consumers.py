@@ -1,6 +1,6 @@
 """The notifications WebSocket: `/ws/v1/notifications/` (protocol in docs/api-conventions.md).
 
-Thin: it authenticates with the same checks as HTTP (kernel.authentication), joins the groups of
+Thin: it authenticates with the same checks as HTTP (kernel/credentials.py), joins the groups of
 the verified principal, and answers the client's messages. The handshake is always accepted first
 so that a bad or missing credential can be refused with close code 4401 (a refused handshake
 would only show the client an HTTP 403).
@@ -19,11 +19,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import APIException
 
-from kernel.authentication import principal_from_access_token
+from kernel import credentials
+from kernel.context import tenant_context
 from kernel.permissions import Perm
 from kernel.principals import Principal
 from kernel.problems import Problem, ProblemType
-from kernel.tenancy.context import tenant_context
 from notifications import selectors, services
 from notifications.metrics import SLOW_SOCKETS_CLOSED
 from notifications.realtime import (
@@ -214,7 +214,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     # --- authentication ---------------------------------------------------------------------
     async def authenticate(self, token: str, *, announce: bool = True) -> None:
         try:
-            principal = await database_sync_to_async(principal_from_access_token)(token)
+            # The protocol's token is a person's access token (docs/api-conventions.md).
+            principal = await database_sync_to_async(credentials.authenticate)("Bearer", token)
         except Problem as exc:
             if exc.problem_type is ProblemType.TENANT_SUSPENDED:
                 await self.refuse(CLOSE_FORBIDDEN, "tenant-suspended", str(exc.detail))

@@ -37,9 +37,10 @@ def session_group(session_id: str) -> str:
 def recheck_tenant_sockets(tenant_id) -> None:
     """Ask every open socket of the tenant to verify its credential again, now.
 
-    Called when who may do what in the tenant changed (kernel.principals.access_changed, after
-    commit): a socket whose token no longer passes (tenant suspended or deleted, member removed,
-    password changed, permission gone) is closed with 4401 or 4403; the others carry on.
+    Called when who may do what in the tenant changed (registered with
+    kernel.principals.on_access_changed, called after commit): a socket whose token no longer
+    passes (tenant suspended or deleted, member removed, password changed, permission gone) is
+    closed with 4401 or 4403; the others carry on.
     """
     layer = get_channel_layer()
     if layer is None:
@@ -52,7 +53,8 @@ def recheck_tenant_sockets(tenant_id) -> None:
 
 
 def disconnect_session(session_id: str) -> None:
-    """Close the sockets opened with the tokens of one sign-in (logout), after commit."""
+    """Close the sockets opened with the tokens of one sign-in (logout), after commit; registered
+    with kernel.principals.on_session_revoked."""
     layer = get_channel_layer()
     if layer is None:
         return

@@ -102,9 +102,9 @@ def seed(*, products: int) -> Fixture:
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
+    from accounts.sessions import issue_tokens
     from catalog.models import Category, Product
-    from kernel.sessions import issue_tokens
-    from kernel.tenancy.context import tenant_context
+    from kernel.context import tenant_context
     from kernel.tenancy.models import Plan
     from kernel.tenants import tenant_create
 

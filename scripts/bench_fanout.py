@@ -108,9 +108,9 @@ def seed(members: int) -> Tenant:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
 
+    from accounts.sessions import issue_tokens
+    from kernel.context import tenant_context
     from kernel.permissions import VIEWER
-    from kernel.sessions import issue_tokens
-    from kernel.tenancy.context import tenant_context
     from kernel.tenancy.models import Membership, MembershipRole, Plan, Role
     from kernel.tenants import tenant_create
 
@@ -162,8 +162,8 @@ def pusher_main(connection, environment: dict[str, str]) -> None:
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
+    from kernel.context import tenant_context
     from kernel.events import Event
-    from kernel.tenancy.context import tenant_context
     from notifications.realtime import push_notifications
     from notifications.services import notifications_fan_out
 

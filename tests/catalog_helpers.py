@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from catalog import services
 from catalog.models import Category, Product
 from kernel import events
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from tests.factories import make_member, make_role
 from tests.helpers import client_for, member_with_role, outcome
 

@@ -4,7 +4,7 @@ import itertools
 
 from django.contrib.auth import get_user_model
 
-from kernel.tenancy.context import operator_scope
+from kernel.context import operator_scope
 from kernel.tenancy.models import Membership, MembershipRole, Role
 from kernel.tenants import tenant_create
 

@@ -8,7 +8,7 @@ from django.db import DatabaseError, connection, transaction
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
-from kernel.tenancy.context import operator_scope
+from kernel.context import operator_scope
 from kernel.tenancy.models import AuditLogIsAppendOnly, Membership
 from tests.factories import DEFAULT_PASSWORD, make_member
 

@@ -16,9 +16,9 @@ from rest_framework.test import APIClient
 
 from accounts.services import roles as role_services
 from kernel import audit
+from kernel.context import operator_scope, tenant_context
 from kernel.permissions import Perm
 from kernel.tasks import audit_prune_task
-from kernel.tenancy.context import operator_scope, tenant_context
 from kernel.tenancy.models import AuditEvent, Membership, Plan, Role, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
 from tests.helpers import (

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core import mail
 from rest_framework_simplejwt.tokens import AccessToken
 
-from kernel.tenancy.context import operator_scope
+from kernel.context import operator_scope
 from kernel.tenancy.models import Membership, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
 

@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 from catalog import cache as catalog_cache
 from catalog import services
 from catalog.cache import CachedResponse, cached_response
+from kernel.context import tenant_context
 from kernel.problems import Problem
-from kernel.tenancy.context import tenant_context
 from tests.catalog_helpers import (
     PRODUCTS,
     baseline_queries,

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from kernel.tenancy.context import operator_scope
+from kernel.context import operator_scope
 from kernel.tenancy.models import Membership, Tenant
 from kernel.tenants import tenant_set_status
 from kernel.tracked import connection_name, tracked_keys
@@ -402,7 +402,8 @@ def test_a_request_takes_one_token_whichever_path_answers_it():
 
 
 def test_a_token_remembered_as_verified_is_refused_once_it_expires(tenant, catalog):
-    # Verified tokens are remembered per process (kernel/authentication.py); expiry is not.
+    # Verified tokens are remembered per process (accounts/credentials/access_tokens.py); expiry
+    # is not.
     access = sign_in(APIClient(), owner_of(tenant), tenant)["access"]
     short = AccessToken(access)
     # Long enough for the two reads below on a loaded machine, short enough to wait out.

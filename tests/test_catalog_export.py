@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 
 from catalog.imports import COLUMNS
 from catalog.models import Product
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from tests.catalog_helpers import (
     client_without_catalog_read,
     editor_client,

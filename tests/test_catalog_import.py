@@ -12,9 +12,10 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from catalog import imports
+from catalog.imports import worker as import_worker
 from catalog.models import Job, JobFile, Product
 from catalog.tasks import catalog_import_task
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from kernel.tenancy.models import Plan
 from tests.catalog_helpers import (
     PRODUCTS,
@@ -622,7 +623,7 @@ def test_a_job_that_breaks_midway_fails_keeping_the_batches_it_committed(
 ):
     settings.CATALOG_IMPORT_BATCH_SIZE = 2
     calls = []
-    resolve = imports._categories_by_ref
+    resolve = import_worker._categories_by_ref
 
     def broken_on_the_second_batch(refs):
         calls.append(refs)
@@ -630,7 +631,7 @@ def test_a_job_that_breaks_midway_fails_keeping_the_batches_it_committed(
             raise RuntimeError("boom")
         return resolve(refs)
 
-    monkeypatch.setattr(imports, "_categories_by_ref", broken_on_the_second_batch)
+    monkeypatch.setattr(import_worker, "_categories_by_ref", broken_on_the_second_batch)
     text = "sku,name,price\nF-1,A,1\nF-2,B,-1\nF-3,C,1\nF-4,D,1\n"
 
     with published_events("catalog.import.*") as received:

@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from catalog import services
-from kernel.tenancy.context import operator_scope, tenant_context
+from kernel.context import operator_scope, tenant_context
 from tests.catalog_helpers import (
     PRODUCT_FIELDS,
     PRODUCTS,

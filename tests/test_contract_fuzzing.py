@@ -41,7 +41,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kernel.tenancy.context import operator_scope
+from kernel.context import operator_scope
 from notifications.models import Notification, WebhookDelivery
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.fixtures.servers import LiveServer

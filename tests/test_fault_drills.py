@@ -29,10 +29,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from catalog.models import Product
 from config.celery import app as celery_app
+from kernel.context import tenant_context
 from kernel.events import Event
 from kernel.models import OutboxEvent
 from kernel.tasks import event_dispatch_task, outbox_relay_task
-from kernel.tenancy.context import tenant_context
 from notifications.models import Notification
 from notifications.realtime import user_group
 from notifications.tasks import notifications_fan_out_task

@@ -11,8 +11,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from catalog import services
+from kernel.context import tenant_context
 from kernel.idempotency import REPLAYED_HEADER
-from kernel.tenancy.context import tenant_context
 from tests.catalog_helpers import (
     CATEGORIES,
     PRODUCTS,

@@ -9,7 +9,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.utils import ProgrammingError
 
-from kernel.tenancy.context import NoTenantInContext, operator_scope, tenant_context
+from kernel.context import NoTenantInContext, operator_scope, tenant_context
 from kernel.tenancy.models import CrossTenantWrite, Role, TenantOwnedModel
 from kernel.tenancy.rls import POLICY_NAME, tenant_owned_tables
 from tests.factories import make_tenant

@@ -31,9 +31,9 @@ from accounts.models import ApiKey
 from catalog.models import Category, Job, Product
 from kernel import audit
 from kernel.api.base import TenantAPIView, TenantScopedMixin
+from kernel.context import tenant_context
 from kernel.events import Event
 from kernel.permissions import Perm
-from kernel.tenancy.context import tenant_context
 from kernel.tenancy.models import AuditEvent, Invitation, Membership, Role
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import services as webhook_services

@@ -6,7 +6,7 @@ import django_redis
 import pytest
 from django.core.cache import cache
 
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from tests.celery_tasks import tenant_roles_task
 from tests.factories import DEFAULT_PASSWORD
 

@@ -8,10 +8,10 @@ from django.db import connections, transaction
 from rest_framework.test import APIClient
 
 from accounts import services
+from kernel.context import tenant_context
 from kernel.permissions import Perm
 from kernel.principals import Principal
 from kernel.problems import Problem
-from kernel.tenancy.context import tenant_context
 from kernel.tenancy.models import Membership, MembershipRole, Role
 from kernel.tenancy.selectors import membership_roles
 from tests.factories import make_member, make_role, make_tenant

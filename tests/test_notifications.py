@@ -11,8 +11,8 @@ from channels.layers import get_channel_layer
 from django.db import connections, transaction
 from django.utils import timezone
 
+from kernel.context import tenant_context
 from kernel.events import Event, publish
-from kernel.tenancy.context import tenant_context
 from notifications.realtime import user_group
 from notifications.services import notifications_fan_out
 from tests.factories import make_member, make_role, make_tenant

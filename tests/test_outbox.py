@@ -1,5 +1,6 @@
-"""The transactional outbox of domain events (kernel/events/outbox.py): stored with the change, delivered
-after commit, sent again by the relay while handlers have not all run, never twice to a user.
+"""The transactional outbox of domain events (kernel/events/outbox.py): stored with the change,
+delivered after commit, sent again by the relay while handlers have not all run, never twice to a
+user.
 
 The fault itself (a broker that refuses the send while a write is accepted) is a drill with real
 processes: tests/test_fault_drills.py, `test_a_write_during_a_broker_outage_is_notified_later`.
@@ -15,10 +16,10 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from kernel import events
+from kernel.context import current_tenant_id, tenant_context
 from kernel.events import outbox, publish
 from kernel.models import OutboxEvent
 from kernel.tasks import event_dispatch_task, outbox_relay_task
-from kernel.tenancy.context import current_tenant_id, tenant_context
 from notifications.models import Notification, WebhookDelivery
 from notifications.webhooks import services as webhook_services
 from tests.catalog_helpers import PRODUCTS, published_events

@@ -1,4 +1,5 @@
-"""Cursor pagination (kernel/pagination.py), the default of every list, through the catalog lists."""
+"""Cursor pagination (kernel/pagination.py), the default of every list, through the catalog
+lists."""
 
 import base64
 import json
@@ -8,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from catalog.models import Product
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from tests.catalog_helpers import (
     CATEGORIES,
     PRODUCTS,

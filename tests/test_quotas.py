@@ -12,9 +12,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts import services
+from kernel.context import operator_scope, tenant_context
 from kernel.problems import Problem
 from kernel.quotas import Resource, enforce_quota
-from kernel.tenancy.context import operator_scope, tenant_context
 from kernel.tenancy.models import Invitation, InvitationRole, Membership, Plan, Role, Tenant
 from kernel.tenancy.selectors import membership_count
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant

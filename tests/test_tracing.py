@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET
 from config.celery import app as celery_app
 from config.urls import handler404, handler500  # noqa: F401 - this module is a URLconf
 from config.urls import urlpatterns as config_urlpatterns
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from kernel.tracing import bind_actor, get_request_id
 from tests.celery_tasks import REFUSED_PROBE, ProbeRefused, fail_task, log_context_task, probe_var
 from tests.fixtures.celery_worker import CeleryWorker

@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from kernel.context import tenant_context
 from kernel.events import Event
 from kernel.permissions import Perm
-from kernel.tenancy.context import tenant_context
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import services, ssrf
 from tests.factories import make_role, make_tenant

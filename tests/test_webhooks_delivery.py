@@ -21,9 +21,9 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from kernel.context import tenant_context
 from kernel.events import Event, publish
 from kernel.tasks import event_dispatch_task
-from kernel.tenancy.context import tenant_context
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import delivery, services, ssrf
 from notifications.webhooks.tasks import webhook_deliver_task, webhook_fan_out_task

@@ -6,7 +6,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from kernel.tenancy.models import Membership, MembershipRole, Role, Tenant
 from kernel.tenants import tenant_set_status
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from kernel.context import tenant_context
 from kernel.events import publish
-from kernel.tenancy.context import tenant_context
 from tests.factories import make_tenant
 from tests.fixtures.servers import server_environment, start_live_asgi_server
 from tests.helpers import owner_of, sign_in

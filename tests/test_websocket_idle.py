@@ -12,8 +12,8 @@ import time
 import pytest
 from websockets.sync.client import connect
 
+from kernel.context import tenant_context
 from kernel.events import publish
-from kernel.tenancy.context import tenant_context
 from tests.factories import make_tenant
 from tests.helpers import owner_of, sign_in
 

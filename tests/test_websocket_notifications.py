@@ -11,8 +11,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from kernel.context import tenant_context
 from kernel.events import publish
-from kernel.tenancy.context import tenant_context
 from tests.factories import make_tenant
 from tests.fixtures.servers import server_environment, start_live_asgi_server
 from tests.helpers import client_for, member_with_role, owner_of, sign_in

@@ -10,11 +10,11 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import ApiKey
+from accounts.sessions import TENANT_CLAIM, issue_tokens
 from kernel.api.fields import PermissionCodeField
+from kernel.context import operator_scope, tenant_context
 from kernel.openapi import NOT_ONLY_DIGITS_PATTERN
 from kernel.problems import Problem, ProblemType
-from kernel.sessions import TENANT_CLAIM, issue_tokens
-from kernel.tenancy.context import operator_scope, tenant_context
 from kernel.tenancy.models import Membership, Tenant
 from kernel.tenancy.selectors import permission_codes
 

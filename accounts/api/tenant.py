@@ -238,7 +238,7 @@ class InvitationAcceptView(APIView):
 
 
 class TenantView(TenantAPIView):
-    """The caller's tenant. Deleting it is for owners only (kernel.tenants.tenant_delete)."""
+    """The caller's tenant. Deleting it is for owners only (services.tenant_delete)."""
 
     required_permissions = {
         "get": None,

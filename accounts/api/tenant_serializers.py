@@ -110,7 +110,8 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class MemberRolesInputSerializer(serializers.Serializer):
-    # PATCH /members/{id}/ replaces the roles: `roles` is required there too (see kernel/openapi.py).
+    # PATCH /members/{id}/ replaces the roles: `roles` is required there too
+    # (see kernel/openapi.py).
     whole_on_patch = True
 
     roles = TenantRoleField(many=True, allow_empty=False)

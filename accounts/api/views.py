@@ -22,13 +22,12 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts import services
 from accounts.api import serializers as s
+from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
 from kernel import ratelimit
 from kernel.api.base import IsPerson, TenantAPIView
 from kernel.openapi import problem
 from kernel.problems import Problem, ProblemType
-from kernel.sessions import SESSION_CLAIM, TENANT_CLAIM
 from kernel.tenancy.selectors import tenants_of_user
-from notifications.realtime import disconnect_session
 
 User = get_user_model()
 
@@ -159,7 +158,6 @@ class LogoutView(PublicAPIView):
         services.logout(
             refresh=refresh, tenant_id=tenant_id, session_id=session_id, user_id=user_id
         )
-        disconnect_session(session_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

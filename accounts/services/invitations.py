@@ -18,12 +18,12 @@ from accounts.services.grants import (
     ensure_can_grant,
 )
 from accounts.services.members import ensure_room_for_a_member, role_names
+from accounts.sessions import issue_tokens
 from accounts.tasks import send_email_task
 from kernel import audit
+from kernel.context import tenant_context
 from kernel.principals import Principal, access_changed
 from kernel.problems import Problem, ProblemType
-from kernel.sessions import issue_tokens
-from kernel.tenancy.context import tenant_context
 from kernel.tenancy.models import (
     Invitation,
     InvitationRole,

@@ -19,12 +19,12 @@ from django.db import IntegrityError, transaction
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from accounts.sessions import issue_tokens
 from accounts.tasks import send_email_task
 from kernel import audit
+from kernel.context import operator_scope, tenant_context
 from kernel.principals import access_changed, revoke_session
 from kernel.problems import Problem, ProblemType
-from kernel.sessions import issue_tokens
-from kernel.tenancy.context import operator_scope, tenant_context
 from kernel.tenancy.models import Tenant
 from kernel.tenancy.selectors import tenants_of_user
 from kernel.tenants import tenant_create, tenant_slug_from_name

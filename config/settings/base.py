@@ -227,10 +227,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = env.json(
     "CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600}
 )
 # Domain events (kernel.events) wait in a transactional outbox until their handlers have run
-# (kernel/events/outbox.py). The relay sends an event again when it is still there this many seconds after
-# it was published (the broker refused it, a worker lost it, a handler failed), then at doubling
-# intervals of at most an hour. Keep it well above the usual queue latency: an event sent again
-# while its first task is merely waiting runs its (idempotent) handlers twice.
+# (kernel/events/outbox.py). The relay sends an event again when it is still there this many
+# seconds after it was published (the broker refused it, a worker lost it, a handler failed), then
+# at doubling intervals of at most an hour. Keep it well above the usual queue latency: an event
+# sent again while its first task is merely waiting runs its (idempotent) handlers twice.
 OUTBOX_RELAY_DELAY_SECONDS = env.int("OUTBOX_RELAY_DELAY_SECONDS", default=300)
 # How many events one relay run sends at most (the rest wait for the next minute's run).
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
@@ -238,8 +238,9 @@ OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
 # send and counts in the tenantapi_outbox_stuck gauge.
 OUTBOX_ALERT_ATTEMPTS = env.int("OUTBOX_ALERT_ATTEMPTS", default=10)
 CELERY_BEAT_SCHEDULE: dict = {
-    # Domain events still in the outbox after OUTBOX_RELAY_DELAY_SECONDS (kernel/events/outbox.py). A run
-    # that waited longer than the interval in the queue is dropped: the next one does its work.
+    # Domain events still in the outbox after OUTBOX_RELAY_DELAY_SECONDS (kernel/events/outbox.py).
+    # A run that waited longer than the interval in the queue is dropped: the next one does its
+    # work.
     "outbox-relay": {
         "task": "core.tasks.outbox_relay_task",
         "schedule": timedelta(minutes=1),
@@ -280,8 +281,8 @@ REST_FRAMEWORK = {
     "ALLOWED_VERSIONS": ["v1"],
     # People with an access token; machines with `Authorization: Api-Key <key>`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "kernel.authentication.TenantJWTAuthentication",
-        "accounts.authentication.ApiKeyAuthentication",
+        # Every credential type registered with the kernel (kernel/credentials.py).
+        "kernel.api.authentication.CredentialAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -1,7 +1,7 @@
 """The base of every tenant API view: scoping that a subclass cannot forget.
 
-- The tenant comes from the credential (TenantJWTAuthentication or an API key), never from the
-  URL or the body.
+- The tenant comes from the credential (kernel/credentials.py: an access token or an API key),
+  never from the URL or the body.
 - Querysets come from the model's tenant-scoped manager, and subclasses cannot override
   `get_queryset`/`get_object`: they refine the scoped queryset in `scope_queryset()`. The rare
   view that truly needs its own must name the override `dangerously_get_queryset`, which

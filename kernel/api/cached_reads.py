@@ -1,35 +1,29 @@
-"""Cached reads answered before DRF runs: a hit costs at most two Redis round trips, no SQL.
+"""Cached reads answered before DRF runs: one entry point, `answer()`, called by
+`TenantScopedMixin.dispatch` (kernel/api/base.py) for a view that names its cache entry up front
+in `cached_read()` (the catalog's lists and details).
 
-A view whose GET answers from a cache entry it can name up front (the catalog's lists and
-details) describes that entry in `cached_read()`. `TenantScopedMixin.dispatch` then tries to
-answer the request here, without DRF's request cycle, a transaction or the database:
+One hit, in order:
 
-1. the bearer token or API key is verified and its principal resolved exactly as the view's
-   authentication classes do, reading the key the entry's name depends on (the catalog's
-   version) in the same round trip (kernel/principals.py, accounts/apikeys.py);
-2. the principal must hold the permission the view requires for the action;
-3. the rate limit takes the request's tokens and reads the entry, in one script
-   (kernel/ratelimit.py).
+1. `answer()` takes plain-JSON requests only, and finds the credential's type in the registry
+   (kernel/credentials.py); a type without `read_cached` goes on to the view.
+2. The type's `read_cached` verifies the credential as its `verify` does, checks the permission
+   the view requires, takes the rate limit's tokens (kernel/ratelimit.py) and reads the version
+   key and the entry. Most hits ask Redis nothing: the principal resolved last is reused while
+   the tenant's access epoch and the credential's own mark (a session's revocation, an API key's
+   snapshot) are unchanged; those and the version come from the process's tracked keys, which
+   Redis keeps exact (kernel/tracked.py); the tokens from the process's lease; the entry from
+   `_entries`, the entries this process served last. Without tracking, `limited_read()` reads
+   them in the rate limit's one round trip. Access tokens: accounts/credentials/access_tokens.py;
+   API keys: accounts/credentials/api_keys.py.
+3. A hit acts as the principal (`credentials.act_for_request`) and answers from the entry.
 
-A person's next request, in the same process, mostly asks Redis nothing: the principal resolved
-last is reused as long as the tenant's access epoch and the session's revocation mark say it
-still holds (kernel/principals.py); those two and the version come from the process's tracked
-keys, which Redis keeps exact (kernel/tracked.py); the rate limit's token from the process's lease
-(kernel/ratelimit.py); and the entry from the process's memory of the entries it served
-(`_Entries`), which the version in its key keeps exact. Without tracking, the rate limit's script
-reads the three values: one round trip. An API key's hits are the same once the process knows
-the key's tenant: its cached snapshot takes the place of the revocation mark.
-
-A request that passes all of it but finds no entry leaves what it read on the request
-(`missed()`): the view computes the entry under the version read here and does not read the
-version, or look for the entry, again.
-
-Only a request that passes all of it and finds its entry is answered here. Everything else (no
-credential or another kind, a credential refused, a suspended tenant, a permission missing, the
-rate limit refusing, a miss, Redis unavailable, an `Accept` or `?format=` other than plain
-JSON) goes on to the view, which answers it as it always does: 401, 403, 429, a miss computed,
-a 400 for a bad query. This path never refuses anything; it only says yes sooner. Tokens it
-took are not taken again (`ratelimit.limit_api_request` reuses its decision).
+A request that passes but finds no entry leaves what it read on the request (`missed()`): the
+view computes the entry under that version without reading it again. Everything else (no
+credential, a refusal, a missing permission, the rate limit refusing, Redis unavailable, another
+`Accept` or a `?format=`) goes on to the view, which answers as it always does. This path never
+refuses anything; it only says yes sooner. Tokens it took are not taken again
+(`ratelimit.limit_api_request` reuses its decision). docs/catalog.md, "Cached reads", follows one
+hit through the code.
 """
 
 import functools
@@ -46,24 +40,14 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions
 from rest_framework.settings import api_settings as drf_settings
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
-from accounts import apikeys
-from accounts.authentication import (
-    KEYWORD,
-    checked_key_principal,
-    matching_principal,
-    verify_api_key,
-)
-from kernel import principals, ratelimit
-from kernel.authentication import access_claims, act_for_request, checked_principal
-from kernel.principals import CACHE_ERRORS, Principal, resolve_principal
-from kernel.tenancy.context import tenant_context
+from kernel import credentials, principals, ratelimit
+from kernel.context import tenant_context
+from kernel.principals import CACHE_ERRORS, Principal
 from kernel.tracked import tracked_keys
 
 # The media ranges that DRF's negotiation matches with the views' one renderer (JSON).
 _JSON_RANGES = frozenset({"*/*", "application/*", "application/json"})
-API_KEY_KEYWORD = KEYWORD.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,109 +69,25 @@ def answer(request: HttpRequest, read: CachedRead, *, permission: str) -> HttpRe
     """
     if not _plain_json_wanted(request):
         return None
-    kind, _, credential = request.META.get(jwt_settings.AUTH_HEADER_NAME, "").partition(" ")
+    scheme, _, credential = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if not credential or any(space in credential for space in " \t"):
         return None
+    credential_type = credentials.credential_type(scheme)
+    if credential_type is None or credential_type.read_cached is None:
+        return None
     try:
-        if kind in jwt_settings.AUTH_HEADER_TYPES:
-            found = _for_person(request, credential.encode("latin-1"), read, permission)
-        elif kind.lower() == API_KEY_KEYWORD:
-            found = _for_machine(request, credential, read, permission)
-        else:
-            return None
-    except exceptions.APIException:
+        found = credential_type.read_cached(request, credential.encode("latin-1"), read, permission)
+    except (exceptions.APIException, UnicodeEncodeError):
         return None  # the view's authentication says why, in the usual words
     if found is None:
         return None
     principal, stored = found
-    act_for_request(principal)
-    if principal.api_key is not None:
-        apikeys.mark_used(principal.api_key.id)
+    credentials.act_for_request(principal)
+    credential_type.used(principal)
     return read.respond(stored)
 
 
-def _for_person(
-    request: HttpRequest, raw_token: bytes, read: CachedRead, permission: str
-) -> tuple[Principal, Any] | None:
-    claims = access_claims(raw_token)
-    known = principals.remembered(claims.tenant_id, claims.user_id)
-    if known is None:
-        resolved = resolve_principal(
-            tenant_id=claims.tenant_id,
-            user_id=claims.user_id,
-            session_id=claims.session_id,
-            read_ahead=[read.version_key],
-        )
-        principal = checked_principal(resolved, claims)
-        principals.remember(claims.tenant_id, claims.user_id, resolved)
-        return _limited_read(request, principal, resolved.read_ahead, read, permission)
-
-    # Whether the principal this process resolved last still holds (the tenant's epoch, the
-    # session's revocation mark), and the version: from the process's tracked keys, which Redis
-    # keeps exact (kernel/tracked.py); the rate limit's tokens from the process's lease. Most hits
-    # ask Redis nothing. Without tracking, one round trip: the rate limit's script reads them.
-    principal = checked_principal(known, claims)
-    if not principal.has_permission(permission):
-        return None
-    namespace = _namespace()
-    names = (*principals.freshness_names(claims.session_id), read.version_key)
-    keys = _raw_keys(claims.tenant_id, names, namespace)
-    values = _tracked_values(keys)
-    if values is None:
-        decision = ratelimit.limit_principal_and_read(request, principal, keys)
-        values = decision.read
-    else:
-        decision = ratelimit.limit_principal_leased(request, principal)
-    if not decision.allowed or len(values) != len(keys):
-        return None
-    if not principals.still_current(known, values[:2]):
-        principals.forget(claims.tenant_id, claims.user_id)
-        return None
-    if values[2] is None:
-        return None
-    stored = _stored_entry(request, claims.tenant_id, read, values[2], namespace)
-    return None if stored is None else (principal, stored)
-
-
-def _for_machine(
-    request: HttpRequest, key: str, read: CachedRead, permission: str
-) -> tuple[Principal, Any] | None:
-    """An API key's read: as a person's, from tracked keys and a lease once the process knows the
-    key's tenant and the key's snapshot is in the cache; else the usual look-up (the snapshot and
-    the version in one round trip), then the rate limit's script with the entry."""
-    prefix = apikeys.parse_prefix(key)
-    tenant_id = apikeys.tenant_of_prefix(prefix) if prefix is not None else None
-    if tenant_id is not None:
-        namespace = _namespace()
-        names = (*apikeys.cached_names(prefix), read.version_key)
-        values = _tracked_values(_raw_keys(tenant_id, names, namespace))
-        principal = None
-        if values is not None and None not in values:
-            principal = _machine_principal(key, values[0], values[1])
-        if principal is not None:
-            principal = checked_key_principal(principal)
-            if not principal.has_permission(permission):
-                return None
-            if not ratelimit.limit_principal_leased(request, principal).allowed:
-                return None
-            stored = _stored_entry(request, tenant_id, read, values[2], namespace)
-            return None if stored is None else (principal, stored)
-    principal, read_ahead = verify_api_key(key, read_ahead=[read.version_key])
-    return _limited_read(request, principal, read_ahead, read, permission)
-
-
-# The same bytes come back on every request until the epoch or the snapshot changes: the key is
-# checked against them once (its hash, revocation, its tenant), not on every request. A key that
-# fails raises, and is not remembered; expiry and suspension are checked on every use.
-@functools.lru_cache(maxsize=4096)
-def _machine_principal(key: str, raw_epoch: bytes, raw_snapshot: bytes) -> Principal | None:
-    records = apikeys.records_from_cached(
-        principals.decoded_token(raw_epoch), cache.client.decode(raw_snapshot)
-    )
-    return None if records is None else matching_principal(key, records)
-
-
-def _stored_entry(
+def stored_entry(
     request: HttpRequest, tenant_id: uuid.UUID, read: CachedRead, raw_version: bytes, namespace
 ) -> Any:
     """The entry named by the version, from the process's memory or the cache; None on a miss,
@@ -210,24 +110,24 @@ def _stored_entry(
 
 
 @functools.lru_cache(maxsize=4096)
-def _raw_keys(tenant_id: uuid.UUID, names: tuple[str, ...], namespace: tuple) -> tuple[str, ...]:
+def raw_keys(tenant_id: uuid.UUID, names: tuple[str, ...], namespace: tuple) -> tuple[str, ...]:
     """The raw Redis keys of these names in the tenant's cache: the same few for every hit of a
     session or an API key, made once (per cache namespace, which tests vary)."""
     with tenant_context(tenant_id):
         return tuple(cache.make_key(name) for name in names)
 
 
-def _namespace() -> tuple:
+def namespace() -> tuple:
     options = settings.CACHES["default"]
     return options.get("LOCATION", ""), options.get("KEY_PREFIX", ""), options.get("VERSION", 1)
 
 
-def _tracked_values(keys: Sequence[str]) -> list[bytes | None] | None:
+def tracked_values(keys: Sequence[str]) -> list[bytes | None] | None:
     tracked = tracked_keys()
     return None if tracked is None else tracked.values(keys)
 
 
-def _limited_read(
+def limited_read(
     request: HttpRequest,
     principal: Principal,
     read_ahead: dict[str, Any],
@@ -249,7 +149,7 @@ def _limited_read(
         _missed(request, version, entry_key)
         return None
     stored = cache.client.decode(decision.read[0])
-    _entries.put((_namespace(), principal.tenant.id, entry_key), stored)
+    _entries.put((namespace(), principal.tenant.id, entry_key), stored)
     return principal, stored
 
 

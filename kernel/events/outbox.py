@@ -35,10 +35,10 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from prometheus_client import Counter, Gauge
 
+from kernel.context import current_tenant_id, no_tenant, operator_scope, tenant_context
 from kernel.events import bus as events
 from kernel.events.bus import Event, actor_reference
 from kernel.models import OutboxEvent
-from kernel.tenancy.context import current_tenant_id, no_tenant, operator_scope, tenant_context
 from kernel.tracing import get_request_id
 
 log = structlog.get_logger(__name__)
@@ -235,7 +235,6 @@ def event_dispatch_task(*, event: dict[str, Any], from_outbox: bool = False) -> 
 def outbox_relay_task() -> int:
     """Send again the domain events still pending in the outbox (beat, every minute).
 
-    Enters the operator scope itself (kernel.events.outbox.outbox_relay): the scope never travels in a
-    task message.
+    Enters the operator scope itself (`outbox_relay`): the scope never travels in a task message.
     """
     return outbox_relay()

@@ -8,7 +8,7 @@ The `platform` cache alias has no tenant namespace, for the few things that belo
 (revoked sessions, limits per client address); its callers name their keys fully.
 """
 
-from kernel.tenancy.context import current_tenant_id
+from kernel.context import current_tenant_id
 
 
 def tenant_key(key: str, key_prefix: str, version: int) -> str:

@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from kernel.tenancy.context import current_scope, require_tenant_id
+from kernel.context import current_scope, require_tenant_id
 
 
 class CrossTenantWrite(RuntimeError):

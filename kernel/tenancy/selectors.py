@@ -11,8 +11,8 @@ from datetime import datetime
 
 from django.db.models import Prefetch, QuerySet
 
+from kernel.context import operator_scope
 from kernel.permissions import OWNER
-from kernel.tenancy.context import operator_scope
 from kernel.tenancy.models import (
     AuditEvent,
     Invitation,

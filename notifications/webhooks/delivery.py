@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 import structlog
+from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
@@ -249,3 +250,29 @@ def _finish(
 def _short(note: str) -> str:
     limit = WebhookDelivery._meta.get_field("last_error").max_length
     return note if len(note) <= limit else note[: limit - 1] + "…"
+
+
+# The name queued messages carry (and the webhooks queue's router reads): as it was when the task
+# lived in notifications/webhooks/tasks.py.
+@shared_task(
+    name="notifications.webhooks.tasks.webhook_deliver_task",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
+def webhook_deliver_task(self, *, delivery_id: str, skip_breaker: bool = False) -> str:
+    """One attempt at a delivery; reschedules itself while the delivery has attempts left.
+
+    Acknowledged only once it has run: a worker that dies in the middle of a POST leaves the
+    message to be delivered to another worker, which sends it again under the same webhook-id.
+    The attempts are counted on the delivery row, not by Celery (`max_retries=None`), because
+    waiting for an open circuit breaker is not an attempt.
+    """
+    outcome = attempt(delivery_id, skip_breaker=skip_breaker)
+    # Inline (eager) runs, the embedded default without a broker, would retry at once with no
+    # countdown and, against an open breaker, without end: they make one attempt, and the
+    # delivery shows what happened.
+    if outcome.retry_in is not None and not self.request.is_eager:
+        raise self.retry(countdown=outcome.retry_in, kwargs={"delivery_id": delivery_id})
+    return outcome.status

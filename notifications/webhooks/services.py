@@ -25,6 +25,7 @@ from kernel.events import Event
 from kernel.problems import Problem, ProblemType
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import breaker, selectors, signing, ssrf
+from notifications.webhooks.delivery import webhook_deliver_task
 
 UPDATABLE_FIELDS = ("url", "topics", "is_active")
 # A delivery still pending or failed this long after its next attempt was due has no task any
@@ -179,10 +180,8 @@ def _unique(topics: Sequence[str]) -> list[str]:
 
 
 def _queue_on_commit(delivery: WebhookDelivery, *, skip_breaker: bool = False) -> None:
-    # Imported here: the tasks module imports this one. The task is queued only once the row it
-    # names is committed, or a worker could look for it before it exists.
-    from notifications.webhooks.tasks import webhook_deliver_task
-
+    # The task is queued only once the row it names is committed, or a worker could look for it
+    # before it exists.
     kwargs: dict[str, Any] = {"delivery_id": str(delivery.pk)}
     if skip_breaker:
         kwargs["skip_breaker"] = True

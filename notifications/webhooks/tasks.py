@@ -7,7 +7,12 @@ from celery import shared_task
 from django.conf import settings
 
 from kernel.events import Event
-from notifications.webhooks import delivery, services
+from notifications.webhooks import services
+from notifications.webhooks.delivery import webhook_deliver_task
+
+# Defined beside the attempt it runs (delivery.py); named here so that the worker's autodiscovery
+# of this module registers it.
+__all__ = ["route_webhook_tasks", "webhook_deliver_task", "webhook_fan_out_task"]
 
 
 def route_webhook_tasks(name: str, args: Any, kwargs: Any, options: Any, **_: Any) -> dict | None:
@@ -25,21 +30,3 @@ def route_webhook_tasks(name: str, args: Any, kwargs: Any, options: Any, **_: An
 def webhook_fan_out_task(*, event: dict[str, Any]) -> int:
     """The deliveries of one event, in its tenant (it travels with the task). Idempotent."""
     return len(services.webhook_deliveries_create_for_event(event=Event.from_message(event)))
-
-
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def webhook_deliver_task(self, *, delivery_id: str, skip_breaker: bool = False) -> str:
-    """One attempt at a delivery; reschedules itself while the delivery has attempts left.
-
-    Acknowledged only once it has run: a worker that dies in the middle of a POST leaves the
-    message to be delivered to another worker, which sends it again under the same webhook-id.
-    The attempts are counted on the delivery row, not by Celery (`max_retries=None`), because
-    waiting for an open circuit breaker is not an attempt.
-    """
-    outcome = delivery.attempt(delivery_id, skip_breaker=skip_breaker)
-    # Inline (eager) runs, the embedded default without a broker, would retry at once with no
-    # countdown and, against an open breaker, without end: they make one attempt, and the
-    # delivery shows what happened.
-    if outcome.retry_in is not None and not self.request.is_eager:
-        raise self.retry(countdown=outcome.retry_in, kwargs={"delivery_id": delivery_id})
-    return outcome.status

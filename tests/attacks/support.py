@@ -8,7 +8,7 @@ from typing import Any
 from django.core import mail
 from rest_framework.test import APIClient
 
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from kernel.tenancy.models import Role
 from notifications.models import Notification
 from tests.factories import make_tenant

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from notifications.models import WebhookDelivery
 from notifications.webhooks import services
 from tests.attacks.support import Tenancy, tenancy

@@ -16,7 +16,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from catalog.models import Product
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from notifications.consumers import NotificationConsumer
 from tests.attacks.support import Tenancy, tenancy
 from tests.catalog_helpers import CATEGORIES, PRODUCTS, product_body

@@ -12,8 +12,8 @@ connection; and a receiver redirecting to the metadata address, which is never f
 import pytest
 from rest_framework.test import APIClient
 
+from kernel.context import tenant_context
 from kernel.permissions import Perm
-from kernel.tenancy.context import tenant_context
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import services
 from tests.attacks.support import Tenancy, tenancy

@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import validate_email, validate_slug
 from django.db import IntegrityError, transaction
 
+from kernel.context import tenant_context
 from kernel.permissions import OWNER
-from kernel.tenancy.context import tenant_context
 from kernel.tenancy.models import Plan, Tenant
 from kernel.tenancy.selectors import membership_has_role
 from kernel.tenants import DEFAULT_PLAN, tenant_create

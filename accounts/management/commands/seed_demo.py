@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from kernel.tenancy.context import operator_scope
+from kernel.context import operator_scope
 from kernel.tenancy.models import Tenant
 from kernel.tenants import tenant_create
 

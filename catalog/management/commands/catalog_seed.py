@@ -12,14 +12,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from celery import current_app as celery_app
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog import imports, services
 from catalog.imports import COLUMNS
 from catalog.models import Category, Job
-from config.celery import app as celery_app
-from kernel.tenancy.context import tenant_context
+from kernel.context import tenant_context
 from kernel.tenancy.models import Tenant
 
 # fmt: off

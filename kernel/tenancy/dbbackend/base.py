@@ -7,7 +7,7 @@ Two things happen here, both invisible to the code that queries:
    security applies even when DATABASE_URL names a superuser. Only the schema owner's own work
    (migrate, flush) runs without it, inside `schema_owner()`.
 
-2. Every transaction carries the current scope (kernel.tenancy.context) in two transaction-local
+2. Every transaction carries the current scope (kernel.context) in two transaction-local
    settings, `app.tenant_id` and `app.operator_scope`, which the row-level security policies
    read. They are set with `set_config(..., true)`, so they die with the transaction: nothing
    lingers on a connection that a pooler (PgBouncer in transaction mode) hands to someone else.
@@ -23,7 +23,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django_prometheus.db.backends.postgresql.base import DatabaseWrapper as PrometheusPostgres
 from psycopg import sql
 
-from kernel.tenancy.context import Scope, current_scope
+from kernel.context import Scope, current_scope
 
 # Never equal to a scope: forces the next statement to apply the current one.
 _UNKNOWN = Scope(reason="unknown")

@@ -1,4 +1,8 @@
-"""Authentication that resolves the tenant: once per request, from the credential alone."""
+"""`Authorization: Bearer <access token>`: a person acting in the one tenant the token names.
+
+The credential type of a sign-in's access tokens (kernel/credentials.py): it resolves the tenant
+and the principal once per request, from the token alone.
+"""
 
 import datetime
 import functools
@@ -8,17 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import Token
 
-from kernel import audit
+from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
+from kernel import credentials, principals, ratelimit
+from kernel.api import cached_reads
+from kernel.api.cached_reads import CachedRead
 from kernel.principals import Principal, Resolved, resolve_principal
 from kernel.problems import Problem, ProblemType
-from kernel.sessions import SESSION_CLAIM, TENANT_CLAIM
-from kernel.tenancy.context import enter_tenant_for_request
-from kernel.tracing import bind_actor
 
 INVALID_TOKEN = "Invalid token."  # noqa: S105  (a message, not a secret)
 
@@ -28,7 +34,7 @@ def principal_from_access_token(raw_token: bytes | str) -> Principal:
 
     Every failure is the same AuthenticationFailed (401), so a caller learns nothing about which
     check failed; a suspended tenant is a 403 `tenant-suspended`, which tells the caller what to
-    do. Shared by HTTP (TenantJWTAuthentication) and WebSockets. On a warm cache it runs no SQL.
+    do. Every surface reaches it through the credential registry. On a warm cache it runs no SQL.
     """
     principal, _ = verify_access_token(raw_token)
     return principal
@@ -123,30 +129,65 @@ def _leeway_seconds() -> float:
     return leeway.total_seconds() if isinstance(leeway, datetime.timedelta) else float(leeway)
 
 
-class TenantJWTAuthentication(JWTAuthentication):
-    """`Authorization: Bearer <access>`: a person acting in the one tenant the token names."""
-
-    www_authenticate_realm = "api"
-
-    def authenticate(self, request):
-        header = self.get_header(request)
-        if header is None:
-            return None
-        raw_token = self.get_raw_token(header)
-        if raw_token is None:
-            return None
-        principal = principal_from_access_token(raw_token)
-        act_for_request(principal)
-        return principal.user, principal
+def verify(credential: bytes) -> Principal:
+    """The credential type's check of `Bearer <access token>`."""
+    return principal_from_access_token(credential)
 
 
-def act_for_request(principal: Principal) -> None:
-    """The rest of the request acts as `principal`: in its tenant's scope, with it as the actor
-    of log lines and audit events."""
-    enter_tenant_for_request(principal.tenant.id)
-    if principal.api_key is not None:
-        bind_actor(tenant_id=principal.tenant.id, api_key_id=principal.api_key.id)
-        audit.set_request_actor(audit.Actor.api_key(principal.api_key))
+def read_cached(
+    request: HttpRequest, raw_token: bytes, read: CachedRead, permission: str
+) -> tuple[Principal, Any] | None:
+    """A person's cached read (kernel/api/cached_reads.py)."""
+    claims = access_claims(raw_token)
+    known = principals.remembered(claims.tenant_id, claims.user_id)
+    if known is None:
+        resolved = resolve_principal(
+            tenant_id=claims.tenant_id,
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            read_ahead=[read.version_key],
+        )
+        principal = checked_principal(resolved, claims)
+        principals.remember(claims.tenant_id, claims.user_id, resolved)
+        return cached_reads.limited_read(request, principal, resolved.read_ahead, read, permission)
+
+    # Whether the principal this process resolved last still holds (the tenant's epoch, the
+    # session's revocation mark), and the version: from the process's tracked keys, which Redis
+    # keeps exact (kernel/tracked.py); the rate limit's tokens from the process's lease. Most hits
+    # ask Redis nothing. Without tracking, one round trip: the rate limit's script reads them.
+    principal = checked_principal(known, claims)
+    if not principal.has_permission(permission):
+        return None
+    namespace = cached_reads.namespace()
+    names = (*principals.freshness_names(claims.session_id), read.version_key)
+    keys = cached_reads.raw_keys(claims.tenant_id, names, namespace)
+    values = cached_reads.tracked_values(keys)
+    if values is None:
+        decision = ratelimit.limit_principal_and_read(request, principal, keys)
+        values = decision.read
     else:
-        bind_actor(tenant_id=principal.tenant.id, user_id=principal.user.id)
-        audit.set_request_actor(audit.Actor.user(principal.user))
+        decision = ratelimit.limit_principal_leased(request, principal)
+    if not decision.allowed or len(values) != len(keys):
+        return None
+    if not principals.still_current(known, values[:2]):
+        principals.forget(claims.tenant_id, claims.user_id)
+        return None
+    if values[2] is None:
+        return None
+    stored = cached_reads.stored_entry(request, claims.tenant_id, read, values[2], namespace)
+    return None if stored is None else (principal, stored)
+
+
+CREDENTIAL_TYPE = credentials.CredentialType(
+    scheme=jwt_settings.AUTH_HEADER_TYPES[0],
+    # simplejwt matches its header type as written.
+    case_sensitive=True,
+    verify=verify,
+    malformed=exceptions.AuthenticationFailed(
+        _("Authorization header must contain two space-delimited values"),
+        code="bad_authorization_header",
+    ),
+    openapi_name="bearerAuth",
+    openapi_definition={"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    read_cached=read_cached,
+)

@@ -1,57 +1,19 @@
-"""Bulk import of products: a CSV or JSON file, checked row by row, upserted by SKU in batches.
-
-A file goes through three steps:
-
-1. `import_file_read()`, in the request: the file as a whole. A type that is neither CSV nor
-   JSON is a 415; a file that is not UTF-8, empty, without a header (CSV), not a JSON list, or
-   without a single row is a 400 naming `file`. The rows are counted here, so the 202 already
-   shows the job's `total`.
-2. `import_start()`: the job and its file (the `JobFile` table) are stored, and
-   `catalog_import_task` is queued once they are committed.
-3. `import_run()`, in the worker: the rows in batches of CATALOG_IMPORT_BATCH_SIZE, each batch in
-   one transaction:
-   - every row is validated on its own, with the API's rules (ProductInputSerializer), and
-     without a query;
-   - then, for the whole batch at once: its category references resolved (one query), its
-     SKUs that exist already looked up (one query), and, if it adds products, the plan's quota
-     counted (kernel/quotas.py: the tenant's row locked, then a count);
-   - the rows that pass are written by one `INSERT … ON CONFLICT (tenant_id, sku) DO UPDATE`
-     (`bulk_create(update_conflicts=True)`), then one `UPDATE … SET version = version + 1` of
-     the rows that conflict turned into updates;
-   - `catalog_changed()` once, and the job's counts and errors in the same transaction.
-   A batch that the database refuses as a whole (a row that passed the checks but breaks a
-   constraint, say a category deleted meanwhile) is written again row by row, each in its own
-   savepoint, so that only the bad rows are lost and none is half-written.
-
-Decisions the specification left open (docs/catalog.md lists them for clients):
-
-- A SKU that appears in more than one row of a file: the first row that can be imported wins;
-  the later ones are errors naming it. Silently letting the last row win would hide mistakes.
-- Fields a row does not give (a column the CSV header does not name, a key a JSON object does
-  not have) keep their current value when the SKU exists, and take their default when it is
-  created. A CSV cell left empty gives the field's default (no category, no tags, the tenant's
-  currency …). `sku`, `name` and `price` are required in every row.
-- `category` is a category id or slug of the tenant; an id is tried first.
-- Every row that is imported is a write: its `version` goes up and `updated_at` moves even if
-  nothing in it changed.
-- A row that would add a product past the plan's `max_products` is an error of that row; rows
-  updating existing products still go in.
+"""Running a bulk import job, in the worker (catalog/imports/__init__.py): its task, and the rows
+in batches.
 """
 
 import contextlib
-import csv
-import io
 import json
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from itertools import islice
 from typing import Any
 
 import structlog
+from celery import shared_task
 from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from django.db.models import F, Q
@@ -60,209 +22,32 @@ from rest_framework.exceptions import ValidationError
 
 from catalog import jobs
 from catalog import validators as v
-from catalog.api.serializers import ProductInputSerializer, TextField
 from catalog.cache import catalog_changed
-from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, JobFile, Product
+from catalog.imports.files import (
+    COLUMNS,
+    MAX_ERRORS,
+    REQUIRED_COLUMNS,
+    ROW_REFUSALS,
+    TAG_SEPARATOR,
+    TOPIC_FINISHED,
+    ImportFormat,
+    ImportSource,
+    csv_header,
+    csv_reader,
+    decoded,
+    json_items,
+)
+from catalog.inputs import ProductInputSerializer, TextField
+from catalog.models import Category, Job, JobFile, Product
 from catalog.selectors import product_total
 from catalog.services import default_currency, tenant_settings
-from kernel import audit
-from kernel.principals import Principal
+from kernel.context import require_tenant_id
 from kernel.problems import Problem, ProblemType, validation_errors
 from kernel.quotas import Resource, enforce_quota
-from kernel.tenancy.context import require_tenant_id, tenant_context
-
-log = structlog.get_logger(__name__)
-
-TOPIC_FINISHED = "catalog.import.finished"
-
-# The columns of a CSV import (and of the export): the writable fields of a product.
-COLUMNS = PRODUCT_WRITABLE_FIELDS
-REQUIRED_COLUMNS = frozenset({"sku", "name", "price"})
-# Read-only fields of a product, as a copy of API responses may carry them: ignored, as the API
-# ignores them in a body. Any other unknown column is a 400: a misspelt header would otherwise
-# drop that column from every row without a word.
-IGNORED_COLUMNS = frozenset({"id", "version", "created_at", "updated_at", "related"})
-TAG_SEPARATOR = ";"
-# Error entries kept on a job; the count of the others is in `errors_omitted`.
-MAX_ERRORS = 1_000
-# What the database says about a row it will not store (a constraint, a value it cannot hold).
-# Anything else (the connection lost, say) is no fault of the rows: the job fails.
-ROW_REFUSALS = (IntegrityError, DataError)
-
-
-class ImportFormat(StrEnum):
-    CSV = "csv"
-    JSON = "json"
-
-
-# What a file is, from its part's Content-Type when that says it, else from its name.
-# (Browsers on Windows send a CSV as application/vnd.ms-excel, curl often as octet-stream.)
-_CONTENT_TYPES = {
-    "text/csv": ImportFormat.CSV,
-    "application/csv": ImportFormat.CSV,
-    "application/json": ImportFormat.JSON,
-}
-_EXTENSIONS = {".csv": ImportFormat.CSV, ".json": ImportFormat.JSON}
-
-
-@dataclass(frozen=True, slots=True)
-class ImportSource:
-    """An uploaded file that passed the checks of the whole file."""
-
-    name: str
-    format: ImportFormat
-    content: bytes
-    total: int
-
-
-# --- the file as a whole (in the request) -------------------------------------------------------
-
-
-def import_file_read(*, name: str, content_type: str | None, content: bytes) -> ImportSource:
-    """Check the file as a whole and count its rows: 415 or 400 problems when it cannot be one."""
-    file_format = _format_of(name, content_type)
-    text = _decoded(content)
-    if not text.strip():
-        raise _file_error("The file is empty.")
-    total = _count_csv_rows(text) if file_format is ImportFormat.CSV else len(_json_items(text))
-    if total == 0:
-        raise _file_error("The file holds no products.")
-    return ImportSource(name=name or "", format=file_format, content=content, total=total)
-
-
-def _format_of(name: str, content_type: str | None) -> ImportFormat:
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type in _CONTENT_TYPES:
-        return _CONTENT_TYPES[media_type]
-    extension = ("." + name.rsplit(".", 1)[-1].lower()) if "." in (name or "") else ""
-    if extension in _EXTENSIONS:
-        return _EXTENSIONS[extension]
-    raise Problem(
-        ProblemType.UNSUPPORTED_MEDIA_TYPE,
-        detail="Import a CSV file (text/csv, .csv) or a JSON file (application/json, .json).",
-    )
-
-
-def _decoded(content: bytes) -> str:
-    try:
-        # utf-8-sig: a byte order mark, which spreadsheets like to write, is dropped.
-        return content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _file_error(
-            f"The file is not UTF-8 text (byte {exc.start + 1} is not valid UTF-8)."
-        ) from exc
-
-
-def _file_error(message: str) -> ValidationError:
-    return ValidationError({"file": [message]})
-
-
-def _csv_reader(text: str) -> Iterator[list[str]]:
-    # The csv module refuses fields over 128 KiB by default, which would fail the whole file for
-    # one overlong description: let any field through, and let the row's checks refuse it.
-    # (The limit is process-wide; raising it only lets other readers accept longer fields.)
-    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
-    return csv.reader(io.StringIO(text))
-
-
-def _csv_header(reader: Iterator[list[str]]) -> list[str | None]:
-    """The column of each position of a row: a field name, or None for a column ignored."""
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise _file_error("The file is empty.") from None
-    except csv.Error as exc:
-        raise _file_error(f"The CSV cannot be read: {exc}.") from exc
-    names = [cell.strip().lower() for cell in header]
-    known = [name for name in names if name in COLUMNS]
-    unknown = [name for name in names if name and name not in COLUMNS + tuple(IGNORED_COLUMNS)]
-    if not known:
-        raise _file_error(
-            "The first line must be a header naming the columns: "
-            f"{', '.join(COLUMNS)} (sku, name and price are required)."
-        )
-    if unknown:
-        raise _file_error(
-            f"Unknown column(s): {', '.join(unknown)}. The columns are: {', '.join(COLUMNS)}."
-        )
-    twice = sorted({name for name in known if known.count(name) > 1})
-    if twice:
-        raise _file_error(f"Column(s) named more than once: {', '.join(twice)}.")
-    missing = [name for name in COLUMNS if name in REQUIRED_COLUMNS and name not in known]
-    if missing:
-        raise _file_error(f"The header lacks the required column(s): {', '.join(missing)}.")
-    # Unnamed columns (a trailing comma) and read-only fields are ignored.
-    return [name if name in COLUMNS else None for name in names]
-
-
-def _count_csv_rows(text: str) -> int:
-    reader = _csv_reader(text)
-    _csv_header(reader)
-    try:
-        return sum(1 for record in reader if record)  # blank lines are no rows
-    except csv.Error as exc:
-        raise _file_error(f"The CSV cannot be read (line {reader.line_num}): {exc}.") from exc
-
-
-def _json_items(text: str) -> list[Any]:
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _file_error(
-            f"The file is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
-        ) from exc
-    except RecursionError as exc:
-        raise _file_error("The file is not valid JSON: it nests too deeply.") from exc
-    if not isinstance(items, list):
-        raise _file_error("A JSON import is a list of product objects: [{...}, {...}].")
-    return items
-
-
-# --- starting a job (in the request) ------------------------------------------------------------
-
-
-@transaction.atomic
-def import_start(*, actor: Principal | None, source: ImportSource) -> Job:
-    """Store the job and its file; its task is queued once they are committed."""
-    job = Job.objects.create(
-        kind=Job.Kind.PRODUCTS_IMPORT, total=source.total, **jobs.job_creator(actor)
-    )
-    JobFile.objects.create(
-        job=job, name=source.name[:255], format=source.format, content=source.content
-    )
-    # One event for the import, not one per row: the job keeps each row's outcome.
-    audit.record(
-        tenant_id=job.tenant_id,
-        action="catalog.import.started",
-        target_type="job",
-        target_id=job.pk,
-        changes=audit.created(
-            {"file": source.name[:255], "format": source.format, "rows": source.total}
-        ),
-    )
-    tenant_id = require_tenant_id()
-    transaction.on_commit(lambda: _enqueue(tenant_id=tenant_id, job_id=job.pk))
-    return job
-
-
-def _enqueue(*, tenant_id: uuid.UUID, job_id: uuid.UUID) -> None:
-    from catalog.tasks import catalog_import_task  # catalog.tasks imports this module
-
-    # The task runs in the tenant it is sent under. A commit callback may run after the scope
-    # it was registered in has ended (the outermost transaction of a command or a test), so
-    # enter the job's tenant here rather than rely on whichever is current.
-    with tenant_context(tenant_id):
-        try:
-            catalog_import_task.delay(str(job_id))
-        except Exception:
-            # Most likely the broker is unreachable: the job would wait forever. Say so on it.
-            log.exception("catalog_import_not_queued", job_id=str(job_id))
-            jobs.job_abandon(
-                job_id=job_id, detail="The import could not be started; upload the file again."
-            )
-
 
 # --- running a job (in the worker) ---------------------------------------------------------------
+
+log = structlog.get_logger(__name__)
 
 
 def import_run(*, job_id: uuid.UUID) -> str | None:
@@ -357,15 +142,15 @@ class _Row:
 
 
 def _read_rows(source: ImportSource) -> Iterator[_RawRow]:
-    text = _decoded(source.content)
+    text = decoded(source.content)
     if source.format is ImportFormat.CSV:
         return _csv_rows(text)
-    return _json_rows(_json_items(text))
+    return _json_rows(json_items(text))
 
 
 def _csv_rows(text: str) -> Iterator[_RawRow]:
-    reader = _csv_reader(text)
-    columns = _csv_header(reader)
+    reader = csv_reader(text)
+    columns = csv_header(reader)
     given = frozenset(name for name in columns if name is not None)
     number = 0
     for record in reader:
@@ -634,3 +419,10 @@ def _database_refusal(exc: IntegrityError | DataError) -> str:
     if constraint:
         return f"The database refused the row (constraint {constraint})."
     return "The database refused the row."
+
+
+# The name queued messages carry: as it was when the task lived in catalog/tasks.py.
+@shared_task(name="catalog.tasks.catalog_import_task")
+def catalog_import_task(job_id: str) -> str | None:
+    """Run a bulk import job in the tenant it was queued under."""
+    return import_run(job_id=uuid.UUID(job_id))
