@@ -322,7 +322,7 @@ def test_a_sku_refused_in_its_first_row_can_come_from_a_later_one(tenant, editor
 
 
 def test_the_error_list_is_capped_and_says_how_many_more(tenant, editor, run_import, monkeypatch):
-    monkeypatch.setattr(imports, "MAX_ERRORS", 3)
+    monkeypatch.setattr(import_worker, "MAX_ERRORS", 3)
     text = "sku,name,price\n" + "".join(f"E-{n},Bad,-{n}\n" for n in range(1, 9))
 
     job = run_import(editor, csv_file(text))
@@ -338,7 +338,7 @@ def test_a_batch_the_database_refuses_is_retried_row_by_row(
     class LaxRow(imports.ImportRowSerializer):
         stock = serializers.IntegerField(required=False, default=0)
 
-    monkeypatch.setattr(imports, "ImportRowSerializer", LaxRow)
+    monkeypatch.setattr(import_worker, "ImportRowSerializer", LaxRow)
     settings.CATALOG_IMPORT_BATCH_SIZE = 3
     text = "sku,name,price,stock\nR-1,One,1,1\nR-2,Two,1,-5\nR-3,Three,1,3\nR-4,Four,1,4\n"
 
