@@ -3,9 +3,10 @@
 - The tenant comes from the credential (kernel/credentials.py: an access token or an API key),
   never from the URL or the body.
 - Querysets come from the model's tenant-scoped manager, and subclasses cannot override
-  `get_queryset`/`get_object`: they refine the scoped queryset in `scope_queryset()`. The rare
-  view that truly needs its own must name the override `dangerously_get_queryset`, which
-  stands out in review.
+  `get_queryset`/`get_object` (a class that does is refused when it is defined): they refine the
+  scoped queryset in `scope_queryset()`. The rare view that truly needs its own defines
+  `dangerously_get_queryset` (or `dangerously_get_object`), which `get_queryset` serves instead
+  and which stands out in review.
 - Each view declares the permission code each action needs in `required_permissions`;
   an action missing from the map is a configuration error, not an open door.
 - The whole request runs in one transaction, so row-level security's tenant setting is applied
@@ -161,6 +162,10 @@ class TenantViewSet(TenantScopedMixin, viewsets.GenericViewSet):
     lookup_value_converter = "uuid"
 
     def get_queryset(self):
+        try:
+            return self.dangerously_get_queryset()
+        except NotImplementedError:
+            pass
         if self.model is None:
             raise ImproperlyConfigured(f"{type(self).__name__} must set `model`.")
         # The manager filters to the tenant in context; the extra filter on the principal's
@@ -170,3 +175,24 @@ class TenantViewSet(TenantScopedMixin, viewsets.GenericViewSet):
 
     def scope_queryset(self, queryset):
         return queryset
+
+    def dangerously_get_queryset(self):
+        """The escape hatch: a view that cannot express its rows as a refinement of its model's
+        scoped queryset (`scope_queryset`) returns its own here, and `get_queryset` serves it as
+        it is, without the base's filter on the principal's tenant.
+
+        Named so that it stands out in review. What it cannot bypass: the scoped managers
+        still fail closed outside a tenant, and row-level security still shows only the
+        request's tenant's rows (kernel/tenancy/rls.py).
+        """
+        raise NotImplementedError
+
+    def get_object(self):
+        try:
+            return self.dangerously_get_object()
+        except NotImplementedError:
+            return super().get_object()
+
+    def dangerously_get_object(self):
+        """The escape hatch of `get_object`, as `dangerously_get_queryset` is of `get_queryset`."""
+        raise NotImplementedError
