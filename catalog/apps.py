@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class CatalogConfig(AppConfig):
     name = "catalog"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Imported here: an app's module is loaded before the models these modules use.
+        from catalog.actions import CatalogAction
+        from catalog.topics import CatalogTopic
+        from kernel import audit
+        from kernel.events import topics
+
+        audit.register_actions(CatalogAction)
+        topics.register(CatalogTopic)

@@ -28,6 +28,7 @@ from django.db.models.deletion import RestrictedError
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from catalog.actions import CatalogAction
 from catalog.cache import catalog_changed
 from catalog.currencies import CURRENCY_CODES, DEFAULT_CURRENCY
 from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Product
@@ -38,6 +39,7 @@ from catalog.selectors import (
     product_sku_taken,
     product_total,
 )
+from catalog.topics import CatalogTopic
 from catalog.validators import normalize_tags
 from kernel import audit
 from kernel.context import require_tenant_id
@@ -52,10 +54,6 @@ DEFAULT_LOW_STOCK_THRESHOLD = 5
 # Attempts at a write without If-Match that keeps losing to concurrent writers.
 MAX_WRITE_ATTEMPTS = 5
 
-TOPIC_CREATED = "catalog.product.created"
-TOPIC_UPDATED = "catalog.product.updated"
-TOPIC_DELETED = "catalog.product.deleted"
-TOPIC_LOW_STOCK = "catalog.product.low_stock"
 
 Actor = Principal | Model | None  # a tenant principal, or an operator's user in the admin
 
@@ -110,8 +108,8 @@ def product_create(*, actor: Actor, data: Mapping[str, Any]) -> Product:
         _raise_conflict_if_duplicate(exc, values)
         raise
     catalog_changed()
-    _audit("catalog.product.created", product, audit.created(_snapshot(product)))
-    publish(topic=TOPIC_CREATED, data=_product_event(product), actor=actor)
+    _audit(CatalogAction.PRODUCT_CREATED, product, audit.created(_snapshot(product)))
+    publish(topic=CatalogTopic.PRODUCT_CREATED, data=_product_event(product), actor=actor)
     return product
 
 
@@ -136,14 +134,20 @@ def product_update(
     before = _write_conditionally(Product, product, values, expected_versions)
     product = Product.objects.get(pk=product.pk)
     catalog_changed()
-    _audit("catalog.product.updated", product, audit.diff(_snapshot(before), _snapshot(product)))
+    _audit(
+        CatalogAction.PRODUCT_UPDATED, product, audit.diff(_snapshot(before), _snapshot(product))
+    )
 
     changed = sorted(name for name in values if _value(before, name) != _value(product, name))
-    publish(topic=TOPIC_UPDATED, data={**_product_event(product), "changed": changed}, actor=actor)
+    publish(
+        topic=CatalogTopic.PRODUCT_UPDATED,
+        data={**_product_event(product), "changed": changed},
+        actor=actor,
+    )
     threshold = low_stock_threshold(tenant_settings(actor))
     if before.stock >= threshold > product.stock:
         publish(
-            topic=TOPIC_LOW_STOCK,
+            topic=CatalogTopic.PRODUCT_LOW_STOCK,
             data={**_product_event(product), "threshold": threshold},
             actor=actor,
         )
@@ -156,9 +160,9 @@ def product_delete(
 ) -> None:
     _delete_conditionally(Product, product, expected_versions)
     catalog_changed()
-    _audit("catalog.product.deleted", product, audit.deleted(_snapshot(product)))
+    _audit(CatalogAction.PRODUCT_DELETED, product, audit.deleted(_snapshot(product)))
     publish(
-        topic=TOPIC_DELETED,
+        topic=CatalogTopic.PRODUCT_DELETED,
         data={"id": product.pk, "sku": product.sku, "name": product.name},
         actor=actor,
     )
@@ -232,7 +236,7 @@ def category_create(*, actor: Actor, data: Mapping[str, Any]) -> Category:
         _raise_conflict_if_duplicate(exc, values)
         raise
     catalog_changed()
-    _audit("catalog.category.created", category, audit.created(_snapshot(category)))
+    _audit(CatalogAction.CATEGORY_CREATED, category, audit.created(_snapshot(category)))
     return category
 
 
@@ -252,7 +256,7 @@ def category_update(
     before = _write_conditionally(Category, category, values, expected_versions)
     after = Category.objects.get(pk=category.pk)
     catalog_changed()
-    _audit("catalog.category.updated", after, audit.diff(_snapshot(before), _snapshot(after)))
+    _audit(CatalogAction.CATEGORY_UPDATED, after, audit.diff(_snapshot(before), _snapshot(after)))
     return after
 
 
@@ -268,7 +272,7 @@ def category_delete(
     except RestrictedError as exc:  # a product or child added since the check above
         raise _category_in_use() from exc
     catalog_changed()
-    _audit("catalog.category.deleted", category, audit.deleted(_snapshot(category)))
+    _audit(CatalogAction.CATEGORY_DELETED, category, audit.deleted(_snapshot(category)))
 
 
 def _category_in_use() -> Problem:

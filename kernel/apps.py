@@ -15,12 +15,14 @@ class KernelConfig(AppConfig):
         # Every connection of every alias, in web processes and in Celery workers alike.
         connection_created.connect(install_slow_query_log, dispatch_uid="kernel.slow_query_log")
         require_strings_in_string_fields()
-        # What travels with a task message besides the request id: the tenant, the audit actor.
         # Imported here: an app's module is loaded before the models these modules use.
         from kernel import audit, propagation
+        from kernel.tenants import TenancyAction
 
+        # What travels with a task message besides the request id: the tenant, the audit actor.
         propagation.register()
         audit.register()
+        audit.register_actions(TenancyAction)
 
 
 def require_strings_in_string_fields() -> None:

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -56,6 +57,24 @@ _ACTION = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
 # Field names whose values never reach the log, besides everything kernel.logging calls secret
 # (password, token, key, secret, ...): digests of secrets are secrets' stand-ins.
 _SECRET_FIELD_WORDS = ("hash", "digest", "salt")
+
+
+# Every action an event may name: each app's enum, registered from its AppConfig.ready(). The
+# values are what the log stores, so a typo is refused when it is written, not found later by a
+# filter that matches nothing.
+_actions: set[str] = set()
+
+
+def register_actions(actions: type[StrEnum]) -> None:
+    """Make every member of `actions` an action that events may name."""
+    for action in actions:
+        if not _ACTION.fullmatch(action):
+            raise ValueError(f"An audit action is <app>.<entity>.<verb>, not {action!r}.")
+        _actions.add(str(action))
+
+
+def registered_actions() -> frozenset[str]:
+    return frozenset(_actions)
 
 
 class AuditOutsideTransaction(RuntimeError):
@@ -215,8 +234,8 @@ def _event_fields(
         raise AuditOutsideTransaction(
             "audit.record() must run in the transaction of the change it records."
         )
-    if not _ACTION.fullmatch(action):
-        raise ValueError(f"An audit action is <app>.<entity>.<verb>, not {action!r}.")
+    if action not in _actions:
+        raise ValueError(f"{action!r} is not a registered audit action (register_actions).")
     context = _context.get() or AuditContext()
     actor = actor or context.actor or SYSTEM
     return {

@@ -13,6 +13,7 @@ Members, roles and invitations are the accounts feature's (accounts/services/).
 
 import uuid
 from collections.abc import Iterable
+from enum import StrEnum
 
 from django.db import transaction
 from django.utils import timezone
@@ -32,6 +33,21 @@ from kernel.tenancy.models import (
 )
 
 DEFAULT_PLAN = "free"
+
+
+class TenancyAction(StrEnum):
+    """What tenants and plans go through: the kernel's audit actions, registered from
+    KernelConfig.ready(). The values are what the audit log stores: they never change."""
+
+    TENANT_CREATED = "tenants.tenant.created"
+    TENANT_UPDATED = "tenants.tenant.updated"
+    TENANT_DELETED = "tenants.tenant.deleted"
+    TENANT_SUSPENDED = "tenants.tenant.suspended"
+    TENANT_REACTIVATED = "tenants.tenant.reactivated"
+    TENANT_PLAN_CHANGED = "tenants.tenant.plan_changed"
+    PLAN_CREATED = "tenants.plan.created"
+    PLAN_UPDATED = "tenants.plan.updated"
+    PLAN_DELETED = "tenants.plan.deleted"
 
 
 def tenant_slug_from_name(name: str) -> str:
@@ -76,7 +92,7 @@ def tenant_create(
         MembershipRole.objects.create(tenant=tenant, membership=membership, role=owner_role)
         audit.record(
             tenant_id=tenant.id,
-            action="tenants.tenant.created",
+            action=TenancyAction.TENANT_CREATED,
             target_type="tenant",
             target_id=tenant.id,
             changes=audit.created(
@@ -106,7 +122,7 @@ def tenant_update(
     if changes:
         audit.record(
             tenant_id=tenant.id,
-            action="tenants.tenant.updated",
+            action=TenancyAction.TENANT_UPDATED,
             target_type="tenant",
             target_id=tenant.id,
             changes=changes,
@@ -129,7 +145,7 @@ def tenant_delete(*, tenant: Tenant, actor: Principal) -> None:
         # restored by an operator.
         audit.record(
             tenant_id=tenant.pk,
-            action="tenants.tenant.deleted",
+            action=TenancyAction.TENANT_DELETED,
             target_type="tenant",
             target_id=tenant.pk,
             changes={"deleted_at": [None, deleted_at]},
@@ -140,8 +156,8 @@ def tenant_delete(*, tenant: Tenant, actor: Principal) -> None:
 
 
 STATUS_ACTIONS = {
-    Tenant.Status.SUSPENDED: "tenants.tenant.suspended",
-    Tenant.Status.ACTIVE: "tenants.tenant.reactivated",
+    Tenant.Status.SUSPENDED: TenancyAction.TENANT_SUSPENDED,
+    Tenant.Status.ACTIVE: TenancyAction.TENANT_REACTIVATED,
 }
 
 
@@ -186,7 +202,7 @@ def tenant_operator_save(*, tenant: Tenant, changed_fields: Iterable[str]) -> Te
         tenant.save()
         after = _operator_values(tenant, fields)
         if adding:
-            _record_tenant_change(tenant, "tenants.tenant.created", audit.created(after))
+            _record_tenant_change(tenant, TenancyAction.TENANT_CREATED, audit.created(after))
         else:
             grouped: dict[str, dict] = {}
             for field, change in audit.diff(before, after).items():
@@ -208,8 +224,8 @@ def _operator_action(field: str, change: list) -> str:
     if field == "status":
         return STATUS_ACTIONS[Tenant.Status(change[1])]
     if field == "plan":
-        return "tenants.tenant.plan_changed"
-    return "tenants.tenant.updated"
+        return TenancyAction.TENANT_PLAN_CHANGED
+    return TenancyAction.TENANT_UPDATED
 
 
 def _record_tenant_change(tenant: Tenant, action: str, changes: dict) -> None:
@@ -245,13 +261,13 @@ def plan_operator_save(*, plan: Plan) -> Plan:
     """
     if plan._state.adding:
         plan.save()
-        _record_plan_change(plan.pk, "tenants.plan.created", audit.created(_plan_values(plan)))
+        _record_plan_change(plan.pk, TenancyAction.PLAN_CREATED, audit.created(_plan_values(plan)))
         return plan
     before = _plan_values(Plan.objects.select_for_update().get(pk=plan.pk))
     plan.save()
     changes = audit.diff(before, _plan_values(plan))
     if changes:
-        _record_plan_change(plan.pk, "tenants.plan.updated", changes)
+        _record_plan_change(plan.pk, TenancyAction.PLAN_UPDATED, changes)
         for tenant_id in plan.tenants.values_list("pk", flat=True):
             access_changed(tenant_id)
     return plan
@@ -263,7 +279,7 @@ def plan_delete(*, plan: Plan) -> None:
     values = _plan_values(plan)
     plan_id = plan.pk
     plan.delete()
-    _record_plan_change(plan_id, "tenants.plan.deleted", audit.deleted(values))
+    _record_plan_change(plan_id, TenancyAction.PLAN_DELETED, audit.deleted(values))
 
 
 def _record_plan_change(plan_id: int, action: str, changes: dict) -> None:

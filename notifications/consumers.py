@@ -21,6 +21,8 @@ from rest_framework.exceptions import APIException
 
 from kernel import credentials
 from kernel.context import tenant_context
+from kernel.events import topics as topics_registry
+from kernel.events.topics import MAX_TOPICS
 from kernel.permissions import Perm
 from kernel.principals import Principal
 from kernel.problems import Problem, ProblemType
@@ -39,7 +41,6 @@ log = structlog.get_logger(__name__)
 # What a client that stopped reading sees: the connection ends without a close frame.
 CLOSE_ABNORMAL = 1006
 
-MAX_TOPICS = 50
 MAX_TOPIC_LENGTH = 100
 
 
@@ -179,6 +180,10 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
                 "invalid-message",
                 f"'topics' is a list of 1 to {MAX_TOPICS} topic names or patterns.",
             )
+            return None
+        unknown = topics_registry.unknown_topics_detail(topics)
+        if unknown is not None:
+            await self.send_error("unknown-topic", unknown)
             return None
         return set(topics)
 

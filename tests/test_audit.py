@@ -4,6 +4,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from enum import StrEnum
 
 import pytest
 from django.contrib.auth.tokens import default_token_generator
@@ -493,6 +494,30 @@ def test_recording_outside_a_transaction_is_refused():
         audit.record(tenant_id=tenant.id, action="tests.thing.done", target_type="thing")
 
     assert [event.action for event in events_of(tenant)] == ["tenants.tenant.created"]
+
+
+@pytest.mark.parametrize("action", ["catalog.product.renamed", "tests.thing", "Catalog.X.y"])
+def test_an_action_no_app_registered_is_refused_and_nothing_is_recorded(action):
+    # Each app registers its actions (an enum); a typo is refused when it is written.
+    tenant = make_tenant()
+
+    with (
+        operator_scope("test: a typo"),
+        pytest.raises(ValueError, match="registered"),
+        transaction.atomic(),
+    ):
+        audit.record(tenant_id=tenant.id, action=action, target_type="thing")
+
+    assert [event.action for event in events_of(tenant)] == ["tenants.tenant.created"]
+
+
+def test_every_action_the_apps_record_is_registered():
+    # The apps' enums, as their ready() registered them; the values are what the log stores.
+    assert {"tenants.tenant.created", "accounts.api_key.revoked", "catalog.import.started"} <= (
+        audit.registered_actions()
+    )
+    with pytest.raises(ValueError, match=r"<app>\.<entity>\.<verb>"):
+        audit.register_actions(StrEnum("Bad", {"BAD": "not-an-action"}))
 
 
 # --- reading the log -----------------------------------------------------------------------------

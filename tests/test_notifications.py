@@ -172,7 +172,16 @@ def test_preferences_choose_the_topics(shop, fan_out):
     assert len(inbox(client)) == 2
 
 
-@pytest.mark.parametrize("body", [{"topics": "catalog.*"}, {"topics": [1]}, {}, {"topics": [""]}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"topics": "catalog.*"},
+        {"topics": [1]},
+        {},
+        {"topics": [""]},
+        {"topics": ["catalog.product.*", "members.invited"]},
+    ],
+)
 def test_bad_preferences_are_refused(shop, body):
     tenant, owner = shop
     response = client_for(owner, tenant).put(

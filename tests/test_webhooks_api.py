@@ -214,7 +214,7 @@ def test_create_shows_the_secret_once(admin_client):
     # When an endpoint is created
     response = admin_client.post(
         WEBHOOKS,
-        {"url": PUBLIC_URL, "topics": ["catalog.product.*", "members.invited"]},
+        {"url": PUBLIC_URL, "topics": ["catalog.product.*", "catalog.import.finished"]},
         format="json",
     )
 
@@ -228,7 +228,7 @@ def test_create_shows_the_secret_once(admin_client):
     assert body == {
         "id": body["id"],
         "url": PUBLIC_URL,
-        "topics": ["catalog.product.*", "members.invited"],
+        "topics": ["catalog.product.*", "catalog.import.finished"],
         "is_active": True,
         "circuit_state": "closed",
         "created_at": body["created_at"],
@@ -281,18 +281,18 @@ def test_put_replaces_and_patch_changes_only_what_it_names(admin_client, endpoin
 
     put = admin_client.put(
         url,
-        {"url": "https://93.184.215.15/other", "topics": ["members.*", "members.*"]},
+        {"url": "https://93.184.215.15/other", "topics": ["catalog.import.*", "catalog.import.*"]},
         format="json",
     )
     assert put.status_code == 200, put.content
     # PUT resets what it leaves out to its default; repeated topics are kept once
     assert put.json()["is_active"] is True
-    assert put.json()["topics"] == ["members.*"]
+    assert put.json()["topics"] == ["catalog.import.*"]
     assert put.json()["url"] == "https://93.184.215.15/other"
     row = endpoint_row(endpoint["id"])
     assert (row.url, row.topics, row.is_active) == (
         "https://93.184.215.15/other",
-        ["members.*"],
+        ["catalog.import.*"],
         True,
     )
 
@@ -340,6 +340,19 @@ def test_invalid_input_is_a_field_error(admin_client, body, fields):
     response = admin_client.post(WEBHOOKS, body, format="json")
 
     assert error_fields(response) == fields
+    assert admin_client.get(WEBHOOKS).json()["results"] == []
+
+
+@pytest.mark.parametrize("topic", ["members.*", "catalog.product.renamed", "catalog.*.nothing"])
+def test_a_topic_no_event_has_is_refused_and_the_known_ones_are_named(admin_client, topic):
+    response = admin_client.post(
+        WEBHOOKS, {"url": PUBLIC_URL, "topics": ["catalog.product.*", topic]}, format="json"
+    )
+
+    body = assert_problem(response, 400, "validation-error")
+    assert error_fields(response) == {"topics"}
+    assert topic in str(body)
+    assert "catalog.product.updated" in str(body)
     assert admin_client.get(WEBHOOKS).json()["results"] == []
 
 

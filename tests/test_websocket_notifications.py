@@ -160,6 +160,8 @@ def test_subscribe_narrows_and_unsubscribe_widens_again(servers, alpha, api_clie
     [
         ({"type": "subscribe", "topics": "catalog.*"}, "invalid-message"),
         ({"type": "subscribe", "topics": []}, "invalid-message"),
+        ({"type": "subscribe", "topics": ["members.*"]}, "unknown-topic"),
+        ({"type": "unsubscribe", "topics": ["catalog.product.renamed"]}, "unknown-topic"),
         ({"type": "ack"}, "invalid-message"),
         ({"type": "ack", "id": "00000000-0000-0000-0000-000000000000"}, "not-found"),
         ({"type": "resume", "after": "nonsense"}, "invalid-message"),

@@ -9,6 +9,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 
 from accounts import apikeys
+from accounts.actions import AccountsAction
 from accounts.models import ApiKey
 from accounts.selectors import api_key_count
 from kernel import audit
@@ -78,7 +79,7 @@ def api_key_create(
     )
     audit.record(
         tenant_id=tenant.id,
-        action="accounts.api_key.created",
+        action=AccountsAction.API_KEY_CREATED,
         target_type="api_key",
         target_id=api_key.pk,
         changes=audit.created(_api_key_values(api_key)),
@@ -100,7 +101,7 @@ def api_key_revoke(*, tenant: Tenant, api_key: ApiKey) -> ApiKey:
     api_key.save(update_fields=["revoked_at"])
     audit.record(
         tenant_id=tenant.id,
-        action="accounts.api_key.revoked",
+        action=AccountsAction.API_KEY_REVOKED,
         target_type="api_key",
         target_id=api_key.pk,
         changes={"revoked_at": [None, api_key.revoked_at]},

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import exceptions
 
+from accounts.actions import AccountsAction
 from accounts.services.grants import (
     ensure_can_grant,
 )
@@ -86,7 +87,7 @@ def invitation_create(
     for expired_id in list(pending.values_list("pk", flat=True)):
         audit.record(
             tenant_id=tenant.id,
-            action="tenants.invitation.revoked",
+            action=AccountsAction.INVITATION_REVOKED,
             target_type="invitation",
             target_id=expired_id,
             changes={"revoked_at": [None, revoked_at]},
@@ -111,7 +112,7 @@ def invitation_create(
     )
     audit.record(
         tenant_id=tenant.id,
-        action="tenants.invitation.created",
+        action=AccountsAction.INVITATION_CREATED,
         target_type="invitation",
         target_id=invitation.pk,
         changes=audit.created(
@@ -137,7 +138,7 @@ def invitation_revoke(*, tenant: Tenant, actor: Principal, invitation: Invitatio
         invitation.save(update_fields=["revoked_at"])
         audit.record(
             tenant_id=tenant.id,
-            action="tenants.invitation.revoked",
+            action=AccountsAction.INVITATION_REVOKED,
             target_type="invitation",
             target_id=invitation.pk,
             changes={"revoked_at": [None, invitation.revoked_at]},
@@ -204,7 +205,7 @@ def invitation_accept(*, token: str, password: str | None = None, name: str = ""
         # Nobody is signed in here: the token was the credential, and its holder is the actor.
         audit.record(
             tenant_id=tenant.id,
-            action="tenants.invitation.accepted",
+            action=AccountsAction.INVITATION_ACCEPTED,
             target_type="invitation",
             target_id=invitation.pk,
             changes={

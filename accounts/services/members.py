@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from django.db import transaction
 
+from accounts.actions import AccountsAction
 from accounts.services.grants import ensure_an_owner_remains, ensure_can_grant
 from kernel import audit
 from kernel.permissions import OWNER
@@ -42,7 +43,7 @@ def member_update_roles(
     if added or removed:
         audit.record(
             tenant_id=tenant.id,
-            action="tenants.member.roles_changed",
+            action=AccountsAction.MEMBER_ROLES_CHANGED,
             target_type="member",
             target_id=membership.pk,
             changes={"roles": [role_names(current), role_names(wanted)]},
@@ -69,7 +70,7 @@ def member_remove(*, tenant: Tenant, actor: Principal, membership: Membership) -
         ensure_an_owner_remains(tenant=tenant, without=membership)
     audit.record(
         tenant_id=tenant.id,
-        action="tenants.member.removed",
+        action=AccountsAction.MEMBER_REMOVED,
         target_type="member",
         target_id=membership.pk,
         changes=audit.deleted({"user": membership.user.email, "roles": role_names(roles)}),

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
 
+from accounts.actions import AccountsAction
 from accounts.services.grants import ensure_holds, role_permissions_with_implied
 from kernel import audit
 from kernel.principals import Principal, access_changed
@@ -55,7 +56,7 @@ def role_create(
     )
     audit.record(
         tenant_id=tenant.id,
-        action="tenants.role.created",
+        action=AccountsAction.ROLE_CREATED,
         target_type="role",
         target_id=role.pk,
         changes=audit.created(_role_values(role)),
@@ -98,7 +99,7 @@ def role_update(
     if changes:
         audit.record(
             tenant_id=tenant.id,
-            action="tenants.role.updated",
+            action=AccountsAction.ROLE_UPDATED,
             target_type="role",
             target_id=role.pk,
             changes=changes,
@@ -121,7 +122,7 @@ def role_delete(*, tenant: Tenant, actor: Principal, role: Role) -> None:
         )
     audit.record(
         tenant_id=tenant.id,
-        action="tenants.role.deleted",
+        action=AccountsAction.ROLE_DELETED,
         target_type="role",
         target_id=role.pk,
         changes=audit.deleted(_role_values(role)),

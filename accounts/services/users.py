@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from accounts.actions import AccountsAction
 from accounts.sessions import issue_tokens
 from accounts.tasks import send_email_task
 from kernel import audit
@@ -77,7 +78,7 @@ def _set_password(user, new_password: str, *, action: str) -> None:
 @transaction.atomic
 def password_change(*, user, tenant, new_password: str) -> dict[str, str]:
     """Set a new password and sign in afresh to `tenant`."""
-    _set_password(user, new_password, action="accounts.user.password_changed")
+    _set_password(user, new_password, action=AccountsAction.USER_PASSWORD_CHANGED)
     return issue_tokens(user=user, tenant=tenant)
 
 
@@ -104,7 +105,7 @@ def password_reset_confirm(*, user, token: str, new_password: str) -> None:
     if not default_token_generator.check_token(user, token):
         raise Problem(ProblemType.VALIDATION_ERROR, detail="The reset link is invalid or expired.")
     with transaction.atomic():
-        _set_password(user, new_password, action="accounts.user.password_reset")
+        _set_password(user, new_password, action=AccountsAction.USER_PASSWORD_RESET)
 
 
 @transaction.atomic
@@ -117,7 +118,7 @@ def logout(*, refresh, tenant_id: uuid.UUID, session_id: str, user_id: uuid.UUID
     if user is not None and Tenant.objects.filter(pk=tenant_id).exists():
         audit.record(
             tenant_id=tenant_id,
-            action="accounts.user.logged_out",
+            action=AccountsAction.USER_LOGGED_OUT,
             target_type="user",
             target_id=user.pk,
             actor=audit.Actor.user(user),
@@ -134,13 +135,13 @@ def logout(*, refresh, tenant_id: uuid.UUID, session_id: str, user_id: uuid.UUID
 # The fields of a user each kind of change covers, so that each kind can be found by its action;
 # `is_active` is a deactivation or a reactivation, by its new value.
 _USER_ACTIONS = {
-    "email": "accounts.user.updated",
-    "name": "accounts.user.updated",
-    "is_staff": "accounts.user.privileges_changed",
-    "is_superuser": "accounts.user.privileges_changed",
-    "groups": "accounts.user.privileges_changed",
-    "user_permissions": "accounts.user.privileges_changed",
-    "password": "accounts.user.password_set",
+    "email": AccountsAction.USER_UPDATED,
+    "name": AccountsAction.USER_UPDATED,
+    "is_staff": AccountsAction.USER_PRIVILEGES_CHANGED,
+    "is_superuser": AccountsAction.USER_PRIVILEGES_CHANGED,
+    "groups": AccountsAction.USER_PRIVILEGES_CHANGED,
+    "user_permissions": AccountsAction.USER_PRIVILEGES_CHANGED,
+    "password": AccountsAction.USER_PASSWORD_SET,
 }
 # What the user's tenants see: the operators' own privileges are none of theirs.
 _TENANT_FIELDS = frozenset({"email", "name", "is_active", "password"})
@@ -166,7 +167,7 @@ def _password_marker(user) -> str | None:
 
 def _user_action(field: str, change: list) -> str:
     if field == "is_active":
-        return "accounts.user.reactivated" if change[1] else "accounts.user.deactivated"
+        return AccountsAction.USER_REACTIVATED if change[1] else AccountsAction.USER_DEACTIVATED
     return _USER_ACTIONS[field]
 
 
@@ -188,7 +189,7 @@ def user_operator_save(*, user, groups=None, user_permissions=None):
             user.user_permissions.set(user_permissions)
         values = _user_values(user, groups=groups, user_permissions=user_permissions)
         audit.record_platform(
-            action="accounts.user.created",
+            action=AccountsAction.USER_CREATED,
             target_type="user",
             target_id=user.pk,
             changes=audit.created(values) | {"password": [None, _password_marker(user)]},
@@ -254,7 +255,7 @@ def user_delete(*, user) -> None:
     with operator_scope("an operator deleting a user and their memberships"):
         user.delete()
     audit.record_platform(
-        action="accounts.user.deleted",
+        action=AccountsAction.USER_DELETED,
         target_type="user",
         target_id=user_id,
         changes=audit.deleted(values),
@@ -262,7 +263,7 @@ def user_delete(*, user) -> None:
     tenant_values = {field: values[field] for field in ("email", "name")}
     for tenant in tenants:
         _record_in_tenant(
-            tenant.id, user_id, {"accounts.user.deleted": audit.deleted(tenant_values)}
+            tenant.id, user_id, {AccountsAction.USER_DELETED: audit.deleted(tenant_values)}
         )
 
 
@@ -321,7 +322,7 @@ def group_operator_save(*, group, permissions=None):
         if permissions is not None:
             group.permissions.set(permissions)
         audit.record_platform(
-            action="accounts.group.created",
+            action=AccountsAction.GROUP_CREATED,
             target_type="group",
             target_id=group.pk,
             changes=audit.created(_group_values(group, permissions=_group_permissions(group))),
@@ -336,7 +337,7 @@ def group_operator_save(*, group, permissions=None):
     changes = audit.diff(before, _group_values(group, permissions=_group_permissions(group)))
     if changes:
         audit.record_platform(
-            action="accounts.group.updated",
+            action=AccountsAction.GROUP_UPDATED,
             target_type="group",
             target_id=group.pk,
             changes=changes,
@@ -352,7 +353,7 @@ def group_delete(*, group) -> None:
     group_id = group.pk
     group.delete()
     audit.record_platform(
-        action="accounts.group.deleted",
+        action=AccountsAction.GROUP_DELETED,
         target_type="group",
         target_id=group_id,
         changes=audit.deleted(values),

@@ -17,7 +17,6 @@ from kernel.problems import Problem, ProblemType
 
 log = structlog.get_logger(__name__)
 
-TOPIC_FINISHED = "catalog.import.finished"
 
 # The columns of a CSV import (and of the export): the writable fields of a product.
 COLUMNS = PRODUCT_WRITABLE_FIELDS

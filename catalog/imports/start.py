@@ -6,6 +6,7 @@ import structlog
 from django.db import transaction
 
 from catalog import jobs
+from catalog.actions import CatalogAction
 from catalog.imports.files import ImportSource
 from catalog.imports.worker import catalog_import_task
 from catalog.models import Job, JobFile
@@ -30,7 +31,7 @@ def import_start(*, actor: Principal | None, source: ImportSource) -> Job:
     # One event for the import, not one per row: the job keeps each row's outcome.
     audit.record(
         tenant_id=job.tenant_id,
-        action="catalog.import.started",
+        action=CatalogAction.IMPORT_STARTED,
         target_type="job",
         target_id=job.pk,
         changes=audit.created(

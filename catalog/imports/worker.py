@@ -29,7 +29,6 @@ from catalog.imports.files import (
     REQUIRED_COLUMNS,
     ROW_REFUSALS,
     TAG_SEPARATOR,
-    TOPIC_FINISHED,
     ImportFormat,
     ImportSource,
     csv_header,
@@ -41,6 +40,7 @@ from catalog.inputs import ProductInputSerializer, TextField
 from catalog.models import Category, Job, JobFile, Product
 from catalog.selectors import product_total
 from catalog.services import default_currency, tenant_settings
+from catalog.topics import CatalogTopic
 from kernel.context import require_tenant_id
 from kernel.problems import Problem, ProblemType, validation_errors
 from kernel.quotas import Resource, enforce_quota
@@ -64,7 +64,7 @@ def import_run(*, job_id: uuid.UUID) -> str | None:
                 job=job,
                 status=Job.Status.FAILED,
                 detail="The uploaded file is no longer there; upload it again.",
-                topic=TOPIC_FINISHED,
+                topic=CatalogTopic.IMPORT_FINISHED,
             )
             return job.status
         source = ImportSource(
@@ -86,10 +86,10 @@ def import_run(*, job_id: uuid.UUID) -> str | None:
                 f"The import stopped unexpectedly after {job.processed} of {job.total} rows. "
                 "The rows counted as succeeded were written; import the file again to finish."
             ),
-            topic=TOPIC_FINISHED,
+            topic=CatalogTopic.IMPORT_FINISHED,
         )
         return job.status
-    jobs.job_finish(job=job, status=Job.Status.SUCCEEDED, topic=TOPIC_FINISHED)
+    jobs.job_finish(job=job, status=Job.Status.SUCCEEDED, topic=CatalogTopic.IMPORT_FINISHED)
     log.info(
         "catalog_import_finished",
         job_id=str(job.pk),

@@ -6,6 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from kernel.api.base import TenantAPIView, TenantViewSet
+from kernel.events import topics
 from kernel.permissions import Perm
 from kernel.problems import Problem, ProblemType
 from notifications import selectors, services
@@ -90,6 +91,12 @@ class PreferencesSerializer(serializers.Serializer):
     topics = serializers.ListField(
         child=serializers.CharField(max_length=100), max_length=100, allow_null=True
     )
+
+    def validate_topics(self, topic_list: list[str] | None) -> list[str] | None:
+        unknown = topics.unknown_topics_detail(topic_list or ())
+        if unknown is not None:
+            raise serializers.ValidationError(unknown)
+        return topic_list
 
 
 class NotificationPreferencesView(PersonOnly, TenantAPIView):

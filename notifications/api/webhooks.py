@@ -5,7 +5,6 @@ The endpoint's `secret` is in the 201 answer of its creation and nowhere else, e
 """
 
 import json
-import re
 from typing import Any
 
 from django.db.models import QuerySet
@@ -23,15 +22,12 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from kernel.api.base import TenantViewSet
+from kernel.events import topics
+from kernel.events.topics import MAX_TOPICS, TOPIC_PATTERN
 from kernel.fields import StrictBooleanField
 from kernel.permissions import Perm
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import selectors, services, ssrf
-
-# Topics and patterns: dotted lower-case words, `*` matching anything (`catalog.product.*`, `*`).
-TOPIC_PATTERN = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
-MAX_TOPICS = 50
-
 
 # --- serializers -------------------------------------------------------------------------------
 
@@ -105,14 +101,17 @@ class WebhookEndpointInputSerializer(serializers.Serializer):
     )
     is_active = StrictBooleanField(default=True)
 
-    def validate_topics(self, topics: list[str]) -> list[str]:
-        for topic in topics:
+    def validate_topics(self, topic_list: list[str]) -> list[str]:
+        for topic in topic_list:
             # fullmatch: `$` alone would let a trailing newline through.
             if not TOPIC_PATTERN.fullmatch(topic):
                 raise serializers.ValidationError(
                     f"{topic!r} is not a topic: dotted lower-case words, `*` as a wildcard."
                 )
-        return topics
+        unknown = topics.unknown_topics_detail(topic_list)
+        if unknown is not None:
+            raise serializers.ValidationError(unknown)
+        return topic_list
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
