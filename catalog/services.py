@@ -26,7 +26,6 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model
 from django.db.models.deletion import RestrictedError
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from catalog.actions import CatalogAction
 from catalog.cache import catalog_changed
@@ -46,7 +45,7 @@ from kernel.context import require_tenant_id
 from kernel.events import publish
 from kernel.locks import lock_for_transaction
 from kernel.principals import Principal
-from kernel.problems import Problem, ProblemType
+from kernel.problems import InvalidInput, Problem, ProblemType
 from kernel.quotas import Resource, enforce_quota
 from kernel.tenancy.models import Tenant
 
@@ -302,7 +301,7 @@ def _check_parent(category: Category, parent: Category | None) -> None:
     # tenant's tree take turns.
     lock_for_transaction(f"catalog-tree:{require_tenant_id()}")
     if category.pk in category_ancestor_ids(category_id=parent.pk):
-        raise ValidationError(
+        raise InvalidInput(
             {"parent": ["A category cannot be moved below itself or one of its subcategories."]}
         )
 
@@ -321,7 +320,7 @@ def _writable(data: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[str, An
 def _check_category(category: Category | None, *, field: str = "category") -> None:
     """Serializers resolve categories within the tenant; this holds every other caller to it."""
     if category is not None and category.tenant_id != require_tenant_id():
-        raise ValidationError({field: [f'Category "{category.pk}" does not exist.']})
+        raise InvalidInput({field: [f'Category "{category.pk}" does not exist.']})
 
 
 def _write_conditionally(

@@ -197,6 +197,18 @@ class Problem(exceptions.APIException):
         super().__init__(detail=detail or problem_type.default_detail, code=problem_type.slug)
 
 
+class InvalidInput(exceptions.ValidationError):
+    """Input a service refuses, field by field, where only the domain can tell (a category of
+    another tenant, an invitation token that no longer holds): the same 400 `validation-error`,
+    with its `errors`, as a serializer's, from `{"field": ["message"]}`. Services raise this (or a
+    `Problem`), never the HTTP layer's own exceptions."""
+
+
+class CredentialRefused(exceptions.AuthenticationFailed):
+    """A credential a service checks itself (an account's password when an invitation is
+    accepted) is wrong: the same 401 `not-authenticated` as a refused token."""
+
+
 def problem_response(
     request: HttpRequest | Request,
     problem_type: ProblemType,

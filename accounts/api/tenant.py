@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from accounts import services
 from accounts.api import tenant_serializers as s
 from kernel import tenants
-from kernel.api.base import TenantAPIView, TenantViewSet
+from kernel.api.base import TenantAPIView, TenantViewSet, validated_input
 from kernel.openapi import problem
 from kernel.pagination import CursorPagination
 from kernel.permissions import Perm
@@ -54,16 +54,6 @@ class InvitationPage(CursorPage):
 
 ROLE_CHANGE = problem(409, "A built-in role, or a name another role has (conflict).")
 LAST_OWNER = problem(409, "The change would leave the tenant without an owner (conflict).")
-
-
-def validated_input(view, serializer_class, *, partial: bool = False) -> dict:
-    serializer = serializer_class(
-        data=view.request.data,
-        partial=partial,
-        context={"request": view.request, "tenant": view.principal.tenant},
-    )
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def created(request, body: dict, viewname: str, pk) -> Response:

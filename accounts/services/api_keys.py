@@ -6,7 +6,6 @@ from datetime import datetime
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
-from rest_framework import exceptions
 
 from accounts import apikeys
 from accounts.actions import AccountsAction
@@ -14,7 +13,7 @@ from accounts.models import ApiKey
 from accounts.selectors import api_key_count
 from kernel import audit
 from kernel.principals import Principal, access_changed
-from kernel.problems import Problem, ProblemType
+from kernel.problems import InvalidInput, Problem, ProblemType
 from kernel.quotas import Resource, enforce_quota
 from kernel.tenancy.models import Tenant
 
@@ -60,7 +59,7 @@ def api_key_create(
         if expires_at is None:
             expires_at = creator_expiry
         elif expires_at > creator_expiry:
-            raise exceptions.ValidationError(
+            raise InvalidInput(
                 {"expires_at": ["A key cannot outlive the API key that creates it."]}
             )
     # Last before the INSERT: it locks the tenant until this transaction ends.

@@ -12,7 +12,6 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework import exceptions
 
 from accounts.actions import AccountsAction
 from accounts.services.grants import (
@@ -24,7 +23,7 @@ from accounts.tasks import send_email_task
 from kernel import audit
 from kernel.context import tenant_context
 from kernel.principals import Principal, access_changed
-from kernel.problems import Problem, ProblemType
+from kernel.problems import CredentialRefused, InvalidInput, Problem, ProblemType
 from kernel.tenancy.models import (
     Invitation,
     InvitationRole,
@@ -145,8 +144,8 @@ def invitation_revoke(*, tenant: Tenant, actor: Principal, invitation: Invitatio
         )
 
 
-def _invalid_invitation() -> exceptions.ValidationError:
-    return exceptions.ValidationError({"token": [INVALID_INVITATION]})
+def _invalid_invitation() -> InvalidInput:
+    return InvalidInput({"token": [INVALID_INVITATION]})
 
 
 def _user_for_invitation(*, email: str, password: str | None, name: str):
@@ -155,21 +154,17 @@ def _user_for_invitation(*, email: str, password: str | None, name: str):
     user = User.objects.filter(email=email).first()
     if user is None:
         if not password:
-            raise exceptions.ValidationError(
-                {"password": ["A password is required to create your account."]}
-            )
+            raise InvalidInput({"password": ["A password is required to create your account."]})
         candidate = User(email=email, name=name)
         try:
             password_validation.validate_password(password, candidate)
         except DjangoValidationError as exc:
-            raise exceptions.ValidationError({"password": list(exc.messages)}) from exc
+            raise InvalidInput({"password": list(exc.messages)}) from exc
         return User.objects.create_user(email, password, name=name)
     if not password:
-        raise exceptions.ValidationError(
-            {"password": ["This email has an account: give its password."]}
-        )
+        raise InvalidInput({"password": ["This email has an account: give its password."]})
     if not user.is_active or not user.check_password(password):
-        raise exceptions.AuthenticationFailed("The password does not match the account.")
+        raise CredentialRefused("The password does not match the account.")
     return user
 
 

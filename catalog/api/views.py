@@ -18,7 +18,6 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
-from rest_framework.serializers import Serializer
 
 from catalog import cache as catalog_cache
 from catalog import selectors, services
@@ -28,7 +27,7 @@ from catalog.api.conditional import conditional_get, if_match_versions
 from catalog.cache import CachedResponse, cached_response, etag_for
 from catalog.models import Category, Product
 from kernel.api import cached_reads
-from kernel.api.base import TenantViewSet
+from kernel.api.base import TenantViewSet, validated_input
 from kernel.api.cached_reads import CachedRead
 from kernel.idempotency import KEY_PATTERN, idempotent
 from kernel.permissions import Perm
@@ -49,14 +48,6 @@ _renderer = JSONRenderer()
 def render(data: Any) -> bytes:
     """The bytes DRF's JSON response carries (compact), so that the ETag is of what is sent."""
     return _renderer.render(data)
-
-
-def validated_input(view: TenantViewSet, serializer_class: type[Serializer], **kwargs) -> dict:
-    serializer = serializer_class(
-        data=view.request.data, context={"request": view.request}, **kwargs
-    )
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def detail_key(url_kwargs: Mapping[str, Any], fields: tuple[str, ...] | None) -> str:

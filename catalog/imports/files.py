@@ -10,10 +10,9 @@ from typing import Any
 
 import structlog
 from django.db import DataError, IntegrityError
-from rest_framework.exceptions import ValidationError
 
 from catalog.models import PRODUCT_WRITABLE_FIELDS
-from kernel.problems import Problem, ProblemType
+from kernel.problems import InvalidInput, Problem, ProblemType
 
 log = structlog.get_logger(__name__)
 
@@ -96,8 +95,8 @@ def decoded(content: bytes) -> str:
         ) from exc
 
 
-def _file_error(message: str) -> ValidationError:
-    return ValidationError({"file": [message]})
+def _file_error(message: str) -> InvalidInput:
+    return InvalidInput({"file": [message]})
 
 
 def csv_reader(text: str) -> Iterator[list[str]]:

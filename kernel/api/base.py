@@ -80,6 +80,22 @@ def required_permission(view, request) -> Perm | None:
     return mapping[key]
 
 
+def validated_input(view, serializer_class, *, partial: bool = False) -> dict:
+    """The request body, validated by `serializer_class`, or the 400 problem naming each field
+    that is wrong. Serializers find the request and the caller's tenant in their context."""
+    principal = view.request.auth
+    serializer = serializer_class(
+        data=view.request.data,
+        partial=partial,
+        context={
+            "request": view.request,
+            "tenant": principal.tenant if isinstance(principal, Principal) else None,
+        },
+    )
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class TenantScopedMixin:
     permission_classes = [IsTenantPrincipal, HasRequiredPermission]
     required_permissions: Mapping[str, Perm | None] = {}

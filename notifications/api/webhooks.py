@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from kernel.api.base import TenantViewSet
+from kernel.api.base import TenantViewSet, validated_input
 from kernel.events import topics
 from kernel.events.topics import MAX_TOPICS, TOPIC_PATTERN
 from kernel.fields import StrictBooleanField
@@ -193,7 +193,7 @@ class WebhookEndpointViewSet(TenantViewSet):
         Not idempotent (`Idempotency-Key`) on purpose: replaying the answer would mean storing
         the secret.
         """
-        data = _validated(request, WebhookEndpointInputSerializer)
+        data = validated_input(self, WebhookEndpointInputSerializer)
         endpoint = services.webhook_endpoint_create(**data)
         body = WebhookEndpointCreatedSerializer(endpoint).data
         location = reverse("webhook-detail", kwargs={"pk": endpoint.pk}, request=request)
@@ -206,7 +206,7 @@ class WebhookEndpointViewSet(TenantViewSet):
     )
     def update(self, request: Request, *args: Any, partial: bool = False, **kwargs: Any):
         endpoint = self.get_object()
-        data = _validated(request, WebhookEndpointInputSerializer, partial=partial)
+        data = validated_input(self, WebhookEndpointInputSerializer, partial=partial)
         endpoint = services.webhook_endpoint_update(endpoint=endpoint, **data)
         return Response(WebhookEndpointSerializer(endpoint).data)
 
@@ -260,9 +260,3 @@ class WebhookEndpointViewSet(TenantViewSet):
         )
         delivery = services.webhook_delivery_redeliver(delivery=delivery)
         return Response(WebhookDeliverySerializer(delivery).data)
-
-
-def _validated(request: Request, serializer_class: type[serializers.Serializer], **kwargs) -> dict:
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data

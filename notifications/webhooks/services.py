@@ -19,10 +19,9 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from kernel.events import Event
-from kernel.problems import Problem, ProblemType
+from kernel.problems import InvalidInput, Problem, ProblemType
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import breaker, selectors, signing, ssrf
 from notifications.webhooks.delivery import webhook_deliver_task
@@ -172,7 +171,7 @@ def _check_url(url: str) -> None:
     try:
         ssrf.check_url(url)
     except ssrf.UnsafeTarget as exc:
-        raise ValidationError({"url": [str(exc)]}, code="invalid") from exc
+        raise InvalidInput({"url": [str(exc)]}, code="invalid") from exc
 
 
 def _unique(topics: Sequence[str]) -> list[str]:
