@@ -108,12 +108,16 @@ def child_exit(server: object, worker: object) -> None:
 # (multiprocess mode, as under gunicorn): the pool's processes come and go, the port stays.
 
 TASKS = Counter(
-    "tenantapi_celery_tasks_total",
+    "celery_tasks_total",
     "Celery tasks run, by task and outcome (success, failure, retry, ...).",
     ["task", "outcome"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 TASK_SECONDS = Histogram(
-    "tenantapi_celery_task_duration_seconds", "How long Celery tasks ran, by task.", ["task"]
+    "celery_task_duration_seconds",
+    "How long Celery tasks ran, by task.",
+    ["task"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 _STARTED_ATTRIBUTE = "_tenantapi_started"
 

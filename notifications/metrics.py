@@ -7,16 +7,19 @@ a lost notification: it is stored, and `resume` or the REST list returns it.
 
 import logging
 
+from django.conf import settings
 from prometheus_client import Counter
 
 CHANNEL_LAYER_DROPS = Counter(
-    "tenantapi_channel_layer_dropped_total",
+    "channel_layer_dropped_total",
     "Group messages the channel layer dropped because a socket's channel was full.",
     ["group_kind"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 SLOW_SOCKETS_CLOSED = Counter(
-    "tenantapi_websocket_slow_closed_total",
+    "websocket_slow_closed_total",
     "Sockets closed because their client did not read what was sent to it in time.",
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 
 # The exact record channels_redis.core logs from group_send (args: dropped, total, group).

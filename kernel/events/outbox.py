@@ -48,24 +48,28 @@ RELAY_SCOPE = "outbox relay: re-send the pending domain events of every tenant"
 MAX_RELAY_INTERVAL = datetime.timedelta(hours=1)
 
 RELAYED = Counter(
-    "tenantapi_outbox_relayed_total",
+    "outbox_relayed_total",
     "Domain events the outbox relay sent again because their handlers had not all run.",
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 # Set by each relay run, in the process that runs it (a Celery worker).
 PENDING = Gauge(
-    "tenantapi_outbox_pending",
+    "outbox_pending",
     "Domain events in the outbox whose handlers have not all run yet.",
     multiprocess_mode="livemostrecent",
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 OLDEST_PENDING_AGE = Gauge(
-    "tenantapi_outbox_oldest_pending_age_seconds",
+    "outbox_oldest_pending_age_seconds",
     "Age of the oldest domain event still in the outbox (0 when empty).",
     multiprocess_mode="livemostrecent",
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 STUCK = Gauge(
-    "tenantapi_outbox_stuck",
+    "outbox_stuck",
     "Domain events in the outbox sent OUTBOX_ALERT_ATTEMPTS times or more.",
     multiprocess_mode="livemostrecent",
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
 
 
