@@ -123,12 +123,14 @@ class ProductAdmin(TenantCatalogAdmin):
         data = {name: form.cleaned_data[name] for name in form.changed_data}
         with tenant_context(obj.tenant_id):
             current = Product.objects.get(pk=obj.pk)
-            updated = services.product_update(actor=request.user, product=current, data=data)
+            updated = services.product_update(
+                tenant=obj.tenant, actor=request.user, product=current, data=data
+            )
         obj.version, obj.updated_at = updated.version, updated.updated_at
 
     def delete_model(self, request, obj: Product) -> None:
         with tenant_context(obj.tenant_id):
-            services.product_delete(actor=request.user, product=obj)
+            services.product_delete(tenant=obj.tenant, actor=request.user, product=obj)
 
 
 @admin.register(Category)
@@ -146,9 +148,11 @@ class CategoryAdmin(TenantCatalogAdmin):
         data = {name: form.cleaned_data[name] for name in form.changed_data}
         with tenant_context(obj.tenant_id):
             current = Category.objects.get(pk=obj.pk)
-            updated = services.category_update(actor=request.user, category=current, data=data)
+            updated = services.category_update(
+                tenant=obj.tenant, actor=request.user, category=current, data=data
+            )
         obj.version, obj.updated_at = updated.version, updated.updated_at
 
     def delete_model(self, request, obj: Category) -> None:
         with tenant_context(obj.tenant_id):
-            services.category_delete(actor=request.user, category=obj)
+            services.category_delete(tenant=obj.tenant, actor=request.user, category=obj)

@@ -1,4 +1,5 @@
-"""Writes on categories and products, for the tenant in context. One transaction each.
+"""Writes on categories and products. Keyword-only arguments, the tenant among them (it must be
+the tenant in context); one transaction each.
 
 Every write here, whoever calls it (the API, the admin, a command), does the same three things
 besides the write itself, so that none can be forgotten on one path:
@@ -20,7 +21,8 @@ savepoint: 409 either way.
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypedDict
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Model
@@ -47,7 +49,7 @@ from kernel.locks import lock_for_transaction
 from kernel.principals import Principal
 from kernel.problems import InvalidInput, Problem, ProblemType
 from kernel.quotas import Resource, enforce_quota
-from kernel.tenancy.models import Tenant
+from kernel.tenancy.models import CrossTenantWrite, Tenant
 
 DEFAULT_LOW_STOCK_THRESHOLD = 5
 # Attempts at a write without If-Match that keeps losing to concurrent writers.
@@ -60,12 +62,41 @@ Actor = Principal | Model | None  # a tenant principal, or an operator's user in
 # --- tenant settings ---------------------------------------------------------------------------
 
 
-def tenant_settings(actor: Actor = None) -> dict[str, Any]:
-    """The settings of the tenant in context (from the principal when it is that tenant's)."""
+def tenant_settings(tenant: Tenant | None = None) -> dict[str, Any]:
+    """The settings of `tenant`, or of the tenant in context read from the database."""
+    if tenant is not None:
+        return dict(tenant.settings or {})
     tenant_id = require_tenant_id()
-    if isinstance(actor, Principal) and actor.tenant.id == tenant_id:
-        return dict(actor.tenant.settings or {})
     return dict(Tenant.objects.values_list("settings", flat=True).get(pk=tenant_id) or {})
+
+
+class ProductFields(TypedDict, total=False):
+    """What a product write may set (the API's input serializer, the admin's form, the import)."""
+
+    sku: str
+    name: str
+    description: str
+    price: Decimal
+    currency: str
+    stock: int
+    is_active: bool
+    category: Category | None
+    tags: list[str]
+    attributes: dict[str, Any]
+
+
+class CategoryFields(TypedDict, total=False):
+    name: str
+    slug: str
+    parent: Category | None
+
+
+def _in_tenant(tenant: Tenant, *objs: Product | Category) -> None:
+    """The writes below run in the tenant in context, which must be `tenant`, and so must every
+    object they are given: the scoped managers and row-level security would refuse anything else
+    anyway, this says so before a write is attempted."""
+    if require_tenant_id() != tenant.id or any(obj.tenant_id != tenant.id for obj in objs):
+        raise CrossTenantWrite(f"A write for tenant {tenant.id} outside its context.")
 
 
 def default_currency(settings: Mapping[str, Any]) -> str:
@@ -88,15 +119,16 @@ PRODUCT_WRITABLE = PRODUCT_WRITABLE_FIELDS
 
 
 @transaction.atomic
-def product_create(*, actor: Actor, data: Mapping[str, Any]) -> Product:
+def product_create(*, tenant: Tenant, actor: Actor, data: ProductFields) -> Product:
+    _in_tenant(tenant)
     values = _writable(data, PRODUCT_WRITABLE)
     if "currency" not in values:
-        values["currency"] = default_currency(tenant_settings(actor))
+        values["currency"] = default_currency(tenant_settings(tenant))
     _check_category(values.get("category"))
     _check_sku_free(values["sku"])
     # Locks the tenant's row, so that two creates cannot both take the plan's last slot.
     enforce_quota(
-        tenant=require_tenant_id(),
+        tenant=tenant.id,
         resource=Resource.PRODUCTS,
         count=product_total,
     )
@@ -115,17 +147,19 @@ def product_create(*, actor: Actor, data: Mapping[str, Any]) -> Product:
 @transaction.atomic
 def product_update(
     *,
+    tenant: Tenant,
     actor: Actor,
     product: Product,
-    data: Mapping[str, Any],
+    data: ProductFields,
     expected_versions: frozenset[int] | None = None,
     replace: bool = False,
 ) -> Product:
     """Change the fields in `data`; with `replace` (PUT), every field the data omits is reset
     to its default (the serializer fills those in; the currency is the tenant's default)."""
+    _in_tenant(tenant, product)
     values = _writable(data, PRODUCT_WRITABLE)
     if replace and "currency" not in values:
-        values["currency"] = default_currency(tenant_settings(actor))
+        values["currency"] = default_currency(tenant_settings(tenant))
     _check_category(values.get("category"))
     if "sku" in values and values["sku"] != product.sku:
         _check_sku_free(values["sku"], exclude_id=product.pk)
@@ -143,7 +177,7 @@ def product_update(
         data={**_product_event(product), "changed": changed},
         actor=actor,
     )
-    threshold = low_stock_threshold(tenant_settings(actor))
+    threshold = low_stock_threshold(tenant_settings(tenant))
     if before.stock >= threshold > product.stock:
         publish(
             topic=CatalogTopic.PRODUCT_LOW_STOCK,
@@ -155,8 +189,13 @@ def product_update(
 
 @transaction.atomic
 def product_delete(
-    *, actor: Actor, product: Product, expected_versions: frozenset[int] | None = None
+    *,
+    tenant: Tenant,
+    actor: Actor,
+    product: Product,
+    expected_versions: frozenset[int] | None = None,
 ) -> None:
+    _in_tenant(tenant, product)
     _delete_conditionally(Product, product, expected_versions)
     catalog_changed()
     _audit(CatalogAction.PRODUCT_DELETED, product, audit.deleted(_snapshot(product)))
@@ -224,7 +263,8 @@ CATEGORY_WRITABLE = ("name", "slug", "parent")
 
 
 @transaction.atomic
-def category_create(*, actor: Actor, data: Mapping[str, Any]) -> Category:
+def category_create(*, tenant: Tenant, actor: Actor, data: CategoryFields) -> Category:
+    _in_tenant(tenant)
     values = _writable(data, CATEGORY_WRITABLE)
     _check_category(values.get("parent"), field="parent")
     _check_slug_free(values["slug"])
@@ -242,11 +282,13 @@ def category_create(*, actor: Actor, data: Mapping[str, Any]) -> Category:
 @transaction.atomic
 def category_update(
     *,
+    tenant: Tenant,
     actor: Actor,
     category: Category,
-    data: Mapping[str, Any],
+    data: CategoryFields,
     expected_versions: frozenset[int] | None = None,
 ) -> Category:
+    _in_tenant(tenant, category)
     values = _writable(data, CATEGORY_WRITABLE)
     if "parent" in values:
         _check_parent(category, values["parent"])
@@ -261,8 +303,13 @@ def category_update(
 
 @transaction.atomic
 def category_delete(
-    *, actor: Actor, category: Category, expected_versions: frozenset[int] | None = None
+    *,
+    tenant: Tenant,
+    actor: Actor,
+    category: Category,
+    expected_versions: frozenset[int] | None = None,
 ) -> None:
+    _in_tenant(tenant, category)
     if category_has_dependents(category=category):
         raise _category_in_use()
     try:

@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import APIException
 
-from kernel import credentials
+from kernel import access, credentials
 from kernel.context import tenant_context
 from kernel.events import topics as topics_registry
 from kernel.events.topics import MAX_TOPICS
@@ -229,10 +229,11 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         except APIException:
             await self.refuse(CLOSE_UNAUTHENTICATED, "not-authenticated", "Invalid token.")
             return
-        if not principal.has_permission(Perm.NOTIFICATIONS_READ):
-            await self.refuse(
-                CLOSE_FORBIDDEN, "permission-denied", "notifications.read is required."
-            )
+        try:
+            access.admit(principal, permission=Perm.NOTIFICATIONS_READ)
+        except Problem as exc:
+            slug = exc.problem_type.slug
+            await self.refuse(CLOSE_FORBIDDEN, slug, str(exc.detail))
             return
         if self.principal is not None and (
             principal.tenant.id != self.principal.tenant.id

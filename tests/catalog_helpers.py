@@ -75,7 +75,9 @@ def make_category(tenant, *, name: str | None = None, parent: Category | None = 
     name = name or f"Category {n}"
     with tenant_context(tenant.id):
         return services.category_create(
-            actor=None, data={"name": name, "slug": f"category-{n}", "parent": parent}
+            tenant=tenant,
+            actor=None,
+            data={"name": name, "slug": f"category-{n}", "parent": parent},
         )
 
 
@@ -84,7 +86,7 @@ def make_product(tenant, **overrides: Any) -> Product:
     data = product_body(**overrides)
     data["price"] = Decimal(str(data["price"]))
     with tenant_context(tenant.id):
-        return services.product_create(actor=None, data=data)
+        return services.product_create(tenant=tenant, actor=None, data=data)
 
 
 def stored_product(product_id) -> Product | None:

@@ -271,17 +271,20 @@ def test_the_update_is_conditional_on_the_version_in_the_database(tenant):
     product = make_product(tenant)
     with tenant_context(tenant.id):
         stale_copy = services.Product.objects.get(pk=product.pk)
-        services.product_update(actor=None, product=product, data={"name": "First"})
+        services.product_update(tenant=tenant, actor=None, product=product, data={"name": "First"})
 
         with pytest.raises(Problem) as refused:
             services.product_update(
+                tenant=tenant,
                 actor=None,
                 product=stale_copy,
                 data={"name": "Second"},
                 expected_versions=frozenset({1}),
             )
         # Without If-Match the second write is applied on top of the first, never half.
-        services.product_update(actor=None, product=stale_copy, data={"price": Decimal("7")})
+        services.product_update(
+            tenant=tenant, actor=None, product=stale_copy, data={"price": Decimal("7")}
+        )
 
     assert refused.value.status_code == 412
     after = stored_product(product.id)

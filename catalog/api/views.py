@@ -236,7 +236,9 @@ class ProductViewSet(TenantViewSet):
     @idempotent
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated_input(self, s.ProductInputSerializer)
-        product = services.product_create(actor=self.principal, data=data)
+        product = services.product_create(
+            tenant=self.principal.tenant, actor=self.principal, data=data
+        )
         return self._written(product, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -248,6 +250,7 @@ class ProductViewSet(TenantViewSet):
         product = self.get_object()
         data = validated_input(self, s.ProductInputSerializer, partial=partial)
         product = services.product_update(
+            tenant=self.principal.tenant,
             actor=self.principal,
             product=product,
             data=data,
@@ -267,6 +270,7 @@ class ProductViewSet(TenantViewSet):
     @extend_schema(parameters=[IF_MATCH], responses={204: None, **PRECONDITION_FAILED})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         services.product_delete(
+            tenant=self.principal.tenant,
             actor=self.principal,
             product=self.get_object(),
             expected_versions=if_match_versions(request),
@@ -373,7 +377,9 @@ class CategoryViewSet(TenantViewSet):
     @idempotent
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated_input(self, s.CategoryInputSerializer)
-        category = services.category_create(actor=self.principal, data=data)
+        category = services.category_create(
+            tenant=self.principal.tenant, actor=self.principal, data=data
+        )
         return self._written(category, status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -385,6 +391,7 @@ class CategoryViewSet(TenantViewSet):
         category = self.get_object()
         data = validated_input(self, s.CategoryInputSerializer, partial=partial)
         category = services.category_update(
+            tenant=self.principal.tenant,
             actor=self.principal,
             category=category,
             data=data,
@@ -403,6 +410,7 @@ class CategoryViewSet(TenantViewSet):
     @extend_schema(parameters=[IF_MATCH], responses={204: None, **DELETE_PROBLEMS})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         services.category_delete(
+            tenant=self.principal.tenant,
             actor=self.principal,
             category=self.get_object(),
             expected_versions=if_match_versions(request),

@@ -25,7 +25,7 @@ from django.db import transaction
 from rest_framework import exceptions, permissions, viewsets
 from rest_framework.views import APIView
 
-from kernel import ratelimit
+from kernel import access, ratelimit
 from kernel.api import cached_reads
 from kernel.api.cached_reads import CachedRead
 from kernel.permissions import Perm
@@ -58,8 +58,7 @@ class HasRequiredPermission(permissions.BasePermission):
     """The caller holds the permission code the view declares for this action."""
 
     def has_permission(self, request, view) -> bool:
-        required = required_permission(view, request)
-        return required is None or request.auth.has_permission(required)
+        return access.permits(request.auth, required_permission(view, request))
 
 
 def required_permission(view, request) -> Perm | None:

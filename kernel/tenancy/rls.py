@@ -2,7 +2,8 @@
 
 `manage.py migrate` (kernel/tenancy/management/commands/migrate.py) runs all of this after the
 migrations, as the schema owner, so that a new tenant-owned model is protected the moment its
-table exists: nobody has to remember a line. tests/test_isolation_rls.py checks every table.
+table exists: nobody has to remember a line. The test suite checks every table
+(`test_every_tenant_owned_table_has_forced_row_security_and_the_policy`).
 """
 
 from django.apps import apps

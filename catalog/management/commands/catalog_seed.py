@@ -66,7 +66,7 @@ class Command(BaseCommand):
             celery_app.conf.task_always_eager = True
 
         with tenant_context(tenant.id):
-            slugs = self._categories(options["categories"])
+            slugs = self._categories(tenant, options["categories"])
             started = time.monotonic()
             content = generate_csv(
                 count=options["count"],
@@ -100,14 +100,16 @@ class Command(BaseCommand):
         if job.status != Job.Status.SUCCEEDED:
             raise CommandError(job.detail or "The import failed.")
 
-    def _categories(self, count: int) -> list[str]:
+    def _categories(self, tenant: Tenant, count: int) -> list[str]:
         """The slugs of `count` seed categories, made if missing."""
         slugs = [f"seed-{n}" for n in range(1, count + 1)]
         existing = set(Category.objects.filter(slug__in=slugs).values_list("slug", flat=True))
         for slug in slugs:
             if slug not in existing:
                 services.category_create(
-                    actor=None, data={"name": slug.replace("-", " ").title(), "slug": slug}
+                    tenant=tenant,
+                    actor=None,
+                    data={"name": slug.replace("-", " ").title(), "slug": slug},
                 )
         return slugs
 

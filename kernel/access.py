@@ -1,0 +1,31 @@
+"""The kernel's checks of one request, whichever surface it came in by: the tenant is active, the
+rate limits admit it, the principal holds the permission the action needs.
+
+REST runs them in DRF's order (kernel/api/base.py: the limits right after authentication, so that
+refused requests are counted too, then the permission classes, which call `permits`); a surface
+without DRF's request cycle (the WebSocket consumer, GraphQL) calls `admit` once the credential
+gave it a principal (kernel/credentials.py).
+"""
+
+from typing import Any
+
+from kernel import ratelimit
+from kernel.principals import Principal
+from kernel.problems import Problem, ProblemType
+
+
+def permits(principal: Principal, permission: str | None) -> bool:
+    """Whether `principal` may do what needs `permission` (None: nothing beyond a principal)."""
+    return permission is None or principal.has_permission(permission)
+
+
+def admit(principal: Principal, *, permission: str | None, request: Any = None) -> None:
+    """Return if the request may go on; raise the problem its caller gets otherwise: 403
+    `tenant-suspended`, 429 `rate-limited` (when there is an HTTP `request` to count), 403
+    `permission-denied` naming the permission."""
+    if not principal.tenant.is_active:
+        raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+    if request is not None:
+        ratelimit.limit_api_request(request)
+    if not permits(principal, permission):
+        raise Problem(ProblemType.PERMISSION_DENIED, detail=f"{permission} is required.")
