@@ -34,8 +34,14 @@ def _nothing(principal: Principal) -> None:
     return None
 
 
+def _any_credential(credential: bytes) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class CredentialType:
+    # What the type is called: one registration per name.
+    name: str
     # The scheme as clients write it before the credential: "Bearer", "Api-Key".
     scheme: str
     # The whole check of a credential's value (its bytes as sent): the principal it speaks for,
@@ -56,15 +62,23 @@ class CredentialType:
     )
     # Called once per request the credential authenticated (an API key marks itself used).
     used: Callable[[Principal], None] = field(default=_nothing)
+    # Whether a value under this scheme is of this type, for types that share a scheme (a
+    # person's access token and a third-party app's OAuth token are both `Bearer`): the first
+    # registered type of the scheme that recognizes the value verifies it.
+    recognizes: Callable[[bytes], bool] = field(default=_any_credential)
+
+    def takes_scheme(self, scheme: str) -> bool:
+        if self.case_sensitive:
+            return scheme == self.scheme
+        return scheme.lower() == self.scheme.lower()
 
 
 _types: list[CredentialType] = []
 
 
 def register(credential_type: CredentialType) -> None:
-    """Accept `credential_type` on every surface; registering the same scheme twice replaces it."""
-    scheme = credential_type.scheme.lower()
-    _types[:] = [known for known in _types if known.scheme.lower() != scheme]
+    """Accept `credential_type` on every surface; registering a name again replaces the type."""
+    _types[:] = [known for known in _types if known.name != credential_type.name]
     _types.append(credential_type)
 
 
@@ -73,14 +87,16 @@ def registered() -> tuple[CredentialType, ...]:
     return tuple(_types)
 
 
-def credential_type(scheme: str) -> CredentialType | None:
-    """The type a scheme names, or None: a scheme of nobody's is no credential of ours."""
+def credential_type(scheme: str, credential: bytes) -> CredentialType | None:
+    """The type of a credential, or None: a scheme of nobody's is no credential of ours."""
     for known in _types:
-        if scheme == known.scheme or (
-            not known.case_sensitive and scheme.lower() == known.scheme.lower()
-        ):
+        if known.takes_scheme(scheme) and known.recognizes(credential):
             return known
     return None
+
+
+def _scheme_owner(scheme: str) -> CredentialType | None:
+    return next((known for known in _types if known.takes_scheme(scheme)), None)
 
 
 def from_header(header: bytes) -> tuple[CredentialType, bytes] | None:
@@ -90,24 +106,23 @@ def from_header(header: bytes) -> tuple[CredentialType, bytes] | None:
     parts = header.split()
     if not parts:
         return None
-    try:
-        found = credential_type(parts[0].decode("latin-1"))
-    except UnicodeDecodeError:
-        return None
-    if found is None:
+    scheme = parts[0].decode("latin-1")
+    owner = _scheme_owner(scheme)
+    if owner is None:
         return None
     if len(parts) != 2:
-        raise found.malformed
-    return found, parts[1]
+        raise owner.malformed
+    return credential_type(scheme, parts[1]) or owner, parts[1]
 
 
 def authenticate(scheme: str, credential: bytes | str) -> Principal:
     """The principal a credential speaks for, whatever the surface; AuthenticationFailed (401)
     for a scheme nobody registered, as for any credential that is refused."""
-    found = credential_type(scheme)
+    value = credential.encode() if isinstance(credential, str) else credential
+    found = credential_type(scheme, value)
     if found is None:
         raise exceptions.AuthenticationFailed("Unknown credential type.")
-    return found.verify(credential.encode() if isinstance(credential, str) else credential)
+    return found.verify(value)
 
 
 def challenge() -> str:

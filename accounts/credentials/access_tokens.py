@@ -179,6 +179,7 @@ def read_cached(
 
 
 CREDENTIAL_TYPE = credentials.CredentialType(
+    name="access_token",
     scheme=jwt_settings.AUTH_HEADER_TYPES[0],
     # simplejwt matches its header type as written.
     case_sensitive=True,

@@ -116,6 +116,7 @@ def _mark_used(principal: Principal) -> None:
 
 
 CREDENTIAL_TYPE = credentials.CredentialType(
+    name="api_key",
     scheme="Api-Key",
     verify=verify,
     malformed=exceptions.AuthenticationFailed(INVALID_KEY),

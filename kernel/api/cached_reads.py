@@ -72,12 +72,16 @@ def answer(request: HttpRequest, read: CachedRead, *, permission: str) -> HttpRe
     scheme, _, credential = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if not credential or any(space in credential for space in " \t"):
         return None
-    credential_type = credentials.credential_type(scheme)
+    try:
+        value = credential.encode("latin-1")
+    except UnicodeEncodeError:
+        return None  # the view's authentication says why, in the usual words
+    credential_type = credentials.credential_type(scheme, value)
     if credential_type is None or credential_type.read_cached is None:
         return None
     try:
-        found = credential_type.read_cached(request, credential.encode("latin-1"), read, permission)
-    except (exceptions.APIException, UnicodeEncodeError):
+        found = credential_type.read_cached(request, value, read, permission)
+    except exceptions.APIException:
         return None  # the view's authentication says why, in the usual words
     if found is None:
         return None
