@@ -38,6 +38,13 @@ METADATA_ADDRESSES = frozenset(
     )
 )
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+# Ranges that Python's `is_global` still counts as global on the versions we run on, and that
+# are no receiver on the internet: the deprecated site-local prefix (RFC 3879), which old stacks
+# still route inside a site, and the IPv6 documentation prefix of RFC 9637.
+NOT_GLOBAL_NETWORKS = (
+    (ipaddress.ip_network("fec0::/10"), "a site-local address"),
+    (ipaddress.ip_network("3fff::/20"), "a documentation address"),
+)
 # A DNS name, or what the resolver may read as an IPv4 address. Anything else (spaces,
 # percent-escapes, a Unicode name httpx did not turn into xn--) is not a host we can judge.
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
@@ -168,6 +175,9 @@ def refusal_reason(address: IPAddress) -> str | None:
             return "a private address"
         if candidate.is_reserved:
             return "a reserved address"
+        for network, reason in NOT_GLOBAL_NETWORKS:
+            if candidate.version == network.version and candidate in network:
+                return reason
         # What is left and still not global: shared address space (100.64.0.0/10), benchmark
         # and documentation ranges and the like, none of them a receiver on the internet.
         if not candidate.is_global:

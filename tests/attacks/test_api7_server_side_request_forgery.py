@@ -4,7 +4,9 @@ The full table of refused targets (schemes, credentials in URLs, loopback, priva
 metadata, multicast, reserved, IPv6 and IPv4-mapped forms, integer and hex spellings of addresses)
 is in tests/test_webhooks_api.py, on create and PATCH; DNS answers that change between the check
 and the delivery are in tests/test_webhooks_delivery.py. This module adds the attacks those leave
-out: the same representative targets through PUT and through an API key; a private target that
+out: the same representative targets through PUT and through an API key; the IPv6 ranges that
+Python still counts as global (deprecated site-local `fec0::/10`, documentation `3fff::/20`,
+a finding of the source review, docs/security.md); a private target that
 reached the database anyway (an operator's edit, an old row) refused at delivery time without a
 connection; and a receiver redirecting to the metadata address, which is never followed.
 """
@@ -52,6 +54,24 @@ def own() -> Tenancy:
 def stored_url(endpoint_id) -> str:
     with outcome():
         return WebhookEndpoint.objects.get(pk=endpoint_id).url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[fec0::1]/hooks",
+        "https://[feff:ffff::1]/",
+        "https://[3fff::1]/hooks",
+        "https://[3fff:fff:ffff::1]/",
+        "https://[::ffff:0:0]/",
+    ],
+)
+def test_site_local_and_documentation_ipv6_targets_are_refused(own, url):
+    response = own.client.post(WEBHOOKS, {"url": url, "topics": ["*"]}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert error_fields(response) == {"url"}
+    assert own.client.get(WEBHOOKS).json()["results"] == []
 
 
 @pytest.mark.parametrize("url", REPRESENTATIVE)
