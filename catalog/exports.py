@@ -1,5 +1,6 @@
 """The export of a tenant's products as CSV, streamed: the columns of the import, so that an
-export imports back unchanged.
+export imports back unchanged. A cell a spreadsheet would run as a formula is exported inert
+(catalog/imports/files.py, `neutralized`).
 
 A streamed body is produced after the view has returned, so after the request's transaction
 (kernel/api/base.py) has committed and the request has left its tenant: the rows are read when
@@ -34,6 +35,7 @@ from django.db import transaction
 
 from catalog import selectors
 from catalog.imports import COLUMNS, TAG_SEPARATOR
+from catalog.imports.files import neutralized
 from catalog.selectors import ProductFilters
 from kernel.context import require_tenant_id, tenant_context
 
@@ -116,7 +118,7 @@ def _csv_chunks(filters: ProductFilters, ordering: str, chunk_size: int) -> Iter
 
 def _cells(row: tuple) -> list[str]:
     sku, name, description, price, currency, stock, is_active, category_id, tags, attributes = row
-    return [
+    cells = [
         sku,
         name,
         description,
@@ -128,3 +130,4 @@ def _cells(row: tuple) -> list[str]:
         TAG_SEPARATOR.join(tags or []),
         json.dumps(attributes, ensure_ascii=False, separators=(",", ":")) if attributes else "",
     ]
+    return [neutralized(cell) for cell in cells]

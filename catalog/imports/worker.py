@@ -35,6 +35,7 @@ from catalog.imports.files import (
     csv_reader,
     decoded,
     json_items,
+    restored,
 )
 from catalog.inputs import ProductInputSerializer, TextField
 from catalog.models import Category, Job, JobFile, Product
@@ -169,7 +170,8 @@ def _csv_row(
 ) -> _RawRow:
     data: dict[str, Any] = {}
     errors: list[tuple[str | None, str]] = []
-    for name, cell in zip(columns, record, strict=True):
+    for name, raw_cell in zip(columns, record, strict=True):
+        cell = restored(raw_cell)
         if name is None or (cell == "" and name not in REQUIRED_COLUMNS):
             continue  # an ignored column, or an empty cell: the field's default
         if name == "tags":
