@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts import services
 from kernel import audit
+from kernel.context import operator_scope
 from kernel.tasks import audit_prune_task
 from kernel.tenancy.models import AuditEvent, Plan, PlatformAuditEvent
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant, make_user
@@ -735,6 +736,7 @@ def test_the_database_never_prunes_the_platform_logs_last_day():
     event = add_platform_event(days_ago=0)
 
     with (
+        operator_scope("test: the prune's own guard"),
         pytest.raises(DatabaseError, match="never pruned"),
         transaction.atomic(),
         connection.cursor() as cursor,

@@ -31,8 +31,14 @@ def tenant_owned_tables() -> list[str]:
 
 def ensure_app_role(cursor) -> None:
     """Create the restricted role if it is missing and let the login role switch to it."""
-    role = sql.Identifier(settings.DATABASE_APP_ROLE)
-    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [settings.DATABASE_APP_ROLE])
+    _ensure_role(cursor, settings.DATABASE_APP_ROLE)
+
+
+def _ensure_role(cursor, name: str) -> None:
+    """A role without login, superuser or BYPASSRLS, which the login role is a member of (so that
+    it can switch to it, or give it objects)."""
+    role = sql.Identifier(name)
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name])
     if cursor.fetchone() is None:
         # Several test databases may migrate at once in one cluster; the loser of the race
         # finds the role made.
@@ -78,11 +84,45 @@ def enable_row_level_security(cursor, table: str) -> None:
     )
 
 
+# The audit log's SECURITY DEFINER functions (migrations tenants/0004 to 0006): owned by a role
+# of their own, so that row-level security applies inside them (their owner is neither superuser
+# nor BYPASSRLS), and executable by the application's role alone.
+AUDIT_FUNCTIONS = (
+    "tenants_auditevent_prune(timestamptz)",
+    "tenants_platformauditevent_prune(timestamptz)",
+    "tenants_auditevent_purge_tenant(uuid)",
+)
+
+
+def audit_role_name() -> str:
+    return f"{settings.DATABASE_APP_ROLE}_audit"
+
+
+def secure_audit_functions(cursor) -> None:
+    """The audit functions' owner role, what it may touch, and who may call them."""
+    app_role = sql.Identifier(settings.DATABASE_APP_ROLE)
+    audit_role = sql.Identifier(audit_role_name())
+    _ensure_role(cursor, audit_role_name())
+    for statement in (
+        "GRANT USAGE ON SCHEMA public TO {audit}",
+        "GRANT SELECT, DELETE ON tenants_auditevent, tenants_platformauditevent TO {audit}",
+        "GRANT SELECT ON tenants_tenant TO {audit}",
+    ):
+        cursor.execute(sql.SQL(statement).format(audit=audit_role))
+    for function in AUDIT_FUNCTIONS:
+        name = sql.SQL(function)  # constants of this module, not input
+        cursor.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(name, audit_role))
+        cursor.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(name))
+        cursor.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(name, app_role))
+
+
 def apply_row_level_security(connection) -> None:
-    """Idempotent: the role, its grants and a policy on every tenant-owned table."""
+    """Idempotent: the roles, their grants and a policy on every tenant-owned table."""
     existing = set(connection.introspection.table_names())
     with connection.cursor() as cursor:
         ensure_app_role(cursor)
+        if "tenants_auditevent" in existing:
+            secure_audit_functions(cursor)
         for table in tenant_owned_tables():
             if table in existing:
                 enable_row_level_security(cursor, table)
