@@ -104,7 +104,10 @@ def secure_audit_functions(cursor) -> None:
     audit_role = sql.Identifier(audit_role_name())
     _ensure_role(cursor, audit_role_name())
     for statement in (
-        "GRANT USAGE ON SCHEMA public TO {audit}",
+        # CREATE too: a login that is not a superuser can only give the functions to a role
+        # that may create in their schema. Nobody logs in as this role, and the application's
+        # role cannot switch to it.
+        "GRANT USAGE, CREATE ON SCHEMA public TO {audit}",
         "GRANT SELECT, DELETE ON tenants_auditevent, tenants_platformauditevent TO {audit}",
         "GRANT SELECT ON tenants_tenant TO {audit}",
     ):
