@@ -22,7 +22,7 @@ from tests.catalog_helpers import make_product
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.fixtures.servers import LiveServer, server_environment, start_live_wsgi_server
 from tests.helpers import API, member_with_role
-from tests.test_ratelimit import make_plan, tenant_on_plan
+from tests.kernel.test_ratelimit import make_plan, tenant_on_plan
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

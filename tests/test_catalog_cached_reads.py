@@ -35,8 +35,8 @@ from tests.catalog_helpers import (
 )
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import assert_problem, member_with_role, owner_of, sign_in
+from tests.kernel.test_ratelimit import make_plan, tenant_on_plan
 from tests.test_api_keys import create_key, key_client
-from tests.test_ratelimit import make_plan, tenant_on_plan
 
 pytestmark = pytest.mark.django_db
 

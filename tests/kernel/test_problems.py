@@ -10,9 +10,9 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
 from kernel.problems import PROBLEM_CONTENT_TYPE, ProblemType
-from tests.error_views import EXPLODING_PATH, SECRET, schema_urlpatterns
+from tests.kernel.error_views import EXPLODING_PATH, SECRET, schema_urlpatterns
 
-error_views = pytest.mark.urls("tests.error_views")
+error_views = pytest.mark.urls("tests.kernel.error_views")
 
 STANDARD_MEMBERS = {"type", "title", "status", "detail", "instance", "request_id"}
 INTERNAL_ERROR_DETAIL = ProblemType.INTERNAL_ERROR.default_detail
@@ -338,7 +338,7 @@ def test_unexpected_exception_in_an_async_view_is_a_generic_500(settings, debug)
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_exception_raised_in_a_middleware_is_a_generic_500(settings, caplog, debug, mode):
     settings.DEBUG = debug
-    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.error_views.exploding_middleware"]
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.kernel.error_views.exploding_middleware"]
 
     with caplog.at_level(logging.ERROR):
         if mode == "sync":

@@ -1,7 +1,7 @@
-"""Views and a middleware that fail on purpose, for tests/test_problems.py.
+"""Views and a middleware that fail on purpose, for tests/kernel/test_problems.py.
 
-Used as a URLconf (`@pytest.mark.urls("tests.error_views")`): the real URLs and error handlers
-plus these views under /api/v1/test/.
+Used as a URLconf (`@pytest.mark.urls("tests.kernel.error_views")`): the real URLs and error
+handlers plus these views under /api/v1/test/.
 """
 
 from asgiref.sync import iscoroutinefunction
@@ -196,7 +196,7 @@ def exploding_middleware(get_response):
     return middleware
 
 
-# The operations tests/test_problems.py checks the generated schema of.
+# The operations tests/kernel/test_problems.py checks the generated schema of.
 schema_urlpatterns = [
     re_path(r"^api/(?P<version>v1)/test/things/$", ThingsView.as_view()),
     re_path(
