@@ -22,6 +22,7 @@ from kernel.context import operator_scope
 from kernel.tenancy.models import Membership, Tenant
 from kernel.tenants import tenant_set_status
 from kernel.tracked import connection_name, tracked_keys
+from tests.accounts.test_api_keys import create_key, key_client
 from tests.catalog_helpers import (
     CATEGORIES,
     PRODUCTS,
@@ -36,7 +37,6 @@ from tests.catalog_helpers import (
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import assert_problem, member_with_role, owner_of, sign_in
 from tests.kernel.test_ratelimit import make_plan, tenant_on_plan
-from tests.test_api_keys import create_key, key_client
 
 pytestmark = pytest.mark.django_db
 
