@@ -2,11 +2,12 @@
 
 The full table of refused targets (schemes, credentials in URLs, loopback, private, link-local,
 metadata, multicast, reserved, IPv6 and IPv4-mapped forms, integer and hex spellings of addresses)
-is in tests/test_webhooks_api.py, on create and PATCH; DNS answers that change between the check
-and the delivery are in tests/test_webhooks_delivery.py. This module adds the attacks those leave
-out: the same representative targets through PUT and through an API key; a private target that
-reached the database anyway (an operator's edit, an old row) refused at delivery time without a
-connection; and a receiver redirecting to the metadata address, which is never followed.
+is in tests/notifications/test_webhooks_api.py, on create and PATCH; DNS answers that change between
+the check and the delivery are in tests/notifications/test_webhooks_delivery.py. This module adds
+the attacks those leave out: the same representative targets through PUT and through an API key; a
+private target that reached the database anyway (an operator's edit, an old row) refused at delivery
+time without a connection; and a receiver redirecting to the metadata address, which is never
+followed.
 """
 
 import pytest
@@ -19,13 +20,13 @@ from notifications.webhooks import services
 from tests.attacks.support import Tenancy, tenancy
 from tests.fixtures.webhook_receiver import Answer, WebhookReceiver
 from tests.helpers import API, error_fields, outcome
-from tests.test_webhooks_api import PUBLIC_URL, event_for
-from tests.test_webhooks_delivery import attempt
+from tests.notifications.test_webhooks_api import PUBLIC_URL, event_for
+from tests.notifications.test_webhooks_delivery import attempt
 
 pytestmark = pytest.mark.django_db
 
 WEBHOOKS = f"{API}/webhooks/"
-# One of each family of tests/test_webhooks_api.py's REFUSED_URLS.
+# One of each family of tests/notifications/test_webhooks_api.py's REFUSED_URLS.
 REPRESENTATIVE = [
     "http://93.184.215.14/hooks",
     "https://user:password@93.184.215.14/",

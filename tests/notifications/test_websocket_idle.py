@@ -2,7 +2,7 @@
 
 Some channels-redis and redis-py pairs drop idle receivers (here: redis-py's 5 s default read
 timeout against channels-redis's 5 s blocking pop). The suite idles for a few of those cycles;
-`IDLE_SOCKET_SECONDS=300 scripts/test tests/test_websocket_idle.py` is the long soak.
+`IDLE_SOCKET_SECONDS=300 scripts/test tests/notifications/test_websocket_idle.py` is the long soak.
 """
 
 import json
