@@ -3,7 +3,8 @@ delivered after commit, sent again by the relay while handlers have not all run,
 user.
 
 The fault itself (a broker that refuses the send while a write is accepted) is a drill with real
-processes: tests/test_fault_drills.py, `test_a_write_during_a_broker_outage_is_notified_later`.
+processes: tests/system/test_fault_drills.py,
+`test_a_write_during_a_broker_outage_is_notified_later`.
 """
 
 import datetime

@@ -1,5 +1,5 @@
-"""What contract fuzzing (tests/test_contract_fuzzing.py) found, pinned down one by one: each was
-a 5xx, an undocumented status or invalid input accepted, and each is fixed in the code or the
+"""What contract fuzzing (tests/system/test_contract_fuzzing.py) found, pinned down one by one: each
+was a 5xx, an undocumented status or invalid input accepted, and each is fixed in the code or the
 OpenAPI document. These run in-process, so a regression shows here at once and by name."""
 
 import json

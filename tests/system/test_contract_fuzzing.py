@@ -14,7 +14,7 @@ owner, with data that fits the schema and data that does not, and checks each re
 
 The seed is fixed, so a run is repeatable. The number of examples per operation is
 `FUZZ_EXAMPLES` (default below, sized for the suite's time budget); a longer run is
-`FUZZ_EXAMPLES=500 scripts/test tests/test_contract_fuzzing.py`.
+`FUZZ_EXAMPLES=500 scripts/test tests/system/test_contract_fuzzing.py`.
 
 Operations that take an object's id in their path would mostly get made-up ids, and answer 404,
 without ever reaching what they do to a real object. The stateful phase chains those schemathesis
