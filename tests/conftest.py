@@ -1,5 +1,11 @@
+"""Fixtures shared across the suite. A folder's own conftest.py adds those of its area only."""
+
 import pytest
 from rest_framework.test import APIClient
+
+from kernel.tenancy.models import Tenant
+from tests.catalog_helpers import editor_client
+from tests.factories import make_tenant
 
 # Fixture modules shared across the suite; each lives in tests/fixtures/.
 pytest_plugins: list[str] = [
@@ -8,6 +14,31 @@ pytest_plugins: list[str] = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "tenant(name=..., plan_code=...): what the `tenant` fixture passes to make_tenant",
+    )
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def tenant(request: pytest.FixtureRequest) -> Tenant:
+    """A tenant and its owner, made through the services by `make_tenant`.
+
+    A module (or a test) that wants a given name or plan says so with a marker, which is passed
+    on to `make_tenant` as it is: `pytestmark = [..., pytest.mark.tenant(plan_code="pro")]`.
+    Without one, `make_tenant`'s defaults: a generated name, the free plan.
+    """
+    marker = request.node.get_closest_marker("tenant")
+    return make_tenant(**marker.kwargs) if marker else make_tenant()
+
+
+@pytest.fixture
+def editor(tenant) -> APIClient:
+    """A member of `tenant` holding the built-in editor role, signed in."""
+    return editor_client(tenant)

@@ -30,7 +30,7 @@ from tests.helpers import (
     tasks_run_inline,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme", plan_code="pro")]
 
 KEYS = f"{API}/api-keys/"
 TENANT = f"{API}/tenant/"
@@ -72,11 +72,6 @@ def stored_key(key_id) -> ApiKey:
 def key_count(tenant) -> int:
     with outcome():
         return ApiKey.objects.filter(tenant=tenant).count()
-
-
-@pytest.fixture
-def tenant() -> Tenant:
-    return make_tenant(name="Acme", plan_code="pro")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from tests.helpers import (
     tasks_run_inline,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme")]
 
 INVITATIONS = f"{API}/invitations/"
 ACCEPT = f"{API}/invitations/accept/"
@@ -53,11 +53,6 @@ def member_emails(tenant) -> set[str]:
 
 def token_in(message) -> str:
     return re.search(r"token=([A-Za-z0-9_-]+)", message.body).group(1)
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(name="Acme")
 
 
 @pytest.fixture

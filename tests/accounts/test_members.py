@@ -30,7 +30,7 @@ from tests.helpers import (
     waiting_for_a_lock,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme")]
 
 MEMBERS = f"{API}/members/"
 
@@ -61,11 +61,6 @@ def membership_exists(membership) -> bool:
 def owner_membership(tenant) -> Membership:
     with outcome():
         return Membership.objects.get(tenant=tenant, roles__name="owner")
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(name="Acme")
 
 
 @pytest.fixture

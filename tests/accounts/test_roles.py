@@ -17,7 +17,7 @@ from tests.helpers import (
     owner_of,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme")]
 
 ROLES = f"{API}/roles/"
 PERMISSIONS = f"{API}/permissions/"
@@ -35,11 +35,6 @@ def role_named(tenant, name: str) -> Role:
 def role_exists(tenant, **filters) -> bool:
     with outcome():
         return Role.objects.filter(tenant=tenant, **filters).exists()
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(name="Acme")
 
 
 @pytest.fixture

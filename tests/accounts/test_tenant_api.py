@@ -21,7 +21,7 @@ from tests.helpers import (
     tasks_run_inline,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme")]
 
 TENANT = f"{API}/tenant/"
 
@@ -29,11 +29,6 @@ TENANT = f"{API}/tenant/"
 def tenant_row(tenant) -> Tenant | None:
     with outcome():
         return Tenant.objects.select_related("plan").filter(pk=tenant.pk).first()
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(name="Acme")
 
 
 @pytest.fixture

@@ -33,22 +33,15 @@ from tests.catalog_helpers import (
 from tests.factories import make_tenant
 from tests.helpers import assert_problem
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    # A plan whose per-credential rate limit leaves room for the many requests of one test.
+    pytest.mark.tenant(plan_code="pro"),
+]
 
 HITS = "tenantapi_catalog_cache_hits_total"
 MISSES = "tenantapi_catalog_cache_misses_total"
 ERRORS = "tenantapi_catalog_cache_errors_total"
-
-
-@pytest.fixture
-def tenant():
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    return make_tenant(plan_code="pro")
-
-
-@pytest.fixture
-def editor(tenant):
-    return editor_client(tenant)
 
 
 @pytest.fixture

@@ -38,17 +38,12 @@ from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import assert_problem, member_with_role, owner_of, sign_in
 from tests.kernel.test_ratelimit import make_plan, tenant_on_plan
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 LOGOUT = "/api/v1/auth/logout/"
 LIST = f"{PRODUCTS}?in_stock=true&ordering=-price&page_size=10"
 # Headers that differ between two answers of the same entry, by design.
 PER_RESPONSE = {"X-Request-ID", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(plan_code="pro")
 
 
 @pytest.fixture
@@ -62,11 +57,6 @@ def catalog(tenant):
         "category list": CATEGORIES,
         "category detail": category_url(category.id),
     }
-
-
-@pytest.fixture
-def editor(tenant):
-    return editor_client(tenant)
 
 
 @pytest.fixture

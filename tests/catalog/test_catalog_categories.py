@@ -9,7 +9,6 @@ from tests.catalog_helpers import (
     CATEGORIES,
     category_url,
     client_without_catalog_read,
-    editor_client,
     make_category,
     make_product,
     viewer_client,
@@ -25,20 +24,13 @@ from tests.helpers import (
     tasks_run_inline,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    # A plan whose per-credential rate limit leaves room for the many requests of one test.
+    pytest.mark.tenant(plan_code="pro"),
+]
 
 CATEGORY_FIELDS = {"id", "name", "slug", "parent", "created_at", "updated_at"}
-
-
-@pytest.fixture
-def tenant():
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    return make_tenant(plan_code="pro")
-
-
-@pytest.fixture
-def editor(tenant):
-    return editor_client(tenant)
 
 
 def stored(category_id) -> Category | None:

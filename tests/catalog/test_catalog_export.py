@@ -39,15 +39,10 @@ from tests.fixtures.servers import (
 )
 from tests.helpers import API, assert_problem, outcome, owner_of, tasks_run_inline
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 EXPORT = f"{API}/products/export/"
 IMPORT = f"{API}/products/import/"
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(plan_code="pro")
 
 
 def export_rows(client: APIClient, **params) -> list[dict[str, str]]:

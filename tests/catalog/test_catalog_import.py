@@ -32,20 +32,13 @@ from tests.helpers import API, assert_problem, outcome, tasks_run_inline
 
 IMPORT = f"{API}/products/import/"
 JOBS = f"{API}/jobs/"
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    # A plan whose rate limits leave room for the many requests of one test.
+    pytest.mark.tenant(plan_code="pro"),
+]
 
 HEADER = "sku,name,description,price,currency,stock,is_active,category,tags,attributes"
-
-
-@pytest.fixture
-def tenant():
-    # A plan whose rate limits leave room for the many requests of one test.
-    return make_tenant(plan_code="pro")
-
-
-@pytest.fixture
-def editor(tenant) -> APIClient:
-    return editor_client(tenant)
 
 
 def csv_file(text: str, name: str = "products.csv", content_type: str = "text/csv"):

@@ -33,7 +33,7 @@ from tests.helpers import (
     tasks_run_inline,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme", plan_code="pro")]
 
 EVENTS = f"{API}/audit-events/"
 ROLES = f"{API}/roles/"
@@ -109,11 +109,6 @@ def add_event(tenant, *, action: str = "tests.thing.done", days_ago: float = 0) 
         )
         event.save()
         return event
-
-
-@pytest.fixture
-def tenant() -> Tenant:
-    return make_tenant(name="Acme", plan_code="pro")
 
 
 @pytest.fixture

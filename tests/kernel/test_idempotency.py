@@ -23,18 +23,11 @@ from tests.catalog_helpers import (
 from tests.factories import make_tenant
 from tests.helpers import assert_problem, client_for, error_fields, member_with_role, owner_of
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def tenant():
+pytestmark = [
+    pytest.mark.django_db,
     # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    return make_tenant(plan_code="pro")
-
-
-@pytest.fixture
-def editor(tenant):
-    return editor_client(tenant)
+    pytest.mark.tenant(plan_code="pro"),
+]
 
 
 @pytest.fixture

@@ -13,27 +13,18 @@ from kernel.context import tenant_context
 from tests.catalog_helpers import (
     CATEGORIES,
     PRODUCTS,
-    editor_client,
     make_category,
     make_product,
 )
-from tests.factories import make_tenant
 from tests.helpers import error_fields
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    # A plan whose per-credential rate limit leaves room for the many requests of one test.
+    pytest.mark.tenant(plan_code="pro"),
+]
 
 PRICES = [Decimal("5.00"), Decimal("1.00"), Decimal("3.00")]  # many ties on purpose
-
-
-@pytest.fixture
-def tenant():
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    return make_tenant(plan_code="pro")
-
-
-@pytest.fixture
-def editor(tenant):
-    return editor_client(tenant)
 
 
 def make_products(tenant, count: int) -> list[Product]:

@@ -27,7 +27,7 @@ from tests.helpers import (
     outcome,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme")]
 
 WEBHOOKS = f"{API}/webhooks/"
 # A public address written as a literal: accepted without any DNS lookup.
@@ -84,11 +84,6 @@ def set_status(delivery: WebhookDelivery, status: str) -> None:
 def _public_targets_only(settings):
     # The production rule, whatever the environment says; tests that need a local target say so.
     settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS = False
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(name="Acme")
 
 
 @pytest.fixture

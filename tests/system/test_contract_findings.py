@@ -12,15 +12,10 @@ from rest_framework.test import APIClient
 
 from kernel.tenancy.selectors import permission_codes
 from tests.catalog_helpers import make_category, make_product
-from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
+from tests.factories import DEFAULT_PASSWORD, make_member
 from tests.helpers import API, assert_problem, client_for, error_fields, owner_of
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def tenant():
-    return make_tenant(plan_code="enterprise")
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="enterprise")]
 
 
 @pytest.fixture
