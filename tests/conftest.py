@@ -1,11 +1,13 @@
 """Fixtures shared across the suite. A folder's own conftest.py adds those of its area only."""
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
-from kernel.tenancy.models import Tenant
+from kernel.tenancy.models import Membership, Tenant
 from tests.catalog_helpers import editor_client
-from tests.factories import make_tenant
+from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant, make_user
+from tests.helpers import client_for
 
 # Fixture modules shared across the suite; each lives in tests/fixtures/.
 pytest_plugins: list[str] = [
@@ -42,3 +44,33 @@ def tenant(request: pytest.FixtureRequest) -> Tenant:
 def editor(tenant) -> APIClient:
     """A member of `tenant` holding the built-in editor role, signed in."""
     return editor_client(tenant)
+
+
+@pytest.fixture
+def admin(tenant) -> Membership:
+    """A member of `tenant` holding the built-in admin role."""
+    return make_member(tenant, roles=["admin"])
+
+
+@pytest.fixture
+def admin_client(tenant, admin) -> APIClient:
+    """`admin` signed in to `tenant`.
+
+    This replaces pytest-django's fixture of the same name (a superuser's Django client): the
+    operators' equivalent here is `operator_client`.
+    """
+    return client_for(admin.user, tenant)
+
+
+@pytest.fixture
+def operator():
+    """An operator of the platform: a staff superuser, who works in the admin."""
+    return make_user(email="ops@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def operator_client(operator) -> Client:
+    """`operator` signed in to the admin with their password."""
+    client = Client()
+    assert client.login(email=operator.email, password=DEFAULT_PASSWORD)
+    return client

@@ -6,7 +6,6 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -72,11 +71,6 @@ def stored_key(key_id) -> ApiKey:
 def key_count(tenant) -> int:
     with outcome():
         return ApiKey.objects.filter(tenant=tenant).count()
-
-
-@pytest.fixture
-def owner_client(tenant) -> APIClient:
-    return client_for(owner_of(tenant), tenant)
 
 
 # --- the secret, once --------------------------------------------------------------------------
@@ -491,14 +485,6 @@ def test_the_format_is_parsed_strictly():
 
 
 # --- the admin ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def operator_client() -> Client:
-    operator = make_user(email="ops@example.com", is_staff=True, is_superuser=True)
-    client = Client()
-    assert client.login(email=operator.email, password=DEFAULT_PASSWORD)
-    return client
 
 
 def test_keys_are_read_only_in_the_admin_and_an_operator_can_revoke_one(

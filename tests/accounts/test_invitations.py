@@ -56,11 +56,6 @@ def token_in(message) -> str:
 
 
 @pytest.fixture
-def admin_client(tenant) -> APIClient:
-    return client_for(make_member(tenant, roles=["admin"]).user, tenant)
-
-
-@pytest.fixture
 def invite(admin_client, tenant, django_capture_on_commit_callbacks):
     """Invite an address as the admin; returns (invitation id, the emailed token)."""
 

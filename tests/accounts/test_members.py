@@ -63,21 +63,6 @@ def owner_membership(tenant) -> Membership:
         return Membership.objects.get(tenant=tenant, roles__name="owner")
 
 
-@pytest.fixture
-def owner_client(tenant) -> APIClient:
-    return client_for(owner_of(tenant), tenant)
-
-
-@pytest.fixture
-def admin(tenant) -> Membership:
-    return make_member(tenant, roles=["admin"])
-
-
-@pytest.fixture
-def admin_client(tenant, admin) -> APIClient:
-    return client_for(admin.user, tenant)
-
-
 # --- 401 and 403 -----------------------------------------------------------------------------
 
 

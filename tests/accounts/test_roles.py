@@ -37,11 +37,6 @@ def role_exists(tenant, **filters) -> bool:
         return Role.objects.filter(tenant=tenant, **filters).exists()
 
 
-@pytest.fixture
-def admin_client(tenant) -> APIClient:
-    return client_for(member_with_role(tenant, "admin"), tenant)
-
-
 # --- permissions ---------------------------------------------------------------------------
 
 

@@ -31,11 +31,6 @@ def tenant_row(tenant) -> Tenant | None:
         return Tenant.objects.select_related("plan").filter(pk=tenant.pk).first()
 
 
-@pytest.fixture
-def admin_client(tenant) -> APIClient:
-    return client_for(make_member(tenant, roles=["admin"]).user, tenant)
-
-
 @pytest.mark.parametrize("method", ["get", "patch", "delete"])
 def test_the_tenant_needs_a_credential(api_client, method):
     response = getattr(api_client, method)(TENANT, {}, format="json")

@@ -7,24 +7,12 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from kernel.tenancy.models import Invitation, Tenant
-from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
+from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant
 from tests.helpers import API, ME, assert_problem, client_for, outcome, owner_of
 
 pytestmark = pytest.mark.django_db
 
 ADMIN = "/admin/"
-
-
-@pytest.fixture
-def operator():
-    return make_user(email="ops@example.com", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def operator_client(operator) -> Client:
-    client = Client()
-    assert client.login(email=operator.email, password=DEFAULT_PASSWORD)
-    return client
 
 
 @pytest.fixture

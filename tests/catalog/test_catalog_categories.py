@@ -222,25 +222,16 @@ def test_deleting_the_tenant_purges_its_whole_catalog(tenant, django_capture_on_
         assert Product.objects.filter(pk=kept.pk).exists()
 
 
-@pytest.fixture
-def operator_client(client):
-    from django.contrib.auth import get_user_model
-
-    operator = get_user_model().objects.create_superuser("ops@example.com", "ops-password-1")
-    client.force_login(operator)
-    return client
-
-
-def test_the_admin_keeps_the_tree_a_tree_and_saves_through_the_services(tenant, operator_client):
+def test_the_admin_keeps_the_tree_a_tree_and_saves_through_the_services(tenant, superuser_client):
     root = make_category(tenant, name="Root")
     child = make_category(tenant, name="Child", parent=root)
     foreign = make_category(make_tenant(), name="Foreign")
     url = f"/admin/catalog/category/{root.id}/change/"
 
-    form = operator_client.get(url)
-    cycle = operator_client.post(url, {"name": "Root", "slug": root.slug, "parent": child.id})
-    across = operator_client.post(url, {"name": "Root", "slug": root.slug, "parent": foreign.id})
-    renamed = operator_client.post(url, {"name": "Renamed", "slug": root.slug, "parent": ""})
+    form = superuser_client.get(url)
+    cycle = superuser_client.post(url, {"name": "Root", "slug": root.slug, "parent": child.id})
+    across = superuser_client.post(url, {"name": "Root", "slug": root.slug, "parent": foreign.id})
+    renamed = superuser_client.post(url, {"name": "Renamed", "slug": root.slug, "parent": ""})
 
     assert form.status_code == 200
     assert str(foreign.id) not in form.content.decode()  # only the tenant's own categories

@@ -7,7 +7,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
@@ -754,18 +753,11 @@ def test_a_rejected_write_publishes_nothing(tenant, editor, django_capture_on_co
 # --- the admin ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def operator_client(client):
-    operator = get_user_model().objects.create_superuser("ops@example.com", "ops-password-1")
-    client.force_login(operator)
-    return client
-
-
-def test_an_admin_change_is_visible_to_the_api_at_once(tenant, editor, operator_client):
+def test_an_admin_change_is_visible_to_the_api_at_once(tenant, editor, superuser_client):
     product = make_product(tenant, name="Before", stock=4)
     assert names(editor.get(PRODUCTS)) == ["Before"]  # cached now
 
-    response = operator_client.post(
+    response = superuser_client.post(
         f"/admin/catalog/product/{product.id}/change/",
         {
             "sku": product.sku,
@@ -787,13 +779,13 @@ def test_an_admin_change_is_visible_to_the_api_at_once(tenant, editor, operator_
     assert (stored.name, stored.version) == ("After", 2)
 
 
-def test_the_admin_lists_products_of_every_tenant_filterable_by_tenant(tenant, operator_client):
+def test_the_admin_lists_products_of_every_tenant_filterable_by_tenant(tenant, superuser_client):
     other = make_tenant()
     make_product(tenant, name="Ours")
     make_product(other, name="Theirs")
 
-    everything = operator_client.get("/admin/catalog/product/")
-    filtered = operator_client.get("/admin/catalog/product/", {"tenant__id__exact": other.id})
+    everything = superuser_client.get("/admin/catalog/product/")
+    filtered = superuser_client.get("/admin/catalog/product/", {"tenant__id__exact": other.id})
 
     assert everything.status_code == 200
     assert b"Ours" in everything.content

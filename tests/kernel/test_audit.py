@@ -20,7 +20,7 @@ from kernel.context import operator_scope, tenant_context
 from kernel.permissions import Perm
 from kernel.tasks import audit_prune_task
 from kernel.tenancy.models import AuditEvent, Membership, Plan, Role, Tenant
-from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
+from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant
 from tests.helpers import (
     API,
     TOKEN,
@@ -117,13 +117,15 @@ def owner(tenant):
 
 
 @pytest.fixture
-def owner_client(tenant, owner) -> APIClient:
+def owner_agent(tenant, owner) -> APIClient:
+    """`owner` signed in to `tenant` through a client that sends USER_AGENT."""
     return client_as(owner, tenant)
 
 
 @pytest.fixture
-def operator_client() -> Client:
-    operator = make_user(email="ops@example.com", is_staff=True, is_superuser=True)
+def operator_agent(operator) -> Client:
+    """`operator` signed in to the admin through a client that sends USER_AGENT; the user is
+    also its `.operator`."""
     client = Client(HTTP_USER_AGENT=USER_AGENT)
     assert client.login(email=operator.email, password=DEFAULT_PASSWORD)
     client.operator = operator
@@ -156,9 +158,9 @@ def test_signup_records_the_tenant_created_by_its_new_owner():
     assert_from_request(event, response)
 
 
-def test_a_tenant_update_records_the_diff_with_secrets_redacted(tenant, owner, owner_client):
+def test_a_tenant_update_records_the_diff_with_secrets_redacted(tenant, owner, owner_agent):
     with recorded(tenant) as new:
-        response = owner_client.patch(
+        response = owner_agent.patch(
             TENANT,
             {"name": "Acme Corp", "settings": {"currency": "EUR", "webhook_secret": "whsec_abc"}},
         )
@@ -173,22 +175,22 @@ def test_a_tenant_update_records_the_diff_with_secrets_redacted(tenant, owner, o
     assert_from_request(event, response)
 
 
-def test_the_client_address_is_the_trusted_proxys_view_of_it(tenant, owner_client, settings):
+def test_the_client_address_is_the_trusted_proxys_view_of_it(tenant, owner_agent, settings):
     settings.TRUSTED_PROXY_COUNT = 1
 
     with recorded(tenant) as new:
-        owner_client.patch(TENANT, {"name": "Proxied"}, HTTP_X_FORWARDED_FOR="203.0.113.9")
+        owner_agent.patch(TENANT, {"name": "Proxied"}, HTTP_X_FORWARDED_FOR="203.0.113.9")
 
     assert only(new, "tenants.tenant.updated").ip == "203.0.113.9"
 
 
-def test_deleting_the_tenant_is_recorded(tenant, owner, owner_client, monkeypatch):
+def test_deleting_the_tenant_is_recorded(tenant, owner, owner_agent, monkeypatch):
     from kernel.tasks import tenant_purge_task
 
     monkeypatch.setattr(tenant_purge_task, "delay", lambda **kwargs: None)
 
     with recorded(tenant) as new:
-        response = owner_client.delete(TENANT)
+        response = owner_agent.delete(TENANT)
 
     assert response.status_code == 204
     event = only(new, "tenants.tenant.deleted")
@@ -197,18 +199,16 @@ def test_deleting_the_tenant_is_recorded(tenant, owner, owner_client, monkeypatc
     assert_from_request(event, response)
 
 
-def test_role_writes_are_recorded(tenant, owner, owner_client):
+def test_role_writes_are_recorded(tenant, owner, owner_agent):
     with recorded(tenant) as created_events:
-        created = owner_client.post(
+        created = owner_agent.post(
             ROLES, {"name": "auditors", "permissions": [Perm.AUDIT_READ], "description": "x"}
         )
     role_url = f"{ROLES}{created.json()['id']}/"
     with recorded(tenant) as updated_events:
-        updated = owner_client.patch(
-            role_url, {"permissions": [Perm.AUDIT_READ, Perm.CATALOG_READ]}
-        )
+        updated = owner_agent.patch(role_url, {"permissions": [Perm.AUDIT_READ, Perm.CATALOG_READ]})
     with recorded(tenant) as deleted_events:
-        deleted = owner_client.delete(role_url)
+        deleted = owner_agent.delete(role_url)
 
     assert (created.status_code, updated.status_code, deleted.status_code) == (201, 200, 204)
     event = only(created_events, "tenants.role.created")
@@ -231,14 +231,14 @@ def test_role_writes_are_recorded(tenant, owner, owner_client):
         assert event.target_type == "role"
 
 
-def test_member_writes_are_recorded(tenant, owner, owner_client):
+def test_member_writes_are_recorded(tenant, owner, owner_agent):
     member = make_member(tenant, roles=["viewer"], email="member@example.com")
     url = f"{MEMBERS}{member.pk}/"
 
     with recorded(tenant) as changed_events:
-        changed = owner_client.patch(url, {"roles": [role_id(tenant, "editor")]})
+        changed = owner_agent.patch(url, {"roles": [role_id(tenant, "editor")]})
     with recorded(tenant) as removed_events:
-        removed = owner_client.delete(url)
+        removed = owner_agent.delete(url)
 
     assert (changed.status_code, removed.status_code) == (200, 204)
     event = only(changed_events, "tenants.member.roles_changed")
@@ -252,7 +252,7 @@ def test_member_writes_are_recorded(tenant, owner, owner_client):
 
 
 def test_invitation_writes_are_recorded_and_the_token_is_not(
-    tenant, owner, owner_client, django_capture_on_commit_callbacks
+    tenant, owner, owner_agent, django_capture_on_commit_callbacks
 ):
     from django.core import mail
 
@@ -262,7 +262,7 @@ def test_invitation_writes_are_recorded_and_the_token_is_not(
         tasks_run_inline(),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        sent = owner_client.post(
+        sent = owner_agent.post(
             INVITATIONS, {"email": "new@example.com", "roles": [role_id(tenant, "editor")]}
         )
     token = mail.outbox[-1].body.split("token=")[1].split()[0]
@@ -272,11 +272,11 @@ def test_invitation_writes_are_recorded_and_the_token_is_not(
             f"{INVITATIONS}accept/", {"token": token, "password": NEW_PASSWORD, "name": "New"}
         )
     # And another, revoked
-    other = owner_client.post(
+    other = owner_agent.post(
         INVITATIONS, {"email": "other@example.com", "roles": [role_id(tenant, "viewer")]}
     )
     with recorded(tenant) as revoked_events:
-        revoked = owner_client.delete(f"{INVITATIONS}{other.json()['id']}/")
+        revoked = owner_agent.delete(f"{INVITATIONS}{other.json()['id']}/")
 
     assert (sent.status_code, accepted.status_code, revoked.status_code) == (201, 200, 204)
     event = only(sent_events, "tenants.invitation.created")
@@ -341,9 +341,9 @@ def test_password_change_reset_and_logout_are_recorded_without_values(tenant, ow
     }
 
 
-def test_api_key_writes_are_recorded_and_a_keys_own_acts_name_it(tenant, owner, owner_client):
+def test_api_key_writes_are_recorded_and_a_keys_own_acts_name_it(tenant, owner, owner_agent):
     with recorded(tenant) as created_events:
-        created = owner_client.post(
+        created = owner_agent.post(
             KEYS, {"name": "robot", "permissions": [Perm.ROLES_MANAGE, Perm.MEMBERS_READ]}
         )
     key = created.json()
@@ -352,7 +352,7 @@ def test_api_key_writes_are_recorded_and_a_keys_own_acts_name_it(tenant, owner, 
     with recorded(tenant) as by_key_events:
         by_key = machine.post(ROLES, {"name": "made by a machine", "permissions": []})
     with recorded(tenant) as revoked_events:
-        revoked = owner_client.delete(f"{KEYS}{key['id']}/")
+        revoked = owner_agent.delete(f"{KEYS}{key['id']}/")
 
     assert (created.status_code, by_key.status_code, revoked.status_code) == (201, 201, 204)
     event = only(created_events, "accounts.api_key.created")
@@ -378,16 +378,14 @@ def test_api_key_writes_are_recorded_and_a_keys_own_acts_name_it(tenant, owner, 
 # --- through the admin, as an operator -----------------------------------------------------------
 
 
-def test_admin_actions_and_saves_are_recorded_as_the_operators(
-    tenant, owner_client, operator_client
-):
-    operator = operator_client.operator
+def test_admin_actions_and_saves_are_recorded_as_the_operators(tenant, owner_agent, operator_agent):
+    operator = operator_agent.operator
     with recorded(tenant) as suspended_events:
-        suspended = operator_client.post(
+        suspended = operator_agent.post(
             f"{ADMIN}tenants/tenant/", {"action": "suspend", "_selected_action": [str(tenant.id)]}
         )
     with recorded(tenant) as reactivated_events:
-        operator_client.post(
+        operator_agent.post(
             f"{ADMIN}tenants/tenant/",
             {"action": "reactivate", "_selected_action": [str(tenant.id)]},
         )
@@ -395,7 +393,7 @@ def test_admin_actions_and_saves_are_recorded_as_the_operators(
         enterprise = Plan.objects.get(code="enterprise")
         membership = Membership.objects.get(tenant=tenant)
     with recorded(tenant) as saved_events:
-        saved = operator_client.post(
+        saved = operator_agent.post(
             f"{ADMIN}tenants/tenant/{tenant.id}/change/",
             {
                 "name": "Acme Renamed",
@@ -410,9 +408,9 @@ def test_admin_actions_and_saves_are_recorded_as_the_operators(
                 "-1-0-tenant": str(tenant.pk),
             },
         )
-    key = owner_client.post(KEYS, {"name": "k", "permissions": [Perm.CATALOG_READ]}).json()
+    key = owner_agent.post(KEYS, {"name": "k", "permissions": [Perm.CATALOG_READ]}).json()
     with recorded(tenant) as revoked_events:
-        operator_client.post(
+        operator_agent.post(
             f"{ADMIN}accounts/apikey/", {"action": "revoke", "_selected_action": [key["id"]]}
         )
 
@@ -446,7 +444,7 @@ def test_admin_actions_and_saves_are_recorded_as_the_operators(
 # --- the same transaction ------------------------------------------------------------------------
 
 
-def test_a_change_that_fails_after_its_event_leaves_neither(tenant, owner_client, monkeypatch):
+def test_a_change_that_fails_after_its_event_leaves_neither(tenant, owner_agent, monkeypatch):
     # Given a role, and a failure that strikes after the event of its update is recorded
     role = make_role(tenant, name="ops", permissions=[Perm.CATALOG_READ])
 
@@ -457,7 +455,7 @@ def test_a_change_that_fails_after_its_event_leaves_neither(tenant, owner_client
 
     # When it is updated
     with recorded(tenant) as new:
-        response = owner_client.patch(f"{ROLES}{role.pk}/", {"name": "renamed"})
+        response = owner_agent.patch(f"{ROLES}{role.pk}/", {"name": "renamed"})
 
     # Then the request fails, and neither the change nor its event was kept
     assert_problem(response, 500, "internal-error")
@@ -466,13 +464,13 @@ def test_a_change_that_fails_after_its_event_leaves_neither(tenant, owner_client
         assert Role.objects.get(pk=role.pk).name == "ops"
 
 
-def test_an_event_that_cannot_be_written_undoes_its_change(tenant, owner_client, monkeypatch):
+def test_an_event_that_cannot_be_written_undoes_its_change(tenant, owner_agent, monkeypatch):
     def refuse(self, *args, **kwargs):
         raise DatabaseError("the audit table is unavailable")
 
     monkeypatch.setattr(AuditEvent, "save", refuse)
 
-    response = owner_client.post(ROLES, {"name": "ghost", "permissions": []})
+    response = owner_agent.post(ROLES, {"name": "ghost", "permissions": []})
 
     assert_problem(response, 500, "internal-error")
     with outcome():
@@ -502,27 +500,27 @@ def test_the_log_needs_audit_read(tenant):
     assert_problem(APIClient().get(EVENTS), 401, "not-authenticated")
 
 
-def test_the_log_shows_the_callers_tenant_only(tenant, owner_client):
+def test_the_log_shows_the_callers_tenant_only(tenant, owner_agent):
     other = make_tenant(name="Other")
     foreign = add_event(other, action="tests.secret.kept")
     mine = add_event(tenant, action="tests.thing.done")
 
-    listed = owner_client.get(EVENTS, {"page_size": 100}).json()["results"]
+    listed = owner_agent.get(EVENTS, {"page_size": 100}).json()["results"]
 
     ids = {item["id"] for item in listed}
     assert str(mine.id) in ids
     assert str(foreign.id) not in ids
     assert {item["action"] for item in listed}.isdisjoint({"tests.secret.kept"})
-    assert_problem(owner_client.get(f"{EVENTS}{foreign.id}/"), 404, "not-found")
-    assert owner_client.get(f"{EVENTS}{mine.id}/").json()["action"] == "tests.thing.done"
+    assert_problem(owner_agent.get(f"{EVENTS}{foreign.id}/"), 404, "not-found")
+    assert owner_agent.get(f"{EVENTS}{mine.id}/").json()["action"] == "tests.thing.done"
 
 
-def test_the_log_is_newest_first_and_cursor_paginated(tenant, owner_client):
+def test_the_log_is_newest_first_and_cursor_paginated(tenant, owner_agent):
     made = [add_event(tenant, action=f"tests.step.n{n}") for n in range(5)]
 
-    first = owner_client.get(EVENTS, {"page_size": 2, "action": "tests.step.*"}).json()
-    second = owner_client.get(first["next"]).json()
-    third = owner_client.get(second["next"]).json()
+    first = owner_agent.get(EVENTS, {"page_size": 2, "action": "tests.step.*"}).json()
+    second = owner_agent.get(first["next"]).json()
+    third = owner_agent.get(second["next"]).json()
 
     pages = [first, second, third]
     walked = [item["id"] for page in pages for item in page["results"]]
@@ -545,17 +543,17 @@ def test_the_log_is_newest_first_and_cursor_paginated(tenant, owner_client):
     }
 
 
-def test_the_log_filters(tenant, owner, owner_client):
+def test_the_log_filters(tenant, owner, owner_agent):
     member = make_member(tenant, roles=["viewer"])
     viewer_role = role_id(tenant, "viewer")
-    owner_client.patch(f"{MEMBERS}{member.pk}/", {"roles": [role_id(tenant, "editor")]})
-    owner_client.patch(f"{MEMBERS}{member.pk}/", {"roles": [viewer_role]})
-    owner_client.post(ROLES, {"name": "extra", "permissions": []})
+    owner_agent.patch(f"{MEMBERS}{member.pk}/", {"roles": [role_id(tenant, "editor")]})
+    owner_agent.patch(f"{MEMBERS}{member.pk}/", {"roles": [viewer_role]})
+    owner_agent.post(ROLES, {"name": "extra", "permissions": []})
     old = add_event(tenant, action="tests.old.thing", days_ago=10)
     system = add_event(tenant, action="tests.system.thing")
 
     def actions(**params) -> list[str]:
-        response = owner_client.get(EVENTS, {"page_size": 100, **params})
+        response = owner_agent.get(EVENTS, {"page_size": 100, **params})
         assert response.status_code == 200, response.content
         return [item["action"] for item in response.json()["results"]]
 
@@ -586,15 +584,15 @@ def test_the_log_filters(tenant, owner, owner_client):
         ({"since": "2024-02-01T00:00:00Z", "until": "2024-01-01T00:00:00Z"}, "until"),
     ],
 )
-def test_bad_filters_are_400_problems(tenant, owner_client, params, field):
-    response = owner_client.get(EVENTS, params)
+def test_bad_filters_are_400_problems(tenant, owner_agent, params, field):
+    response = owner_agent.get(EVENTS, params)
 
     body = assert_problem(response, 400, "validation-error")
     assert {error["field"] for error in body["errors"]} == {field}
 
 
-def test_a_key_with_audit_read_reads_the_log(tenant, owner_client):
-    key = owner_client.post(KEYS, {"name": "siem", "permissions": [Perm.AUDIT_READ]}).json()
+def test_a_key_with_audit_read_reads_the_log(tenant, owner_agent):
+    key = owner_agent.post(KEYS, {"name": "siem", "permissions": [Perm.AUDIT_READ]}).json()
     machine = APIClient()
     machine.credentials(HTTP_AUTHORIZATION=f"Api-Key {key['key']}")
 
@@ -608,27 +606,27 @@ def test_a_key_with_audit_read_reads_the_log(tenant, owner_client):
 
 
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
-def test_the_api_has_no_way_to_change_the_log(tenant, owner_client, method):
+def test_the_api_has_no_way_to_change_the_log(tenant, owner_agent, method):
     event = add_event(tenant)
 
     for url in (EVENTS, f"{EVENTS}{event.id}/"):
-        response = getattr(owner_client, method)(url, {"action": "tests.thing.undone"})
+        response = getattr(owner_agent, method)(url, {"action": "tests.thing.undone"})
         assert_problem(response, 405, "method-not-allowed")
         assert "GET" in response["Allow"]
     with outcome():
         assert AuditEvent.objects.get(pk=event.id).action == "tests.thing.done"
 
 
-def test_the_admin_shows_the_log_and_changes_nothing(tenant, operator_client):
+def test_the_admin_shows_the_log_and_changes_nothing(tenant, operator_agent):
     event = add_event(tenant, action="tests.admin.seen")
     base = f"{ADMIN}tenants/auditevent/"
 
-    changelist = operator_client.get(base)
-    page = operator_client.get(f"{base}{event.id}/change/")
-    add = operator_client.get(f"{base}add/")
-    change = operator_client.post(f"{base}{event.id}/change/", {"action": "tests.admin.forged"})
-    delete = operator_client.post(f"{base}{event.id}/delete/", {"post": "yes"})
-    bulk = operator_client.post(base, {"action": "delete_selected", "_selected_action": [event.id]})
+    changelist = operator_agent.get(base)
+    page = operator_agent.get(f"{base}{event.id}/change/")
+    add = operator_agent.get(f"{base}add/")
+    change = operator_agent.post(f"{base}{event.id}/change/", {"action": "tests.admin.forged"})
+    delete = operator_agent.post(f"{base}{event.id}/delete/", {"post": "yes"})
+    bulk = operator_agent.post(base, {"action": "delete_selected", "_selected_action": [event.id]})
 
     assert changelist.status_code == 200
     assert "tests.admin.seen" in changelist.content.decode()
@@ -717,14 +715,14 @@ def test_the_database_never_prunes_the_last_day(tenant):
 
 
 def test_purging_a_deleted_tenant_takes_its_events_and_only_its(
-    tenant, owner_client, django_capture_on_commit_callbacks
+    tenant, owner_agent, django_capture_on_commit_callbacks
 ):
     other = make_tenant(name="Other")
     add_event(tenant)
     theirs = add_event(other)
 
     with tasks_run_inline(), django_capture_on_commit_callbacks(execute=True):
-        assert owner_client.delete(TENANT).status_code == 204
+        assert owner_agent.delete(TENANT).status_code == 204
 
     with outcome():
         assert not Tenant.objects.filter(pk=tenant.pk).exists()

@@ -52,12 +52,9 @@ NEW_PASSWORD = "an operator chosen passphrase 42"
 
 
 @pytest.fixture
-def operator():
-    return make_user(email="ops@example.com", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def operator_client(operator) -> Client:
+def operator_agent(operator) -> Client:
+    """`operator` signed in to the admin through a client that sends USER_AGENT, so that the
+    events of its requests can be checked for it."""
     client = Client(HTTP_USER_AGENT=USER_AGENT)
     assert client.login(email=operator.email, password=DEFAULT_PASSWORD)
     return client
@@ -135,8 +132,8 @@ def add_platform_event(*, days_ago: float) -> PlatformAuditEvent:
 # --- plans -------------------------------------------------------------------------------------
 
 
-def test_creating_a_plan_is_recorded_as_the_operators(operator_client, operator):
-    response = operator_client.post(
+def test_creating_a_plan_is_recorded_as_the_operators(operator_agent, operator):
+    response = operator_agent.post(
         f"{PLANS}add/",
         {
             "code": "startup",
@@ -166,7 +163,7 @@ def test_creating_a_plan_is_recorded_as_the_operators(operator_client, operator)
 
 
 def test_changing_a_plans_limits_records_the_diff_in_the_platform_log_only(
-    operator_client, operator, django_capture_on_commit_callbacks
+    operator_agent, operator, django_capture_on_commit_callbacks
 ):
     # Given a tenant on the pro plan, whose member's principal is cached
     tenant = make_tenant(name="Acme", plan_code="pro")
@@ -177,7 +174,7 @@ def test_changing_a_plans_limits_records_the_diff_in_the_platform_log_only(
 
     # When an operator raises two of its limits
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(
+        response = operator_agent.post(
             f"{PLANS}{plan.pk}/change/",
             plan_form(plan, max_members=plan.max_members + 5, burst=plan.burst * 2),
         )
@@ -195,21 +192,21 @@ def test_changing_a_plans_limits_records_the_diff_in_the_platform_log_only(
     assert member.get(ME).status_code == 200
 
 
-def test_saving_a_plan_unchanged_records_nothing(operator_client):
+def test_saving_a_plan_unchanged_records_nothing(operator_agent):
     plan = Plan.objects.get(code="pro")
 
-    response = operator_client.post(f"{PLANS}{plan.pk}/change/", plan_form(plan))
+    response = operator_agent.post(f"{PLANS}{plan.pk}/change/", plan_form(plan))
 
     assert response.status_code == 302
     assert platform_events() == []
 
 
-def test_deleting_plans_is_recorded_one_by_one(operator_client, operator):
+def test_deleting_plans_is_recorded_one_by_one(operator_agent, operator):
     spare = Plan.objects.create(code="spare", name="Spare")
     spares = [Plan.objects.create(code=f"spare{n}", name=f"Spare {n}") for n in (1, 2)]
 
-    deleted = operator_client.post(f"{PLANS}{spare.pk}/delete/", {"post": "yes"})
-    bulk = operator_client.post(
+    deleted = operator_agent.post(f"{PLANS}{spare.pk}/delete/", {"post": "yes"})
+    bulk = operator_agent.post(
         PLANS,
         {
             "action": "delete_selected",
@@ -229,7 +226,7 @@ def test_deleting_plans_is_recorded_one_by_one(operator_client, operator):
     assert_by_operator(by_target[str(spare.pk)], operator, deleted)
 
 
-def test_an_event_that_cannot_be_written_undoes_the_plans_change(operator_client, monkeypatch):
+def test_an_event_that_cannot_be_written_undoes_the_plans_change(operator_agent, monkeypatch):
     plan = Plan.objects.get(code="pro")
 
     def fail(*args, **kwargs):
@@ -237,7 +234,7 @@ def test_an_event_that_cannot_be_written_undoes_the_plans_change(operator_client
 
     monkeypatch.setattr(PlatformAuditEvent, "save", fail)
 
-    response = operator_client.post(f"{PLANS}{plan.pk}/change/", plan_form(plan, max_members=999))
+    response = operator_agent.post(f"{PLANS}{plan.pk}/change/", plan_form(plan, max_members=999))
 
     assert response.status_code == 500
     assert Plan.objects.get(pk=plan.pk).max_members == plan.max_members
@@ -246,8 +243,8 @@ def test_an_event_that_cannot_be_written_undoes_the_plans_change(operator_client
 # --- users -------------------------------------------------------------------------------------
 
 
-def test_creating_a_user_is_recorded_with_the_password_redacted(operator_client, operator):
-    response = operator_client.post(
+def test_creating_a_user_is_recorded_with_the_password_redacted(operator_agent, operator):
+    response = operator_agent.post(
         f"{USERS}add/",
         {
             "email": "New.Person@Example.com",
@@ -277,7 +274,7 @@ def test_creating_a_user_is_recorded_with_the_password_redacted(operator_client,
 
 
 def test_editing_a_user_records_each_kind_of_change_and_tenants_see_only_theirs(
-    operator_client, operator
+    operator_agent, operator
 ):
     # Given a member of a tenant, and a group that grants admin permissions
     tenant = make_tenant(name="Acme")
@@ -286,7 +283,7 @@ def test_editing_a_user_records_each_kind_of_change_and_tenants_see_only_theirs(
     view_plan = Permission.objects.get(codename="view_plan")
 
     # When an operator renames them, makes them staff and gives them the group and a permission
-    response = operator_client.post(
+    response = operator_agent.post(
         f"{USERS}{user.pk}/change/",
         user_form(
             user,
@@ -320,12 +317,12 @@ def test_editing_a_user_records_each_kind_of_change_and_tenants_see_only_theirs(
     assert list(user.groups.all()) == [support]
 
 
-def test_saving_a_user_unchanged_records_nothing(operator_client):
+def test_saving_a_user_unchanged_records_nothing(operator_agent):
     tenant = make_tenant(name="Acme")
     user = make_member(tenant, email="member@example.com").user
     tenant_log = {event.id for event in tenant_events(tenant)}
 
-    response = operator_client.post(f"{USERS}{user.pk}/change/", user_form(user))
+    response = operator_agent.post(f"{USERS}{user.pk}/change/", user_form(user))
 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert platform_events() == []
@@ -333,7 +330,7 @@ def test_saving_a_user_unchanged_records_nothing(operator_client):
 
 
 def test_deactivating_a_member_is_in_their_tenants_logs_and_ends_their_sessions_at_once(
-    operator_client, operator, django_capture_on_commit_callbacks
+    operator_agent, operator, django_capture_on_commit_callbacks
 ):
     # Given a person who belongs to Alpha and Beta, signed in to Alpha, and a tenant Gamma
     alpha, beta, gamma = (make_tenant(name=name) for name in ("Alpha", "Beta", "Gamma"))
@@ -344,7 +341,7 @@ def test_deactivating_a_member_is_in_their_tenants_logs_and_ends_their_sessions_
 
     # When an operator unticks "active" in the admin
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(
+        response = operator_agent.post(
             f"{USERS}{user.pk}/change/", user_form(user, is_active=False)
         )
 
@@ -369,7 +366,7 @@ def test_deactivating_a_member_is_in_their_tenants_logs_and_ends_their_sessions_
 
     # When the operator reactivates them, that is recorded too
     user.refresh_from_db()
-    operator_client.post(f"{USERS}{user.pk}/change/", user_form(user, is_active="on"))
+    operator_agent.post(f"{USERS}{user.pk}/change/", user_form(user, is_active="on"))
     assert [event.action for event in tenant_events(alpha, action__startswith="accounts.")] == [
         "accounts.user.reactivated",
         "accounts.user.deactivated",
@@ -377,7 +374,7 @@ def test_deactivating_a_member_is_in_their_tenants_logs_and_ends_their_sessions_
 
 
 def test_setting_a_password_in_the_admin_records_only_a_marker(
-    operator_client, operator, django_capture_on_commit_callbacks
+    operator_agent, operator, django_capture_on_commit_callbacks
 ):
     tenant = make_tenant(name="Acme")
     user = make_member(tenant, email="member@example.com").user
@@ -385,7 +382,7 @@ def test_setting_a_password_in_the_admin_records_only_a_marker(
     assert session.get(ME).status_code == 200
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(
+        response = operator_agent.post(
             f"{USERS}{user.pk}/password/",
             {"usable_password": "true", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
         )
@@ -405,10 +402,10 @@ def test_setting_a_password_in_the_admin_records_only_a_marker(
     assert session.get(ME).status_code == 401
 
 
-def test_disabling_password_sign_in_is_recorded_as_no_password(operator_client):
+def test_disabling_password_sign_in_is_recorded_as_no_password(operator_agent):
     user = make_user(email="member@example.com")
 
-    response = operator_client.post(
+    response = operator_agent.post(
         f"{USERS}{user.pk}/password/", {"usable_password": "false", "unset-password": "1"}
     )
 
@@ -417,11 +414,11 @@ def test_disabling_password_sign_in_is_recorded_as_no_password(operator_client):
     assert event.changes == {"password": ["[REDACTED]", None]}
 
 
-def test_deleting_users_is_recorded_one_by_one(operator_client, operator):
+def test_deleting_users_is_recorded_one_by_one(operator_agent, operator):
     users = [make_user(email=f"leaving{n}@example.com") for n in (1, 2, 3)]
 
-    deleted = operator_client.post(f"{USERS}{users[0].pk}/delete/", {"post": "yes"})
-    bulk = operator_client.post(
+    deleted = operator_agent.post(f"{USERS}{users[0].pk}/delete/", {"post": "yes"})
+    bulk = operator_agent.post(
         USERS,
         {
             "action": "delete_selected",
@@ -438,12 +435,12 @@ def test_deleting_users_is_recorded_one_by_one(operator_client, operator):
     assert_by_operator(events[str(users[0].pk)], operator, deleted)
 
 
-def test_a_member_cannot_be_deleted_in_the_admin(operator_client):
+def test_a_member_cannot_be_deleted_in_the_admin(operator_agent):
     # Their memberships are read-only there: an operator deactivates them instead.
     tenant = make_tenant(name="Acme")
     user = make_member(tenant, email="member@example.com").user
 
-    response = operator_client.post(f"{USERS}{user.pk}/delete/", {"post": "yes"})
+    response = operator_agent.post(f"{USERS}{user.pk}/delete/", {"post": "yes"})
 
     assert response.status_code == 403
     assert User.objects.filter(pk=user.pk).exists()
@@ -482,11 +479,11 @@ def group_form(group: Group, **overrides) -> dict:
     return {**values, **overrides}
 
 
-def test_creating_a_group_records_its_name_and_permissions(operator_client, operator):
+def test_creating_a_group_records_its_name_and_permissions(operator_agent, operator):
     view_plan = Permission.objects.get(codename="view_plan")
     change_user = Permission.objects.get(codename="change_user")
 
-    response = operator_client.post(
+    response = operator_agent.post(
         f"{GROUPS}add/", {"name": "support", "permissions": [view_plan.pk, change_user.pk]}
     )
 
@@ -506,13 +503,13 @@ def test_creating_a_group_records_its_name_and_permissions(operator_client, oper
     assert_by_operator(event, operator, response)
 
 
-def test_changing_a_groups_permissions_records_the_diff(operator_client, operator):
+def test_changing_a_groups_permissions_records_the_diff(operator_agent, operator):
     group = Group.objects.create(name="support")
     view_plan = Permission.objects.get(codename="view_plan")
     change_user = Permission.objects.get(codename="change_user")
     group.permissions.set([view_plan])
 
-    response = operator_client.post(
+    response = operator_agent.post(
         f"{GROUPS}{group.pk}/change/",
         group_form(group, name="operators", permissions=[change_user.pk]),
     )
@@ -528,24 +525,24 @@ def test_changing_a_groups_permissions_records_the_diff(operator_client, operato
     assert_by_operator(event, operator, response)
 
 
-def test_saving_a_group_unchanged_records_nothing(operator_client):
+def test_saving_a_group_unchanged_records_nothing(operator_agent):
     group = Group.objects.create(name="support")
     group.permissions.set([Permission.objects.get(codename="view_plan")])
 
-    response = operator_client.post(f"{GROUPS}{group.pk}/change/", group_form(group))
+    response = operator_agent.post(f"{GROUPS}{group.pk}/change/", group_form(group))
 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert platform_events() == []
 
 
-def test_deleting_groups_is_recorded_one_by_one(operator_client, operator):
+def test_deleting_groups_is_recorded_one_by_one(operator_agent, operator):
     groups = [Group.objects.create(name=f"spare{n}") for n in (1, 2, 3)]
     groups[0].permissions.set([Permission.objects.get(codename="view_plan")])
     member = make_user(email="staff@example.com", is_staff=True)
     member.groups.set([groups[0]])
 
-    deleted = operator_client.post(f"{GROUPS}{groups[0].pk}/delete/", {"post": "yes"})
-    bulk = operator_client.post(
+    deleted = operator_agent.post(f"{GROUPS}{groups[0].pk}/delete/", {"post": "yes"})
+    bulk = operator_agent.post(
         GROUPS,
         {
             "action": "delete_selected",
@@ -570,7 +567,7 @@ def test_deleting_groups_is_recorded_one_by_one(operator_client, operator):
     assert_by_operator(events[str(groups[0].pk)], operator, deleted)
 
 
-def test_an_event_that_cannot_be_written_undoes_the_groups_change(operator_client, monkeypatch):
+def test_an_event_that_cannot_be_written_undoes_the_groups_change(operator_agent, monkeypatch):
     group = Group.objects.create(name="support")
 
     def fail(*args, **kwargs):
@@ -578,7 +575,7 @@ def test_an_event_that_cannot_be_written_undoes_the_groups_change(operator_clien
 
     monkeypatch.setattr(PlatformAuditEvent, "save", fail)
 
-    response = operator_client.post(
+    response = operator_agent.post(
         f"{GROUPS}{group.pk}/change/",
         group_form(group, permissions=[Permission.objects.get(codename="view_plan").pk]),
     )
@@ -644,22 +641,20 @@ def test_create_operator_records_a_promotion_and_nothing_when_nothing_changes():
 # --- append-only, everywhere ---------------------------------------------------------------------
 
 
-def test_the_admin_reads_and_filters_the_log_and_changes_nothing(operator_client):
+def test_the_admin_reads_and_filters_the_log_and_changes_nothing(operator_agent):
     Plan.objects.create(code="spare", name="Spare")
     spare = Plan.objects.get(code="spare")
-    operator_client.post(f"{PLANS}{spare.pk}/change/", plan_form(spare, name="Spare Renamed"))
+    operator_agent.post(f"{PLANS}{spare.pk}/change/", plan_form(spare, name="Spare Renamed"))
     (event,) = platform_events()
 
-    changelist = operator_client.get(LOG)
-    filtered = operator_client.get(
-        LOG, {"action": "tenants.plan.updated", "actor_type": "operator"}
-    )
-    excluded = operator_client.get(LOG, {"target_type": "user"})
-    page = operator_client.get(f"{LOG}{event.id}/change/")
-    add = operator_client.get(f"{LOG}add/")
-    change = operator_client.post(f"{LOG}{event.id}/change/", {"action": "tests.admin.forged"})
-    delete = operator_client.post(f"{LOG}{event.id}/delete/", {"post": "yes"})
-    bulk = operator_client.post(LOG, {"action": "delete_selected", "_selected_action": [event.id]})
+    changelist = operator_agent.get(LOG)
+    filtered = operator_agent.get(LOG, {"action": "tenants.plan.updated", "actor_type": "operator"})
+    excluded = operator_agent.get(LOG, {"target_type": "user"})
+    page = operator_agent.get(f"{LOG}{event.id}/change/")
+    add = operator_agent.get(f"{LOG}add/")
+    change = operator_agent.post(f"{LOG}{event.id}/change/", {"action": "tests.admin.forged"})
+    delete = operator_agent.post(f"{LOG}{event.id}/delete/", {"post": "yes"})
+    bulk = operator_agent.post(LOG, {"action": "delete_selected", "_selected_action": [event.id]})
 
     assert changelist.status_code == 200
     assert "tenants.plan.updated" in changelist.content.decode()

@@ -226,7 +226,9 @@ def test_requests_without_a_credential_are_limited_per_address(api_client, setti
 
 
 @pytest.fixture
-def operator_client() -> Client:
+def staff_client() -> Client:
+    """An operator of their own (a staff superuser with a generated address, not the suite's
+    `operator`), signed in to the admin."""
     operator = make_user(is_staff=True, is_superuser=True)
     client = Client()
     assert client.login(email=operator.email, password=DEFAULT_PASSWORD)
@@ -239,7 +241,7 @@ def hidden_inputs(page: str) -> dict[str, str]:
 
 @pytest.mark.django_db
 def test_moving_a_tenant_to_another_plan_in_the_admin_applies_at_once(
-    operator_client, settings, django_capture_on_commit_callbacks
+    staff_client, settings, django_capture_on_commit_callbacks
 ):
     # Given a member of a tenant on a burst-3 plan, whose principal (plan included) is cached
     settings.RATELIMIT_CREDENTIAL_SHARE = 1
@@ -250,9 +252,9 @@ def test_moving_a_tenant_to_another_plan_in_the_admin_applies_at_once(
 
     # When an operator moves the tenant to the burst-50 plan in the admin
     url = f"/admin/tenants/tenant/{tenant.id}/change/"
-    form = hidden_inputs(operator_client.get(url).content.decode())
+    form = hidden_inputs(staff_client.get(url).content.decode())
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(
+        response = staff_client.post(
             url,
             {
                 **form,
@@ -271,7 +273,7 @@ def test_moving_a_tenant_to_another_plan_in_the_admin_applies_at_once(
 
 @pytest.mark.django_db
 def test_editing_a_plan_in_the_admin_applies_to_its_tenants_at_once(
-    operator_client, settings, django_capture_on_commit_callbacks
+    staff_client, settings, django_capture_on_commit_callbacks
 ):
     # Given a member of a tenant on a burst-3 plan
     settings.RATELIMIT_CREDENTIAL_SHARE = 1
@@ -292,7 +294,7 @@ def test_editing_a_plan_in_the_admin_applies_to_its_tenants_at_once(
         "max_products": plan.max_products,
     }
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(url, fields)
+        response = staff_client.post(url, fields)
     assert response.status_code == 302
 
     # Then the tenant's next request has the new burst

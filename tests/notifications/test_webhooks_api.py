@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from kernel.context import tenant_context
 from kernel.events import Event
@@ -84,11 +83,6 @@ def set_status(delivery: WebhookDelivery, status: str) -> None:
 def _public_targets_only(settings):
     # The production rule, whatever the environment says; tests that need a local target say so.
     settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS = False
-
-
-@pytest.fixture
-def admin_client(tenant) -> APIClient:
-    return client_for(member_with_role(tenant, "admin"), tenant)
 
 
 @pytest.fixture
