@@ -74,3 +74,11 @@ def operator_client(operator) -> Client:
     client = Client()
     assert client.login(email=operator.email, password=DEFAULT_PASSWORD)
     return client
+
+
+@pytest.fixture
+def public_webhook_targets_only(settings) -> None:
+    """Webhook targets under the production rule (no private address), whatever the environment
+    says. A module asks for it with `pytest.mark.usefixtures`; a test that needs a local target
+    says so."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS = False

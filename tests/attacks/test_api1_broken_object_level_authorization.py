@@ -37,11 +37,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def victim() -> Tenancy:
-    return tenancy("Victim")
-
-
-@pytest.fixture
 def attacker() -> Tenancy:
     return tenancy("Attacker")
 

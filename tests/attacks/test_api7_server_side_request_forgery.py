@@ -23,7 +23,7 @@ from tests.helpers import API, error_fields, outcome
 from tests.notifications.test_webhooks_api import PUBLIC_URL, event_for
 from tests.notifications.test_webhooks_delivery import attempt
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("public_webhook_targets_only")]
 
 WEBHOOKS = f"{API}/webhooks/"
 # One of each family of tests/notifications/test_webhooks_api.py's REFUSED_URLS.
@@ -38,11 +38,6 @@ REPRESENTATIVE = [
     "https://[fd00:ec2::254]/",
     "https://0x7f000001/",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _public_targets_only(settings):
-    settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS = False
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ once, the SSRF rules on `url`, the deliveries list and the redeliver action."""
 
 import base64
 import datetime
-import ipaddress
 import re
 import uuid
 
@@ -26,7 +25,11 @@ from tests.helpers import (
     outcome,
 )
 
-pytestmark = [pytest.mark.django_db, pytest.mark.tenant(name="Acme")]
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.tenant(name="Acme"),
+    pytest.mark.usefixtures("public_webhook_targets_only"),
+]
 
 WEBHOOKS = f"{API}/webhooks/"
 # A public address written as a literal: accepted without any DNS lookup.
@@ -77,12 +80,6 @@ def deliveries_for(tenant, *events: Event) -> list[WebhookDelivery]:
 def set_status(delivery: WebhookDelivery, status: str) -> None:
     with outcome():
         WebhookDelivery.objects.filter(pk=delivery.pk).update(status=status)
-
-
-@pytest.fixture(autouse=True)
-def _public_targets_only(settings):
-    # The production rule, whatever the environment says; tests that need a local target say so.
-    settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS = False
 
 
 @pytest.fixture
@@ -401,21 +398,6 @@ def test_private_and_local_targets_are_refused(admin_client, endpoint, url):
     assert error_fields(changed) == {"url"}
     assert endpoint_row(endpoint["id"]).url == PUBLIC_URL
     assert [e["id"] for e in admin_client.get(WEBHOOKS).json()["results"]] == [endpoint["id"]]
-
-
-@pytest.fixture
-def fake_dns(monkeypatch):
-    """Answers for names of our choosing; the system resolver for the rest."""
-    answers: dict[str, tuple[str, ...]] = {}
-    real = ssrf.resolve_host
-
-    def resolve(host: str, port: int):
-        if host in answers:
-            return tuple(ipaddress.ip_address(a) for a in answers[host])
-        return real(host, port)
-
-    monkeypatch.setattr(ssrf, "resolve_host", resolve)
-    return answers
 
 
 @pytest.mark.parametrize(

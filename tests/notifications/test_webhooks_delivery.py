@@ -5,7 +5,6 @@ that survives a worker killed in the middle of it (real Celery workers)."""
 
 import base64
 import datetime
-import ipaddress
 import json
 import os
 import re
@@ -376,21 +375,6 @@ def test_a_disabled_endpoint_gets_nothing_more(receiver, local_targets):
 
 
 # --- SSRF at delivery time --------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake_dns(monkeypatch) -> dict[str, list[str]]:
-    """What `ssrf.resolve_host` answers for the names the test sets; a name can change later."""
-    answers: dict[str, list[str]] = {}
-    real = ssrf.resolve_host
-
-    def resolve(host: str, port: int):
-        if host in answers:
-            return tuple(ipaddress.ip_address(a) for a in answers[host])
-        return real(host, port)
-
-    monkeypatch.setattr(ssrf, "resolve_host", resolve)
-    return answers
 
 
 @pytest.mark.django_db
