@@ -33,11 +33,8 @@ from tests.catalog_helpers import (
 from tests.factories import make_tenant
 from tests.helpers import assert_problem
 
-pytestmark = [
-    pytest.mark.django_db,
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    pytest.mark.tenant(plan_code="pro"),
-]
+# The pro plan: its per-credential rate limit leaves room for the many requests of one test.
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 HITS = "tenantapi_catalog_cache_hits_total"
 MISSES = "tenantapi_catalog_cache_misses_total"

@@ -24,11 +24,8 @@ from tests.helpers import (
     tasks_run_inline,
 )
 
-pytestmark = [
-    pytest.mark.django_db,
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    pytest.mark.tenant(plan_code="pro"),
-]
+# The pro plan: its per-credential rate limit leaves room for the many requests of one test.
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 CATEGORY_FIELDS = {"id", "name", "slug", "parent", "created_at", "updated_at"}
 

@@ -32,11 +32,8 @@ from tests.helpers import API, assert_problem, outcome, tasks_run_inline
 
 IMPORT = f"{API}/products/import/"
 JOBS = f"{API}/jobs/"
-pytestmark = [
-    pytest.mark.django_db,
-    # A plan whose rate limits leave room for the many requests of one test.
-    pytest.mark.tenant(plan_code="pro"),
-]
+# The pro plan: its rate limits leave room for the many requests of one test.
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 HEADER = "sku,name,description,price,currency,stock,is_active,category,tags,attributes"
 

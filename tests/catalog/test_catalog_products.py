@@ -35,11 +35,8 @@ from tests.helpers import (
     tasks_run_inline,
 )
 
-pytestmark = [
-    pytest.mark.django_db,
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    pytest.mark.tenant(plan_code="pro"),
-]
+# The pro plan: its per-credential rate limit leaves room for the many requests of one test.
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 SOME_ID = "6f1c2a3e-0b1d-4c55-9d3e-2f4a5b6c7d8e"
 

@@ -23,11 +23,8 @@ from tests.catalog_helpers import (
 from tests.factories import make_tenant
 from tests.helpers import assert_problem, client_for, error_fields, member_with_role, owner_of
 
-pytestmark = [
-    pytest.mark.django_db,
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    pytest.mark.tenant(plan_code="pro"),
-]
+# The pro plan: its per-credential rate limit leaves room for the many requests of one test.
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 
 @pytest.fixture

@@ -18,11 +18,8 @@ from tests.catalog_helpers import (
 )
 from tests.helpers import error_fields
 
-pytestmark = [
-    pytest.mark.django_db,
-    # A plan whose per-credential rate limit leaves room for the many requests of one test.
-    pytest.mark.tenant(plan_code="pro"),
-]
+# The pro plan: its per-credential rate limit leaves room for the many requests of one test.
+pytestmark = [pytest.mark.django_db, pytest.mark.tenant(plan_code="pro")]
 
 PRICES = [Decimal("5.00"), Decimal("1.00"), Decimal("3.00")]  # many ties on purpose
 
