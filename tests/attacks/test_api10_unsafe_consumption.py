@@ -20,8 +20,8 @@ from notifications.models import WebhookDelivery
 from notifications.webhooks import services
 from tests.attacks.support import Tenancy, tenancy
 from tests.helpers import API, outcome
-from tests.test_webhooks_api import event_for
-from tests.test_webhooks_delivery import attempt
+from tests.notifications.test_webhooks_api import event_for
+from tests.notifications.test_webhooks_delivery import attempt
 
 pytestmark = pytest.mark.django_db
 

@@ -1,9 +1,9 @@
 """OWASP API1:2023, broken object level authorization, beyond the URL's own id.
 
-tests/test_isolation_matrix.py proves that every route taking an object id answers 404 to another
-tenant. This module proves the same for ids that travel elsewhere: in query filters, in request
-bodies (a product's category, a category's parent, a member's or an invitation's roles), in an
-invitation token meant for someone else, and in another user's notifications inside one tenant.
+tests/kernel/test_isolation_matrix.py proves that every route taking an object id answers 404 to
+another tenant. This module proves the same for ids that travel elsewhere: in query filters, in
+request bodies (a product's category, a category's parent, a member's or an invitation's roles), in
+an invitation token meant for someone else, and in another user's notifications inside one tenant.
 Each foreign id is treated exactly as an id that does not exist, and nothing foreign is written.
 """
 
@@ -34,11 +34,6 @@ from tests.factories import DEFAULT_PASSWORD, make_member, make_user
 from tests.helpers import API, assert_problem, client_for, error_fields, outcome
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def victim() -> Tenancy:
-    return tenancy("Victim")
 
 
 @pytest.fixture

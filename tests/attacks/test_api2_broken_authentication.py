@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from kernel.permissions import Perm
-from tests.attacks.support import Tenancy, tenancy
+from tests.attacks.support import Tenancy
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import API, ME, REFRESH, TOKEN, assert_problem
 
@@ -57,11 +57,6 @@ def assert_refused(token: str) -> None:
     response = APIClient().get(ME, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert_problem(response, 401, "not-authenticated")
     assert response["WWW-Authenticate"].startswith("Bearer")
-
-
-@pytest.fixture
-def victim() -> Tenancy:
-    return tenancy("Victim")
 
 
 def issued(victim: Tenancy) -> dict:

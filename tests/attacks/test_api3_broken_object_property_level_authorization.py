@@ -5,10 +5,10 @@ client must never set (the tenant, ids, versions, built-in flags, staff flags, t
 secrets, statuses, plans…) with an attacker's values; none of them reaches the stored row.
 
 Excessive data exposure: every GET route of every tenant view (found by the URL walk of
-tests/test_isolation_matrix.py, over a tenant holding one object of every model), every create
-response, and the people's own endpoints are walked key by key: no key named like a password, a
-hash, a secret, a token hash, a key hash or the internal `seq` appears, except the one-time
-secret in the 201 of its creation (`key` of an API key, `secret` of a webhook endpoint).
+tests/kernel/test_isolation_matrix.py, over a tenant holding one object of every model), every
+create response, and the people's own endpoints are walked key by key: no key named like a password,
+a hash, a secret, a token hash, a key hash or the internal `seq` appears, except the one-time secret
+in the 201 of its creation (`key` of an API key, `secret` of a webhook endpoint).
 """
 
 import datetime
@@ -26,11 +26,11 @@ from catalog.models import Category, Product
 from kernel.permissions import Perm
 from kernel.tenancy.models import Invitation, Membership, Role, Tenant
 from notifications.models import NotificationPreference, WebhookEndpoint
-from tests import test_isolation_matrix as matrix
 from tests.attacks.support import Tenancy, make_notification, role_id, tenancy
 from tests.catalog_helpers import make_category, make_product, product_body
 from tests.factories import DEFAULT_PASSWORD, make_member
 from tests.helpers import API, ME, outcome
+from tests.kernel import test_isolation_matrix as matrix
 
 pytestmark = pytest.mark.django_db
 

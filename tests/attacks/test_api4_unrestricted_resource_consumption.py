@@ -21,7 +21,7 @@ from notifications.consumers import NotificationConsumer
 from tests.attacks.support import Tenancy, tenancy
 from tests.catalog_helpers import CATEGORIES, PRODUCTS, product_body
 from tests.helpers import API, ME, assert_problem, client_for, error_fields, owner_of
-from tests.test_ratelimit import assert_rate_limited, make_plan, tenant_on_plan
+from tests.kernel.test_ratelimit import assert_rate_limited, make_plan, tenant_on_plan
 
 pytestmark = pytest.mark.django_db
 

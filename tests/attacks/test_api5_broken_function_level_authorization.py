@@ -15,7 +15,6 @@ from rest_framework.test import APIClient
 from kernel.api.base import IsPerson
 from kernel.permissions import BUILTIN_ROLES, VIEWER, Perm
 from notifications.api.notifications import PersonOnly
-from tests import test_isolation_matrix as matrix
 from tests.attacks.support import (
     Tenancy,
     make_notification,
@@ -25,6 +24,7 @@ from tests.attacks.support import (
 )
 from tests.factories import DEFAULT_PASSWORD, make_member, make_user
 from tests.helpers import API, assert_problem, client_for
+from tests.kernel import test_isolation_matrix as matrix
 
 pytestmark = pytest.mark.django_db
 

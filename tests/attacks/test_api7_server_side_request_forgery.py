@@ -2,13 +2,13 @@
 
 The full table of refused targets (schemes, credentials in URLs, loopback, private, link-local,
 metadata, multicast, reserved, IPv6 and IPv4-mapped forms, integer and hex spellings of addresses)
-is in tests/test_webhooks_api.py, on create and PATCH; DNS answers that change between the check
-and the delivery are in tests/test_webhooks_delivery.py. This module adds the attacks those leave
-out: the same representative targets through PUT and through an API key; the IPv6 ranges that
-Python still counts as global (deprecated site-local `fec0::/10`, documentation `3fff::/20`,
-a finding of the source review, docs/security.md); a private target that
-reached the database anyway (an operator's edit, an old row) refused at delivery time without a
-connection; and a receiver redirecting to the metadata address, which is never followed.
+is in tests/notifications/test_webhooks_api.py, on create and PATCH; DNS answers that change between
+the check and the delivery are in tests/notifications/test_webhooks_delivery.py. This module adds
+the attacks those leave out: the same representative targets through PUT and through an API key;
+the IPv6 ranges that Python still counts as global (deprecated site-local `fec0::/10`,
+documentation `3fff::/20`, a finding of the source review, docs/security.md); a private target
+that reached the database anyway (an operator's edit, an old row) refused at delivery time without
+a connection; and a receiver redirecting to the metadata address, which is never followed.
 """
 
 import pytest
@@ -21,13 +21,13 @@ from notifications.webhooks import services
 from tests.attacks.support import Tenancy, tenancy
 from tests.fixtures.webhook_receiver import Answer, WebhookReceiver
 from tests.helpers import API, error_fields, outcome
-from tests.test_webhooks_api import PUBLIC_URL, event_for
-from tests.test_webhooks_delivery import attempt
+from tests.notifications.test_webhooks_api import PUBLIC_URL, event_for
+from tests.notifications.test_webhooks_delivery import attempt
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("public_webhook_targets_only")]
 
 WEBHOOKS = f"{API}/webhooks/"
-# One of each family of tests/test_webhooks_api.py's REFUSED_URLS.
+# One of each family of tests/notifications/test_webhooks_api.py's REFUSED_URLS.
 REPRESENTATIVE = [
     "http://93.184.215.14/hooks",
     "https://user:password@93.184.215.14/",
@@ -39,11 +39,6 @@ REPRESENTATIVE = [
     "https://[fd00:ec2::254]/",
     "https://0x7f000001/",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _public_targets_only(settings):
-    settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS = False
 
 
 @pytest.fixture

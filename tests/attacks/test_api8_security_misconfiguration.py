@@ -1,12 +1,13 @@
 """OWASP API8:2023, security misconfiguration.
 
 `manage.py check --deploy` passing with the production settings, without a single warning, and
-production refusing to start without its secrets, are proven in tests/test_deploy_settings.py;
-every error being a problem document with DEBUG on or off in tests/test_problems.py. This module
-adds, with the production settings loaded in a process of their own: the security headers on
-API responses, errors and the operational endpoints alike; and, in the test process: CORS grants
-no origin it was not given and grants the one it was; and with DEBUG on, a 404 or an unexpected
-exception in a tenant view is still a problem document with no traceback, setting or SQL in it.
+production refusing to start without its secrets, are proven in
+tests/config/test_deploy_settings.py; every error being a problem document with DEBUG on or off in
+tests/kernel/test_problems.py. This module adds, with the production settings loaded in a process of
+their own: the security headers on API responses, errors and the operational endpoints alike; and,
+in the test process: CORS grants no origin it was not given and grants the one it was; and with
+DEBUG on, a 404 or an unexpected exception in a tenant view is still a problem document with no
+traceback, setting or SQL in it.
 """
 
 import json
@@ -16,8 +17,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.attacks.support import Tenancy, tenancy
+from tests.config.test_deploy_settings import manage
 from tests.helpers import API, assert_problem
-from tests.test_deploy_settings import manage
 
 pytestmark = pytest.mark.django_db
 

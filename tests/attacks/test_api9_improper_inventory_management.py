@@ -13,8 +13,8 @@ import pytest
 from django.urls import get_resolver
 from rest_framework.test import APIClient
 
-from tests import test_isolation_matrix as matrix
 from tests.helpers import API
+from tests.kernel import test_isolation_matrix as matrix
 
 DOCUMENTS = {f"{API}/schema/", f"{API}/docs/", f"{API}/redoc/"}
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
