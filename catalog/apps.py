@@ -11,6 +11,8 @@ class CatalogConfig(AppConfig):
         from catalog.topics import CatalogTopic
         from kernel import audit
         from kernel.events import topics
+        from kernel.permissions import Perm
 
         audit.register_actions(CatalogAction)
-        topics.register(CatalogTopic)
+        # The events carry products and import jobs: readable by whoever may read the catalog.
+        topics.register(CatalogTopic, read_permission=Perm.CATALOG_READ)

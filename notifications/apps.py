@@ -6,9 +6,12 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from kernel import audit
         from kernel.principals import on_access_changed, on_session_revoked
         from notifications import handlers, metrics, realtime
+        from notifications.actions import NotificationsAction
 
+        audit.register_actions(NotificationsAction)
         handlers.register()
         # Open sockets re-check their credential when access changes, and close on logout.
         on_access_changed(realtime.recheck_tenant_sockets)

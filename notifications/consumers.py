@@ -188,6 +188,8 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
         return set(topics)
 
     def _wants(self, topic: str) -> bool:
+        if not topics_registry.readable(topic, self.principal.permissions):
+            return False
         if self.included is not None and not selectors.topic_matches(topic, self.included):
             return False
         return not selectors.topic_matches(topic, self.excluded)

@@ -2,9 +2,13 @@
 
 import fnmatch
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 from django.db.models import QuerySet
 
+from kernel.events import topics
 from kernel.permissions import Perm
 from kernel.tenancy.models import Membership, Role
 from notifications.models import Notification, NotificationPreference
@@ -13,8 +17,17 @@ from notifications.models import Notification, NotificationPreference
 RESUME_BATCH = 500
 
 
-def notification_list(*, user_id, unread: bool | None = None, topic: str | None = None):
-    queryset = Notification.objects.for_user(user_id).order_by("-seq")
+def notification_list(
+    *,
+    user_id,
+    unread: bool | None = None,
+    topic: str | None = None,
+    hidden_topics: Iterable[str] = (),
+):
+    """The member's notifications, newest first, without those of `hidden_topics` (the topics the
+    caller may no longer read)."""
+    queryset = Notification.objects.for_user(user_id).exclude(topic__in=list(hidden_topics))
+    queryset = queryset.order_by("-seq")
     if unread:
         queryset = queryset.unread()
     if topic:
@@ -26,8 +39,9 @@ def notification_get(*, user_id, notification_id: uuid.UUID) -> Notification | N
     return Notification.objects.for_user(user_id).filter(id=notification_id).first()
 
 
-def unread_count(*, user_id) -> int:
-    return Notification.objects.for_user(user_id).unread().count()
+def unread_count(*, user_id, hidden_topics: Iterable[str] = ()) -> int:
+    queryset = Notification.objects.for_user(user_id).exclude(topic__in=list(hidden_topics))
+    return queryset.unread().count()
 
 
 def notifications_after(*, user_id, after: Notification | None) -> QuerySet[Notification]:
@@ -47,13 +61,23 @@ def preferred_topics(*, user_id) -> list[str] | None:
 
 
 def recipients_of(*, topic: str, exclude_user_id=None) -> list:
-    """Members of the tenant who hold notifications.read and whose preferences take `topic`."""
-    role_ids = [
-        role_id
+    """Members of the tenant who hold notifications.read and the permission the topic needs to
+    be read (catalog.read for catalog.*), through any of their roles, and whose preferences take
+    `topic`."""
+    role_codes = {
+        role_id: frozenset(codes)
         for role_id, codes in Role.objects.values_list("id", "permissions")
-        if Perm.NOTIFICATIONS_READ in codes
-    ]
-    user_ids = set(Membership.objects.filter(roles__in=role_ids).values_list("user_id", flat=True))
+    }
+    held: dict[Any, set[str]] = defaultdict(set)
+    for user_id, role_id in Membership.objects.filter(roles__isnull=False).values_list(
+        "user_id", "roles"
+    ):
+        held[user_id] |= role_codes.get(role_id, frozenset())
+    user_ids = {
+        user_id
+        for user_id, codes in held.items()
+        if Perm.NOTIFICATIONS_READ in codes and topics.readable(topic, codes)
+    }
     user_ids.discard(exclude_user_id)
     muted = {
         preference.user_id

@@ -6,11 +6,15 @@ notification preferences, a WebSocket's filter) is checked against the registry,
 subscription to a topic nothing publishes is refused (400) instead of waiting in silence forever.
 A subscription names topics or `fnmatch` patterns of them (`catalog.product.*`, `*`); a pattern is
 known when it matches at least one registered topic.
+
+A topic may need a permission to be read (`catalog.*` needs `catalog.read`): an event carries
+the data of its domain, so whoever receives it, as a notification, through a webhook they set up,
+or in a delivery listing, must be allowed to read that domain's data through the API too.
 """
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from enum import StrEnum
 
 # Dotted lower-case words, `*` as a wildcard: what a subscription may name.
@@ -19,14 +23,43 @@ TOPIC_PATTERN = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
 MAX_TOPICS = 50
 
 _topics: set[str] = set()
+# The permission each topic needs to be read, if any.
+_read_permissions: dict[str, str] = {}
 
 
-def register(topics: type[StrEnum]) -> None:
-    """Make every member of `topics` a known topic."""
+def register(topics: type[StrEnum], *, read_permission: str | None = None) -> None:
+    """Make every member of `topics` a known topic, readable by holders of `read_permission`."""
     for topic in topics:
         if not TOPIC_PATTERN.fullmatch(topic) or "*" in topic:
             raise ValueError(f"{topic!r} is not a topic: dotted lower-case words.")
         _topics.add(str(topic))
+        if read_permission is not None:
+            _read_permissions[str(topic)] = read_permission
+
+
+def readable(topic: str, permissions: Collection[str]) -> bool:
+    """Whether holders of `permissions` may receive events of `topic`."""
+    needed = _read_permissions.get(topic)
+    return needed is None or needed in permissions
+
+
+def unreadable(permissions: Collection[str]) -> list[str]:
+    """The registered topics that holders of `permissions` may not receive, sorted."""
+    return sorted(topic for topic in _topics if not readable(topic, permissions))
+
+
+def read_permissions_missing(patterns: Iterable[str], permissions: Collection[str]) -> list[str]:
+    """The permissions, sorted, that the topics these patterns match need and that are not
+    among `permissions`."""
+    return sorted(
+        {
+            _read_permissions[topic]
+            for topic in _topics
+            if topic in _read_permissions
+            and _read_permissions[topic] not in permissions
+            and any(fnmatch.fnmatchcase(topic, pattern) for pattern in patterns)
+        }
+    )
 
 
 def known() -> frozenset[str]:

@@ -47,7 +47,16 @@ class NotificationViewSet(PersonOnly, mixins.ListModelMixin, TenantViewSet):
     }
 
     def scope_queryset(self, queryset):
-        return queryset.for_user(self.request.user.id).order_by("-seq")
+        return (
+            queryset.for_user(self.request.user.id)
+            .exclude(topic__in=self._hidden_topics())
+            .order_by("-seq")
+        )
+
+    def _hidden_topics(self) -> list[str]:
+        # An event carries its domain's data: a member who may not read the catalog (any more)
+        # does not see its catalog notifications either.
+        return topics.unreadable(self.principal.permissions)
 
     @extend_schema(
         parameters=[
@@ -60,7 +69,9 @@ class NotificationViewSet(PersonOnly, mixins.ListModelMixin, TenantViewSet):
         # and a missing boolean as false; a query string is neither.
         filters = NotificationFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
-        queryset = selectors.notification_list(user_id=request.user.id, **filters.validated_data)
+        queryset = selectors.notification_list(
+            user_id=request.user.id, hidden_topics=self._hidden_topics(), **filters.validated_data
+        )
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(NotificationSerializer(page, many=True).data)
 
@@ -84,7 +95,8 @@ class NotificationViewSet(PersonOnly, mixins.ListModelMixin, TenantViewSet):
     )
     @action(detail=False, methods=["get"], url_path="unread-count")
     def unread_count(self, request, *args, **kwargs):
-        return Response({"count": selectors.unread_count(user_id=request.user.id)})
+        count = selectors.unread_count(user_id=request.user.id, hidden_topics=self._hidden_topics())
+        return Response({"count": count})
 
 
 class PreferencesSerializer(serializers.Serializer):

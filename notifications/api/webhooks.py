@@ -5,6 +5,7 @@ The endpoint's `secret` is in the 201 answer of its creation and nowhere else, e
 """
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
@@ -26,6 +27,7 @@ from kernel.events import topics
 from kernel.events.topics import MAX_TOPICS, TOPIC_PATTERN
 from kernel.fields import StrictBooleanField
 from kernel.permissions import Perm
+from kernel.problems import Problem, ProblemType
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import selectors, services, ssrf
 
@@ -180,6 +182,16 @@ class WebhookEndpointViewSet(TenantViewSet):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(WebhookEndpointSerializer(page, many=True).data)
 
+    def _ensure_readable(self, topic_list: Sequence[str]) -> None:
+        """An endpoint sends the data of its topics out: whoever sets it up must be allowed to
+        read that data (`catalog.*` needs `catalog.read`)."""
+        missing = topics.read_permissions_missing(topic_list, self.principal.permissions)
+        if missing:
+            raise Problem(
+                ProblemType.PERMISSION_DENIED,
+                detail=f"These topics carry data that needs {', '.join(missing)}.",
+            )
+
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(WebhookEndpointSerializer(self.get_object()).data)
 
@@ -194,6 +206,7 @@ class WebhookEndpointViewSet(TenantViewSet):
         the secret.
         """
         data = validated_input(self, WebhookEndpointInputSerializer)
+        self._ensure_readable(data["topics"])
         endpoint = services.webhook_endpoint_create(**data)
         body = WebhookEndpointCreatedSerializer(endpoint).data
         location = reverse("webhook-detail", kwargs={"pk": endpoint.pk}, request=request)
@@ -207,6 +220,8 @@ class WebhookEndpointViewSet(TenantViewSet):
     def update(self, request: Request, *args: Any, partial: bool = False, **kwargs: Any):
         endpoint = self.get_object()
         data = validated_input(self, WebhookEndpointInputSerializer, partial=partial)
+        if "topics" in data:
+            self._ensure_readable(data["topics"])
         endpoint = services.webhook_endpoint_update(endpoint=endpoint, **data)
         return Response(WebhookEndpointSerializer(endpoint).data)
 
@@ -240,7 +255,9 @@ class WebhookEndpointViewSet(TenantViewSet):
         filters = DeliveryFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         deliveries: QuerySet[WebhookDelivery] = selectors.webhook_delivery_list(
-            endpoint=endpoint, status=filters.validated_data.get("status")
+            endpoint=endpoint,
+            status=filters.validated_data.get("status"),
+            hidden_topics=topics.unreadable(self.principal.permissions),
         )
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)
@@ -256,7 +273,9 @@ class WebhookEndpointViewSet(TenantViewSet):
         """Send a succeeded or dead delivery again, now, with its attempts reset and the same
         `webhook-id`. A delivery still being retried is a 409."""
         delivery = selectors.webhook_delivery_get(
-            endpoint=self.get_object(), delivery_id=delivery_id
+            endpoint=self.get_object(),
+            delivery_id=delivery_id,
+            hidden_topics=topics.unreadable(self.principal.permissions),
         )
         delivery = services.webhook_delivery_redeliver(delivery=delivery)
         return Response(WebhookDeliverySerializer(delivery).data)

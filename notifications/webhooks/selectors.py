@@ -26,17 +26,28 @@ def webhook_endpoints_for_topic(*, topic: str) -> list[WebhookEndpoint]:
 
 
 def webhook_delivery_list(
-    *, endpoint: WebhookEndpoint, status: str | None = None
+    *, endpoint: WebhookEndpoint, status: str | None = None, hidden_topics: Iterable[str] = ()
 ) -> QuerySet[WebhookDelivery]:
-    deliveries = WebhookDelivery.objects.for_endpoint(endpoint.pk)
+    """The endpoint's deliveries, without those of `hidden_topics` (which carry data the caller
+    may not read: a delivery's payload is the event's data)."""
+    deliveries = WebhookDelivery.objects.for_endpoint(endpoint.pk).exclude(
+        topic__in=list(hidden_topics)
+    )
     if status is not None:
         deliveries = deliveries.filter(status=status)
     return deliveries
 
 
-def webhook_delivery_get(*, endpoint: WebhookEndpoint, delivery_id: uuid.UUID) -> WebhookDelivery:
-    """The endpoint's delivery, or 404: another endpoint's or tenant's is simply not found."""
-    delivery = webhook_delivery_list(endpoint=endpoint).filter(pk=delivery_id).first()
+def webhook_delivery_get(
+    *, endpoint: WebhookEndpoint, delivery_id: uuid.UUID, hidden_topics: Iterable[str] = ()
+) -> WebhookDelivery:
+    """The endpoint's delivery, or 404: another endpoint's or tenant's is simply not found, nor
+    is one of `hidden_topics`."""
+    delivery = (
+        webhook_delivery_list(endpoint=endpoint, hidden_topics=hidden_topics)
+        .filter(pk=delivery_id)
+        .first()
+    )
     if delivery is None:
         raise Http404
     return delivery

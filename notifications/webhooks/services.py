@@ -20,8 +20,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from kernel import audit
 from kernel.events import Event
 from kernel.problems import InvalidInput, Problem, ProblemType
+from notifications.actions import NotificationsAction
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from notifications.webhooks import breaker, selectors, signing, ssrf
 from notifications.webhooks.delivery import webhook_deliver_task
@@ -32,17 +34,20 @@ UPDATABLE_FIELDS = ("url", "topics", "is_active")
 OVERDUE_AFTER = datetime.timedelta(minutes=15)
 
 
+@transaction.atomic
 def webhook_endpoint_create(
     *, url: str, topics: Sequence[str], is_active: bool = True
 ) -> WebhookEndpoint:
     """A new endpoint with a new secret; the caller shows `endpoint.secret` once, now."""
     _check_url(url)
-    return WebhookEndpoint.objects.create(
+    endpoint = WebhookEndpoint.objects.create(
         url=url,
         topics=_unique(topics),
         is_active=is_active,
         secret=signing.secret_generate(),
     )
+    _audit(NotificationsAction.WEBHOOK_CREATED, endpoint, audit.created(_audited(endpoint)))
+    return endpoint
 
 
 @transaction.atomic
@@ -59,18 +64,37 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> Web
     fresh_start = ("url" in changes and changes["url"] != endpoint.url) or (
         changes.get("is_active") is True and not endpoint.is_active
     )
+    before = _audited(endpoint)
     for name, value in changes.items():
         setattr(endpoint, name, value)
     endpoint.save(update_fields=[*changes, "updated_at"])
+    _audit(NotificationsAction.WEBHOOK_UPDATED, endpoint, audit.diff(before, _audited(endpoint)))
     if fresh_start:
         breaker.reset(endpoint.pk)
         endpoint.refresh_from_db(fields=["consecutive_failures", "circuit_open_until"])
     return endpoint
 
 
+@transaction.atomic
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     # Its deliveries go with it; a task already queued for one finds nothing and stops.
+    _audit(NotificationsAction.WEBHOOK_DELETED, endpoint, audit.deleted(_audited(endpoint)))
     endpoint.delete()
+
+
+def _audited(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    """What the audit log keeps of an endpoint: where its data goes, never its secret."""
+    return {"url": endpoint.url, "topics": list(endpoint.topics), "is_active": endpoint.is_active}
+
+
+def _audit(action: str, endpoint: WebhookEndpoint, changes: dict[str, Any]) -> None:
+    audit.record(
+        tenant_id=endpoint.tenant_id,
+        action=action,
+        target_type="webhook_endpoint",
+        target_id=endpoint.pk,
+        changes=changes,
+    )
 
 
 # --- fan-out -----------------------------------------------------------------------------------
@@ -160,6 +184,16 @@ def webhook_delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
             "once it has succeeded or is dead (or if that attempt is 15 minutes overdue).",
         )
     delivery.refresh_from_db()
+    audit.record(
+        tenant_id=delivery.tenant_id,
+        action=NotificationsAction.DELIVERY_REDELIVERED,
+        target_type="webhook_delivery",
+        target_id=delivery.pk,
+        changes={
+            "endpoint": [None, str(delivery.endpoint_id)],
+            "event_id": [None, delivery.event_id],
+        },
+    )
     _queue_on_commit(delivery, skip_breaker=True)
     return delivery
 

@@ -72,6 +72,50 @@ def test_every_member_with_the_permission_is_notified_but_the_actor(shop, fan_ou
     assert_problem(response, 403, "permission-denied")  # no notifications.read at all
 
 
+def test_a_catalog_event_reaches_only_members_who_may_read_the_catalog(shop, fan_out):
+    # A finding of the source review: notifications.read alone exposed product data.
+    tenant, owner = shop
+    blind = make_role(tenant, name="notices-only", permissions=["notifications.read"])
+    split = [
+        make_role(tenant, name="hears", permissions=["notifications.read"]),
+        make_role(tenant, name="reads", permissions=["catalog.read"]),
+    ]
+    without_catalog = make_member(tenant, roles=[blind.name]).user
+    with_both_roles = make_member(tenant, roles=[role.name for role in split]).user
+
+    fan_out(tenant, actor=owner, sku="A-1")
+
+    assert inbox(client_for(without_catalog, tenant)) == []
+    assert client_for(without_catalog, tenant).get(f"{NOTIFICATIONS}unread-count/").json() == {
+        "count": 0
+    }
+    # Permissions add up across a member's roles
+    assert [n["topic"] for n in inbox(client_for(with_both_roles, tenant))] == [
+        "catalog.product.updated"
+    ]
+
+
+def test_notifications_stored_before_catalog_read_was_taken_away_are_hidden(
+    shop, fan_out, django_capture_on_commit_callbacks
+):
+    tenant, owner = shop
+    role = make_role(tenant, name="was-reader", permissions=["notifications.read", "catalog.read"])
+    member = make_member(tenant, roles=[role.name]).user
+    fan_out(tenant, actor=owner, sku="A-1")
+    client = client_for(member, tenant)
+    (stored,) = inbox(client)
+
+    owner_client = client_for(owner, tenant)
+    with django_capture_on_commit_callbacks(execute=True):  # the access change takes effect
+        changed = owner_client.patch(
+            f"/api/v1/roles/{role.pk}/", {"permissions": ["notifications.read"]}, format="json"
+        )
+    assert changed.status_code == 200, changed.content
+
+    assert inbox(client) == []
+    assert_problem(client.get(f"{NOTIFICATIONS}{stored['id']}/"), 404, "not-found")
+
+
 def test_another_tenants_event_never_arrives(shop, fan_out):
     tenant, owner = shop
     other = make_tenant(name="Other")

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from kernel.context import tenant_context
 from kernel.events import Event
@@ -23,6 +24,7 @@ from tests.helpers import (
     error_fields,
     member_with_role,
     outcome,
+    owner_of,
 )
 
 pytestmark = [
@@ -140,14 +142,53 @@ def test_every_route_needs_webhooks_manage(tenant, endpoint, method, kind, role)
     assert endpoint_row(endpoint["id"]) is not None
 
 
-def test_a_role_with_webhooks_manage_alone_may_manage_them(tenant):
-    make_role(tenant, name="integrations", permissions=[Perm.WEBHOOKS_MANAGE])
+def test_a_role_with_webhooks_manage_may_manage_them_for_what_it_may_read(tenant):
+    # webhooks.manage, and catalog.read for the catalog's events the endpoint sends out
+    make_role(tenant, name="integrations", permissions=[Perm.WEBHOOKS_MANAGE, Perm.CATALOG_READ])
     client = client_for(member_with_role(tenant, "integrations"), tenant)
 
     created = client.post(WEBHOOKS, {"url": PUBLIC_URL, "topics": ["*"]})
 
     assert created.status_code == 201, created.content
     assert client.get(WEBHOOKS).status_code == 200
+
+
+@pytest.mark.parametrize("topic", ["*", "catalog.*", "catalog.product.updated"])
+def test_webhooks_manage_alone_cannot_send_out_catalog_events(tenant, topic):
+    # A finding of the source review: webhooks.manage alone read product data through the
+    # deliveries. An endpoint sends its topics' data out: it needs their read permission too.
+    make_role(tenant, name="integrations", permissions=[Perm.WEBHOOKS_MANAGE])
+    client = client_for(member_with_role(tenant, "integrations"), tenant)
+
+    created = client.post(WEBHOOKS, {"url": PUBLIC_URL, "topics": [topic]}, format="json")
+
+    body = assert_problem(created, 403, "permission-denied")
+    assert "catalog.read" in body["detail"]
+    assert client.get(WEBHOOKS).json()["results"] == []
+
+
+def test_deliveries_of_topics_the_caller_may_not_read_are_not_listed(tenant, endpoint):
+    # Given a delivery of a catalog event, and a key that manages webhooks but may not read the
+    # catalog
+    (delivery,) = deliveries_for(tenant, event_for(tenant))
+    set_status(delivery, WebhookDelivery.Status.DEAD)
+    owner = client_for(owner_of(tenant), tenant)
+    key = owner.post(
+        f"{API}/api-keys/",
+        {"name": "hooks", "permissions": [Perm.WEBHOOKS_MANAGE]},
+        format="json",
+    ).json()["key"]
+    machine = APIClient()
+    machine.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+
+    # Then it sees the endpoint, but neither the delivery nor its payload, nor can redeliver it
+    assert machine.get(endpoint_url(endpoint["id"])).status_code == 200
+    assert machine.get(deliveries_url(endpoint["id"])).json()["results"] == []
+    assert_problem(machine.post(redeliver_url(endpoint["id"], delivery.pk)), 404, "not-found")
+    # While the owner, who reads the catalog, sees it
+    assert [d["id"] for d in owner.get(deliveries_url(endpoint["id"])).json()["results"]] == [
+        str(delivery.pk)
+    ]
 
 
 def test_another_tenants_endpoint_and_deliveries_are_not_found(tenant, endpoint):
@@ -607,3 +648,32 @@ def test_an_unknown_delivery_is_a_404(admin_client, endpoint):
     response = admin_client.post(redeliver_url(endpoint["id"], uuid.uuid4()))
 
     assert_problem(response, 404, "not-found")
+
+
+def test_every_change_to_an_endpoint_is_audited_without_its_secret(tenant, admin_client):
+    # A finding of the source review: the tenant's data-egress channel changed unrecorded.
+    created = admin_client.post(
+        WEBHOOKS, {"url": PUBLIC_URL, "topics": ["catalog.product.*"]}, format="json"
+    ).json()
+    url = endpoint_url(created["id"])
+    admin_client.patch(url, {"topics": ["catalog.import.*"]}, format="json")
+    (delivery,) = deliveries_for(tenant, event_for(tenant, topic="catalog.import.finished"))
+    set_status(delivery, WebhookDelivery.Status.DEAD)
+    assert admin_client.post(redeliver_url(created["id"], delivery.pk)).status_code == 200
+    assert admin_client.delete(url).status_code == 204
+
+    events = admin_client.get(f"{API}/audit-events/", {"action": "notifications.*"}).json()
+    by_action = {event["action"]: event for event in events["results"]}
+
+    assert set(by_action) == {
+        "notifications.webhook.created",
+        "notifications.webhook.updated",
+        "notifications.webhook_delivery.redelivered",
+        "notifications.webhook.deleted",
+    }
+    assert by_action["notifications.webhook.created"]["changes"]["url"] == [None, PUBLIC_URL]
+    assert by_action["notifications.webhook.updated"]["changes"] == {
+        "topics": [["catalog.product.*"], ["catalog.import.*"]]
+    }
+    assert by_action["notifications.webhook.deleted"]["target_id"] == created["id"]
+    assert created["secret"] not in str(events)
