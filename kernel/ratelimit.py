@@ -47,11 +47,11 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.crypto import salted_hmac
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 from rest_framework.throttling import BaseThrottle
 
 from kernel.clientip import client_ip
 from kernel.problems import Problem, ProblemType, problem_response
+from kernel.redis import REDIS_ERRORS, Backoff, PerCache, Script, default_client
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +196,7 @@ end
 # Replies (integers: Lua numbers are truncated in replies) {allowed, wait ms, then per bucket
 # tokens left and ms until full, then per window failures counted and ms until it expires},
 # then, if allowed, the value of each key to read (false where it has none).
-_CHECK = (
+_CHECK = Script(
     _BUCKETS
     + """
 local n, m, r = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -240,7 +240,8 @@ return reply
 # KEYS: failure windows. ARGV: then limit, window ms and lockout ms of each.
 # Counts one failure in each; a window that reaches its limit stays locked for its lockout.
 # Replies {failures counted, ms until it expires} per window.
-_RECORD_FAILURE = """
+_RECORD_FAILURE = Script(
+    """
 local reply = {}
 for j = 1, #KEYS do
   local limit = tonumber(ARGV[3 * j - 2])
@@ -257,6 +258,7 @@ for j = 1, #KEYS do
 end
 return reply
 """
+)
 
 
 # KEYS: n token buckets. ARGV: n, tokens wanted, tokens given back, the share, then capacity and
@@ -266,7 +268,7 @@ return reply
 # but at least one and no more than 1/share of what the emptiest bucket holds, so that
 # leases shrink to single tokens as a bucket runs low.
 # Replies {tokens taken (0: refused), wait ms, then per bucket tokens left and ms until full}.
-_LEASE = (
+_LEASE = Script(
     _BUCKETS
     + """
 local n, want, back = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -292,45 +294,34 @@ return reply
 
 
 class _Backend:
-    """The Redis connection, its scripts, and what happens when Redis cannot be reached."""
+    """The default cache's Redis as the limits use it, and what happens when it cannot be
+    reached."""
 
     def __init__(self) -> None:
+        self._backoff = Backoff()
         self._lock = threading.Lock()
-        self._scripts: dict[str, Any] = {}
-        self._down_until = 0.0
-        self._down_since: float | None = None
         self._last_logged = 0.0
         self._unchecked_since_log = 0
 
-    def run(self, name: str, source: str, keys: Sequence[str], args: Sequence[Any]) -> list | None:
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> list | None:
         """The script's reply, or None when Redis is unavailable (counted, logged, remembered)."""
-        if time.monotonic() < self._down_until:
+        return self._ask(script.run, keys, args)
+
+    def delete(self, key: str) -> None:
+        self._ask(lambda client: client.delete(key))
+
+    def _ask(self, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(client, *args)`, or None when Redis is unavailable."""
+        if not self._backoff.allows():
             return None
         try:
-            from django_redis import get_redis_connection
-
-            client = get_redis_connection("default")
-            script = self._scripts.get(name)
-            if script is None:
-                script = self._scripts[name] = client.register_script(source)
-            reply = script(keys=list(keys), args=list(args), client=client)
-        except (RedisError, OSError, NotImplementedError) as exc:
+            reply = call(default_client(), *args)
+        except (*REDIS_ERRORS, NotImplementedError) as exc:
             # NotImplementedError: the cache is not Redis (RATELIMIT_ENABLED without REDIS_URL).
             self._failed(exc)
             return None
-        if self._down_since is not None:
-            self._recovered()
+        self._recovered()
         return reply
-
-    def delete(self, key: str) -> None:
-        if time.monotonic() < self._down_until:
-            return
-        try:
-            from django_redis import get_redis_connection
-
-            get_redis_connection("default").delete(key)
-        except (RedisError, OSError, NotImplementedError) as exc:
-            self._failed(exc)
 
     def unchecked(self) -> None:
         """A request went on (or was refused) without a check: count it."""
@@ -338,11 +329,9 @@ class _Backend:
             self._unchecked_since_log += 1
 
     def _failed(self, exc: BaseException) -> None:
+        self._backoff.failed(settings.RATELIMIT_BACKEND_RETRY_SECONDS)
         now = time.monotonic()
         with self._lock:
-            self._down_until = now + settings.RATELIMIT_BACKEND_RETRY_SECONDS
-            if self._down_since is None:
-                self._down_since = now
             if now - self._last_logged < FAILURE_LOG_SECONDS:
                 return
             self._last_logged = now
@@ -355,32 +344,25 @@ class _Backend:
         )
 
     def _recovered(self) -> None:
+        down_seconds = self._backoff.recovered()
+        if down_seconds is None:
+            return
         with self._lock:
-            if self._down_since is None:
-                return
-            down_seconds = round(time.monotonic() - self._down_since, 1)
-            self._down_since = None
             self._last_logged = 0.0
             unchecked, self._unchecked_since_log = self._unchecked_since_log, 0
         log.info(
             "ratelimit_backend_recovered",
-            down_seconds=down_seconds,
+            down_seconds=round(down_seconds, 1),
             unchecked_requests_since_last_report=unchecked,
         )
 
 
-# Per Redis location, so that a process pointed elsewhere (a test, a changed setting) starts afresh.
-_backends: dict[str, _Backend] = {}
-_backends_guard = threading.Lock()
+# Per default cache, so that a process pointed elsewhere (a test, a changed setting) starts afresh.
+_backends = PerCache(_Backend)
 
 
 def _backend() -> _Backend:
-    location = str(settings.CACHES["default"].get("LOCATION", ""))
-    backend = _backends.get(location)
-    if backend is None:
-        with _backends_guard:
-            backend = _backends.setdefault(location, _Backend())
-    return backend
+    return _backends.get()
 
 
 def check(
@@ -406,7 +388,7 @@ def check(
         args += [bucket.capacity, repr(float(bucket.per_second))]
     args += [window.limit for window in windows]
     keys = [bucket.key for bucket in buckets] + [window.key for window in windows] + list(read)
-    reply = _backend().run("check", _CHECK, keys, args)
+    reply = _backend().run(_CHECK, keys, args)
     if reply is None:
         return _unchecked(request, fail_closed=fail_closed_for_writes)
 
@@ -464,7 +446,7 @@ def record_failures(request: HttpRequest, windows: Sequence[FailureWindow]) -> N
     args: list[Any] = []
     for window in windows:
         args += [window.limit, window.window * 1000, window.lockout * 1000]
-    reply = _backend().run("record_failure", _RECORD_FAILURE, [w.key for w in windows], args)
+    reply = _backend().run(_RECORD_FAILURE, [w.key for w in windows], args)
     if reply is None:
         _backend().unchecked()
         UNCHECKED.labels(outcome="allowed").inc()
@@ -738,7 +720,7 @@ def limit_principal_leased(request: Any, principal: Any) -> Decision:
     args: list[Any] = [len(buckets), want, give_back, LEASE_SHARE]
     for bucket in buckets:
         args += [bucket.capacity, repr(float(bucket.per_second))]
-    reply = _backend().run("lease", _LEASE, keys, args)
+    reply = _backend().run(_LEASE, keys, args)
     if reply is None:
         return _unchecked(request, fail_closed=False)
     taken, wait_ms, *rest = (int(value) for value in reply)
