@@ -25,6 +25,7 @@ from kernel.api import cached_reads
 from kernel.api.cached_reads import CachedRead
 from kernel.principals import Principal, Resolved, resolve_principal
 from kernel.problems import Problem, ProblemType
+from kernel.redis import cache_identity
 
 INVALID_TOKEN = "Invalid token."  # noqa: S105  (a message, not a secret)
 
@@ -158,7 +159,7 @@ def read_cached(
     principal = checked_principal(known, claims)
     if not principal.has_permission(permission):
         return None
-    namespace = cached_reads.namespace()
+    namespace = cache_identity()
     names = (*principals.freshness_names(claims.session_id), read.version_key)
     keys = cached_reads.raw_keys(claims.tenant_id, names, namespace)
     values = cached_reads.tracked_values(keys)

@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions
@@ -43,7 +42,8 @@ from rest_framework.settings import api_settings as drf_settings
 
 from kernel import credentials, principals, ratelimit
 from kernel.context import tenant_context
-from kernel.principals import CACHE_ERRORS, Principal
+from kernel.principals import Principal
+from kernel.redis import REDIS_ERRORS, cache_identity
 from kernel.tracked import tracked_keys
 
 # The media ranges that DRF's negotiation matches with the views' one renderer (JSON).
@@ -100,7 +100,7 @@ def stored_entry(
         try:
             with tenant_context(tenant_id):
                 stored = cache.get(entry_key)
-        except CACHE_ERRORS:
+        except REDIS_ERRORS:
             return None  # the view's cache handles the outage
         if stored is None:
             _missed(request, version, entry_key)
@@ -112,14 +112,10 @@ def stored_entry(
 @functools.lru_cache(maxsize=4096)
 def raw_keys(tenant_id: uuid.UUID, names: tuple[str, ...], namespace: tuple) -> tuple[str, ...]:
     """The raw Redis keys of these names in the tenant's cache: the same few for every hit of a
-    session or an API key, made once (per cache namespace, which tests vary)."""
+    session or an API key, made once (per cache, `kernel.redis.cache_identity()`, which tests
+    vary)."""
     with tenant_context(tenant_id):
         return tuple(cache.make_key(name) for name in names)
-
-
-def namespace() -> tuple:
-    options = settings.CACHES["default"]
-    return options.get("LOCATION", ""), options.get("KEY_PREFIX", ""), options.get("VERSION", 1)
 
 
 def tracked_values(keys: Sequence[str]) -> list[bytes | None] | None:
@@ -149,7 +145,7 @@ def limited_read(
         _missed(request, version, entry_key)
         return None
     stored = cache.client.decode(decision.read[0])
-    _entries.put((namespace(), principal.tenant.id, entry_key), stored)
+    _entries.put((cache_identity(), principal.tenant.id, entry_key), stored)
     return principal, stored
 
 
@@ -167,7 +163,7 @@ def missed(request: HttpRequest) -> tuple[Any, str] | None:
 
 
 class _Entries:
-    """The entries this process served last, by (cache namespace, tenant, entry key): an entry
+    """The entries this process served last, by (cache identity, tenant, entry key): an entry
     key names one immutable entry (the version it embeds changes with every write), so a
     remembered entry is the stored one for as long as its version is the current one, which the
     caller has just checked. Bounded in count and in the size of each entry; the least recently
