@@ -7,7 +7,7 @@ One hit, in order:
 1. `answer()` takes plain-JSON requests only, and finds the credential's type in the registry
    (kernel/credentials.py); a type without `read_cached` goes on to the view.
 2. The type's `read_cached` verifies the credential as its `verify` does, checks the permission
-   the view requires, takes the rate limit's tokens (kernel/ratelimit.py) and reads the version
+   the view requires, takes the rate limit's tokens (kernel/ratelimit/) and reads the version
    key and the entry. Most hits ask Redis nothing: the principal resolved last is reused while
    the tenant's access epoch and the credential's own mark (a session's revocation, an API key's
    snapshot) are unchanged; those and the version come from the process's tracked keys, which
