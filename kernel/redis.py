@@ -132,5 +132,27 @@ class Script:
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
+            return self._load_and_run(client, keys, args)
+
+    def run_with(
+        self, client: Redis, keys: Sequence[str], args: Sequence[Any], command: Sequence[Any]
+    ) -> tuple[Any, Any]:
+        """The script's reply, and the reply of one more `command`, sent in the same round trip.
+
+        A pipeline, not a transaction: Redis runs the command right after the script, whatever
+        the script did, and neither reply depends on the other. A script Redis does not know is
+        loaded and run again on its own (the command's reply stands)."""
+        with client.pipeline(transaction=False) as pipeline:
+            pipeline.evalsha(self.sha, len(keys), *keys, *args)
+            pipeline.execute_command(*command)
+            reply, other = pipeline.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):
+            reply = self._load_and_run(client, keys, args)
+        for answer in (reply, other):
+            if isinstance(answer, Exception):
+                raise answer
+        return reply, other
+
+    def _load_and_run(self, client: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client.script_load(self.source)
+        return client.evalsha(self.sha, len(keys), *keys, *args)

@@ -78,7 +78,7 @@ def read_cached(
     """An API key's cached read (kernel/api/cached_reads.py): as a person's, from tracked keys
     and a lease once the process knows the key's tenant and the key's snapshot is in the cache;
     else the usual look-up (the snapshot and the version in one round trip), then the rate
-    limit's script with the entry."""
+    limit's tokens and the entry in one more."""
     key = credential.decode("ascii")
     prefix = apikeys.parse_prefix(key)
     tenant_id = apikeys.tenant_of_prefix(prefix) if prefix is not None else None

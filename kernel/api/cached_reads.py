@@ -12,9 +12,10 @@ One hit, in order:
    the tenant's access epoch and the credential's own mark (a session's revocation, an API key's
    snapshot) are unchanged; those and the version come from the process's tracked keys, which
    Redis keeps exact (kernel/tracked.py); the tokens from the process's lease; the entry from
-   `_entries`, the entries this process served last. Without tracking, `limited_read()` reads
-   them in the rate limit's one round trip. Access tokens: accounts/credentials/access_tokens.py;
-   API keys: accounts/credentials/api_keys.py.
+   `_entries`, the entries this process served last. Without tracking, `limited_values()` reads
+   them in the round trip that takes the rate limit's tokens: the rate limit's script and an
+   MGET, pipelined. Access tokens: accounts/credentials/access_tokens.py; API keys:
+   accounts/credentials/api_keys.py.
 3. A hit acts as the principal (`credentials.act_for_request`) and answers from the entry.
 
 A request that passes but finds no entry leaves what it read on the request (`missed()`): the
@@ -123,6 +124,15 @@ def tracked_values(keys: Sequence[str]) -> list[bytes | None] | None:
     return None if tracked is None else tracked.values(keys)
 
 
+def limited_values(
+    request: HttpRequest, principal: Principal, keys: Sequence[str]
+) -> tuple[ratelimit.Decision, list[bytes | None] | None]:
+    """The principal's rate-limit decision and the raw values of `keys` (None where a key has
+    none), in one round trip: the rate limit's script and an MGET, pipelined. The values are None
+    when Redis could not be asked, or with rate limits off (then nothing is sent)."""
+    return ratelimit.limit_principal_with(request, principal, ("MGET", *keys))
+
+
 def limited_read(
     request: HttpRequest,
     principal: Principal,
@@ -138,13 +148,13 @@ def limited_read(
     entry_key = read.entry_key(version)
     with tenant_context(principal.tenant.id):
         full_key = cache.make_key(entry_key)
-    decision = ratelimit.limit_principal_and_read(request, principal, [full_key])
-    if not decision.allowed or len(decision.read) != 1:
+    decision, values = limited_values(request, principal, [full_key])
+    if not decision.allowed or values is None:
         return None
-    if decision.read[0] is None:
+    if values[0] is None:
         _missed(request, version, entry_key)
         return None
-    stored = cache.client.decode(decision.read[0])
+    stored = cache.client.decode(values[0])
     _entries.put((cache_identity(), principal.tenant.id, entry_key), stored)
     return principal, stored
 

@@ -59,10 +59,11 @@ from kernel.ratelimit.buckets import (
 from kernel.ratelimit.checks import (
     SAFE_METHODS,
     check,
+    check_with,
     enforce,
     limit_anonymous_request,
     limit_api_request,
-    limit_principal_and_read,
+    limit_principal_with,
 )
 from kernel.ratelimit.decisions import (
     LIMIT_HEADER,
@@ -120,13 +121,14 @@ __all__ = [
     "apply_headers",
     "attach",
     "check",
+    "check_with",
     "decision_of",
     "enforce",
     "forget_failures",
     "limit_anonymous_request",
     "limit_api_request",
-    "limit_principal_and_read",
     "limit_principal_leased",
+    "limit_principal_with",
     "limit_public_request",
     "principal_buckets",
     "rate",

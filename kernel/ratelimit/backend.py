@@ -41,6 +41,13 @@ class Backend:
         """The script's reply, or None when Redis is unavailable (counted, logged, remembered)."""
         return self._ask(script.run, keys, args)
 
+    def run_with(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any], command: Sequence[Any]
+    ) -> tuple[list, Any] | None:
+        """The script's reply and that of one more command of the caller's, sent in the same
+        round trip (`Script.run_with`); None when Redis is unavailable, as for `run`."""
+        return self._ask(script.run_with, keys, args, command)
+
     def delete(self, key: str) -> None:
         self._ask(lambda client: client.delete(key))
 

@@ -36,7 +36,6 @@ def check(
     windows: Sequence[FailureWindow] = (),
     *,
     fail_closed_for_writes: bool = True,
-    read: Sequence[str] = (),
 ) -> Decision:
     """Take a token from every bucket if all have one and no window is locked; one round trip.
 
@@ -44,21 +43,49 @@ def check(
     is allowed, unless it is a write and RATELIMIT_FAIL_OPEN_WRITES is false: then a 503
     `service-unavailable` is raised (with `fail_closed_for_writes`; the middleware, which checks
     after the fact, passes False).
-
-    `read` names raw Redis keys whose values an allowed request gets in `Decision.read`, in the
-    same round trip: what a cached read needs is fetched with its permission to be served.
     """
-    args: list[Any] = [len(buckets), len(windows), len(read)]
+    keys, args = _check_call(buckets, windows)
+    reply = backend().run(CHECK, keys, args)
+    return _decided(request, buckets, windows, reply, fail_closed=fail_closed_for_writes)
+
+
+def check_with(
+    request: HttpRequest, buckets: Sequence[TokenBucket], command: Sequence[Any]
+) -> tuple[Decision, Any]:
+    """`check` of `buckets`, and one more command of the caller's sent to Redis in the same
+    round trip; the command's reply comes back with the decision (None when Redis could not be
+    asked). Redis runs the command whatever the limits decide: what to make of its reply when
+    the request is refused is the caller's business."""
+    keys, args = _check_call(buckets, ())
+    replies = backend().run_with(CHECK, keys, args, command)
+    reply, other = (None, None) if replies is None else replies
+    return _decided(request, buckets, (), reply, fail_closed=True), other
+
+
+def _check_call(
+    buckets: Sequence[TokenBucket], windows: Sequence[FailureWindow]
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of the CHECK script."""
+    args: list[Any] = [len(buckets), len(windows)]
     for bucket in buckets:
         args += [bucket.capacity, repr(float(bucket.per_second))]
     args += [window.limit for window in windows]
-    keys = [bucket.key for bucket in buckets] + [window.key for window in windows] + list(read)
-    reply = backend().run(CHECK, keys, args)
-    if reply is None:
-        return unchecked(request, fail_closed=fail_closed_for_writes)
+    return [bucket.key for bucket in buckets] + [window.key for window in windows], args
 
-    counted = 2 + 2 * (len(buckets) + len(windows))
-    allowed, wait_ms, *rest = (int(value) for value in reply[:counted])
+
+def _decided(
+    request: HttpRequest,
+    buckets: Sequence[TokenBucket],
+    windows: Sequence[FailureWindow],
+    reply: list | None,
+    *,
+    fail_closed: bool,
+) -> Decision:
+    """The decision in the CHECK script's reply, left on the request; without a reply (Redis
+    unavailable), the request goes `unchecked`."""
+    if reply is None:
+        return unchecked(request, fail_closed=fail_closed)
+    allowed, wait_ms, *rest = (int(value) for value in reply)
     quotas, empty = bucket_quotas(buckets, rest)
     refused_by = "" if allowed else empty
     offset = 2 * len(buckets)
@@ -75,7 +102,6 @@ def check(
         quotas=tuple(quotas),
         failures=tuple(failures),
         refused_by=refused_by,
-        read=tuple(reply[counted:]),
     )
     attach(request, decision)
     return decision
@@ -154,13 +180,16 @@ def limit_api_request(request: Any) -> Decision:
     return enforce(request, anonymous_buckets(http_request(request)))
 
 
-def limit_principal_and_read(request: Any, principal: Any, keys: Sequence[str]) -> Decision:
-    """The principal's buckets and, if allowed, the raw values of `keys`: one round trip.
+def limit_principal_with(
+    request: Any, principal: Any, command: Sequence[Any]
+) -> tuple[Decision, Any]:
+    """The principal's buckets, checked in the same round trip as one more command of the
+    caller's (`check_with`), for a caller that needs both at once (kernel/api/cached_reads.py).
 
-    With rate limits off, or Redis unavailable, the decision is unchecked and reads nothing."""
+    With rate limits off nothing is sent: the decision is unchecked and the reply None."""
     if not settings.RATELIMIT_ENABLED:
-        return UNCHECKED_DECISION
-    return check(request, principal_buckets(principal), read=keys)
+        return UNCHECKED_DECISION, None
+    return check_with(request, principal_buckets(principal), command)
 
 
 def limit_anonymous_request(request: Any) -> Decision:

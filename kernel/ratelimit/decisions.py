@@ -40,8 +40,6 @@ class Decision:
     refused_by: str = ""
     # False when Redis could not be asked: there is nothing to state in headers.
     checked: bool = True
-    # The raw values of the keys `check(read=...)` named, when the request was allowed.
-    read: tuple[bytes | None, ...] = ()
 
     @property
     def headline(self) -> Quota | None:

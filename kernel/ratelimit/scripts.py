@@ -44,18 +44,16 @@ local function report(reply, levels, capacities, rates)
 end
 """
 
-# KEYS: n token buckets, then m failure windows, then r keys to read.
-# ARGV: n, m, r, then capacity and refill-per-second of each bucket, then the limit of each
-# window.
+# KEYS: n token buckets, then m failure windows.
+# ARGV: n, m, then capacity and refill-per-second of each bucket, then the limit of each window.
 # Takes one token from every bucket, only if each has one and no window is at its limit.
 # Replies (integers: Lua numbers are truncated in replies) {allowed, wait ms, then per bucket
-# tokens left and ms until full, then per window failures counted and ms until it expires},
-# then, if allowed, the value of each key to read (false where it has none).
+# tokens left and ms until full, then per window failures counted and ms until it expires}.
 CHECK = Script(
     _BUCKETS
     + """
-local n, m, r = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local levels, capacities, rates = bucket_levels(n, 4, 0)
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local levels, capacities, rates = bucket_levels(n, 3, 0)
 local allowed, wait = 1, 0
 for i = 1, n do
   if levels[i] < 1 then
@@ -68,7 +66,7 @@ for j = 1, m do
   local key = KEYS[n + j]
   local count = tonumber(redis.call('GET', key) or '0')
   local ttl = math.max(0, redis.call('PTTL', key))
-  if count >= tonumber(ARGV[3 + 2 * n + j]) then
+  if count >= tonumber(ARGV[2 + 2 * n + j]) then
     allowed = 0
     wait = math.max(wait, ttl)
   end
@@ -82,11 +80,6 @@ report(reply, levels, capacities, rates)
 for j = 1, m do
   reply[#reply + 1] = counts[j]
   reply[#reply + 1] = ttls[j]
-end
-if allowed == 1 then
-  for k = 1, r do
-    reply[#reply + 1] = redis.call('GET', KEYS[n + m + k])
-  end
 end
 return reply
 """
