@@ -17,13 +17,20 @@ Back-off
     After a failure a caller leaves Redis alone for a while (`Backoff`), so that a Redis that
     hangs costs one socket timeout rather than one per request.
 
+Scripts
+    A `Script` is sent by its SHA1, and loaded only when Redis does not know it. A caller that
+    needs something else from Redis at the same moment sends it in the same round trip
+    (`Script.run_with`: a pipeline, not a transaction), so that the script need not read keys
+    that are none of its business.
+
 State per cache
-    What a process keeps about Redis (a back-off, a tracking connection, the raw keys it made)
-    belongs to the cache it was made for: `PerCache` keeps one per identity of the default cache
-    (`cache_identity()`: its location, key prefix and version). Tests repoint all of it the way
-    they repoint the cache itself, by setting `CACHES` (pytest-django's `settings` fixture,
-    `override_settings`): the next call starts afresh on the new cache, and the earlier cache's
-    state is there again once the setting is restored.
+    What a process keeps about Redis (a back-off, a tracking connection, the raw keys and the
+    entries cached reads remember) belongs to the cache it was made for, and is keyed by the
+    default cache's identity (`cache_identity()`: its location, key prefix and version);
+    `PerCache` keeps one object per identity. Tests repoint all of it the way they repoint the
+    cache itself, by setting `CACHES` (pytest-django's `settings` fixture, `override_settings`):
+    the next call starts afresh on the new cache, and the earlier cache's state is there again
+    once the setting is restored.
 """
 
 import hashlib

@@ -1,5 +1,6 @@
-"""A check: every bucket and window of a request in one script call, the decision left on the
-request; and the checks of an API request, by who is calling."""
+"""A check: every bucket and window of a request in one script call (with, for a caller that
+asks, one command of its own in the same round trip), the decision left on the request; and the
+checks of an API request, by who is calling."""
 
 import math
 from collections.abc import Sequence
