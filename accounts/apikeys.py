@@ -39,7 +39,8 @@ from django.utils.crypto import salted_hmac
 
 from accounts.models import ApiKey
 from kernel.context import operator_scope, tenant_context
-from kernel.principals import CACHE_ERRORS, EPOCH_KEY
+from kernel.principals import EPOCH_KEY
+from kernel.redis import REDIS_ERRORS
 from kernel.tenancy.models import Permission, Plan, Tenant
 
 log = structlog.get_logger(__name__)
@@ -140,7 +141,7 @@ def records_for_prefix(
     with tenant_context(tenant_id):
         try:
             found = cache.get_many([EPOCH_KEY, _snapshot_key(prefix), *read_ahead])
-        except CACHE_ERRORS:
+        except REDIS_ERRORS:
             log.warning("api_key_cache_unavailable")
             return [_record(s) for s in _snapshots_from_database(prefix, epoch=None)], {}
         ahead = {key: found[key] for key in read_ahead if key in found}
@@ -153,7 +154,7 @@ def records_for_prefix(
         if len(mine) == 1:
             try:
                 cache.set(_snapshot_key(prefix), mine[0], timeout=SNAPSHOT_SECONDS)
-            except CACHE_ERRORS:
+            except REDIS_ERRORS:
                 log.warning("api_key_cache_unavailable")
     return [_record(snapshot) for snapshot in snapshots], ahead
 
@@ -249,7 +250,7 @@ def mark_used(api_key_id: uuid.UUID) -> None:
         _marked_at[api_key_id] = now
     try:
         caches["platform"].set(_mark_key(api_key_id), timezone.now(), timeout=MARK_TTL_SECONDS)
-    except CACHE_ERRORS:
+    except REDIS_ERRORS:
         # Only last_used_at suffers, and only until the key's next use.
         log.warning("api_key_cache_unavailable")
 

@@ -40,11 +40,10 @@ import structlog
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django_redis.exceptions import ConnectionInterrupted
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
 from kernel.context import require_tenant_id, tenant_context
+from kernel.redis import REDIS_ERRORS, Backoff, PerCache
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +52,6 @@ LOCK_SECONDS = 10
 LOCK_WAIT_SECONDS = 1.0
 LOCK_POLL_SECONDS = 0.02
 RETRY_AFTER_FAILURE_SECONDS = 5.0
-# What a cache client raises when Redis is unreachable or times out (OSError: socket errors
-# that escape the client's own wrapping).
-CACHE_ERRORS = (RedisError, ConnectionInterrupted, OSError)
 
 CACHE_HITS = Counter(
     "catalog_cache_hits",
@@ -88,21 +84,19 @@ class CachedResponse:
 
 @dataclass
 class _Health:
-    down_until: float = 0.0
-    down: bool = False
+    """Whether the cache may be tried now, and the version bumps it missed while it could not."""
+
+    backoff: Backoff = field(default_factory=Backoff)
     pending_bumps: set[uuid.UUID] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-# Per cache location: a test (or a deployment change) pointing the cache elsewhere starts afresh.
-_health_by_location: dict[str, _Health] = {}
-_health_guard = threading.Lock()
+# Per default cache: a test (or a deployment change) pointing the cache elsewhere starts afresh.
+_health_per_cache = PerCache(_Health)
 
 
 def _health() -> _Health:
-    location = str(settings.CACHES["default"].get("LOCATION", ""))
-    with _health_guard:
-        return _health_by_location.setdefault(location, _Health())
+    return _health_per_cache.get()
 
 
 _MISSING = object()
@@ -111,28 +105,23 @@ _MISSING = object()
 def _call(operation: str, *args: Any, **kwargs: Any) -> Any:
     """`cache.<operation>(...)`, or _MISSING when the cache is unavailable."""
     health = _health()
-    if health.down and (time.monotonic() < health.down_until or not _replay_bumps(health)):
+    backoff = health.backoff
+    if backoff.down and (not backoff.allows() or not _replay_bumps(health)):
         CACHE_ERRORS_TOTAL.labels(operation=operation).inc()
         return _MISSING
     try:
         result = getattr(cache, operation)(*args, **kwargs)
-    except CACHE_ERRORS as exc:
+    except REDIS_ERRORS as exc:
         CACHE_ERRORS_TOTAL.labels(operation=operation).inc()
         _mark_down(health, operation, exc)
         return _MISSING
-    if health.down:
-        with health.lock:
-            health.down = False
+    if backoff.recovered() is not None:
         log.info("catalog_cache_recovered")
     return result
 
 
 def _mark_down(health: _Health, operation: str, exc: Exception) -> None:
-    with health.lock:
-        first = not health.down
-        health.down = True
-        health.down_until = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
-    if first:
+    if health.backoff.failed(RETRY_AFTER_FAILURE_SECONDS):
         log.warning("catalog_cache_unavailable", operation=operation, error=type(exc).__name__)
 
 
@@ -145,7 +134,7 @@ def _replay_bumps(health: _Health) -> bool:
         try:
             with tenant_context(tenant_id):
                 cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        except CACHE_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             CACHE_ERRORS_TOTAL.labels(operation="set").inc()
             _mark_down(health, "set", exc)
             return False
@@ -253,7 +242,7 @@ def servable() -> bool:
     is up and this process owes it no version bump (else an entry from before a write made
     during an outage could be served)."""
     health = _health()
-    return not health.down and not health.pending_bumps
+    return not health.backoff.down and not health.pending_bumps
 
 
 def entry_key_for(version: str, *, kind: str, key: str) -> str:

@@ -36,14 +36,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from kernel.context import current_tenant_id, tenant_context
 from kernel.problems import Problem, ProblemType
+from kernel.redis import REDIS_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +59,6 @@ CLAIM_SECONDS = 60
 REPLAYED_HEADERS = ("Location", "ETag")
 _IN_FLIGHT = "in-flight"
 _DONE = "done"
-_CACHE_ERRORS = (RedisError, ConnectionInterrupted, OSError)
 
 
 def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
@@ -170,7 +168,7 @@ def _store(record_key: str, record: dict[str, Any], tenant_id: uuid.UUID | None)
     try:
         with tenant_context(tenant_id) if tenant_id is not None else nullcontext():
             cache.set(record_key, record, timeout=settings.IDEMPOTENCY_TTL_SECONDS)
-    except _CACHE_ERRORS:
+    except REDIS_ERRORS:
         # The resource exists; a retry now runs again and may duplicate it. Nothing better is
         # possible with the store gone: say so loudly.
         log.error("idempotency_record_not_stored")
@@ -179,14 +177,14 @@ def _store(record_key: str, record: dict[str, Any], tenant_id: uuid.UUID | None)
 def _release(record_key: str) -> None:
     try:
         cache.delete(record_key)
-    except _CACHE_ERRORS:
+    except REDIS_ERRORS:
         log.warning("idempotency_claim_not_released")
 
 
 def _cache(operation: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return getattr(cache, operation)(*args, **kwargs)
-    except _CACHE_ERRORS as exc:
+    except REDIS_ERRORS as exc:
         log.warning("idempotency_store_unavailable", error=type(exc).__name__)
         raise Problem(
             ProblemType.SERVICE_UNAVAILABLE,

@@ -25,10 +25,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
-from redis.exceptions import RedisError
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from kernel.context import tenant_context
+from kernel.redis import REDIS_ERRORS
 from kernel.tenancy.models import Membership, Plan, Tenant
 from kernel.tenancy.selectors import membership_for_principal, membership_roles
 
@@ -53,7 +53,6 @@ class Principal:
 log = structlog.get_logger(__name__)
 
 EPOCH_KEY = "access-epoch"
-CACHE_ERRORS = (RedisError, OSError)
 
 
 def _snapshot_key(user_id: uuid.UUID) -> str:
@@ -89,7 +88,7 @@ def resolve_principal(
         keys = [EPOCH_KEY, _snapshot_key(user_id), _revoked_key(session_id), *read_ahead]
         try:
             found = cache.get_many(keys)
-        except CACHE_ERRORS:
+        except REDIS_ERRORS:
             log.warning("principal_cache_unavailable")
             return _from_database(user_id, epoch=None, store=False)
         if _revoked_key(session_id) in found:
@@ -114,7 +113,7 @@ def _settled_epoch() -> Any:
         if cache.add(EPOCH_KEY, candidate, timeout=None):
             return candidate
         return cache.get(EPOCH_KEY)
-    except CACHE_ERRORS:
+    except REDIS_ERRORS:
         log.warning("principal_cache_unavailable")
         return None
 
@@ -191,7 +190,7 @@ def access_changed(tenant_id: uuid.UUID) -> None:
         with tenant_context(tenant_id):
             try:
                 cache.set(EPOCH_KEY, uuid.uuid4().hex, timeout=None)
-            except CACHE_ERRORS:
+            except REDIS_ERRORS:
                 # Snapshots expire within PRINCIPAL_CACHE_SECONDS in any case.
                 log.warning("principal_cache_unavailable", tenant_id=str(tenant_id))
         for listener in _access_listeners:
@@ -261,7 +260,7 @@ def _from_database(user_id: uuid.UUID, *, epoch, store: bool) -> Resolved:
     if store:
         try:
             cache.set(_snapshot_key(user_id), snapshot, timeout=settings.PRINCIPAL_CACHE_SECONDS)
-        except CACHE_ERRORS:
+        except REDIS_ERRORS:
             log.warning("principal_cache_unavailable")
     return _from_snapshot(snapshot)
 

@@ -39,9 +39,10 @@ import structlog
 from django.conf import settings
 from prometheus_client import Counter
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
+
+from kernel.redis import REDIS_ERRORS, Backoff, PerCache, default_client
 
 log = structlog.get_logger(__name__)
 
@@ -93,18 +94,18 @@ class TrackedKeys:
         self._pid = 0
         self._values: dict[str, bytes | None] = {}
         self._confirmed_until = 0.0
-        self._down_until = 0.0
+        self._backoff = Backoff()
 
     def values(self, keys: Sequence[str]) -> list[bytes | None] | None:
         """The current value of each key (None where it has none), or None when the values cannot
         be vouched for: tracking is down, and the caller must read them from Redis itself."""
         with self._lock:
-            now = time.monotonic()
-            if now < self._down_until:
+            if not self._backoff.allows():
                 return None
+            now = time.monotonic()
             try:
                 connection = self._tracking_connection()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 LOST.labels(reason="connect").inc()
                 self._forget_all(exc, retry_after=RETRY_SECONDS)
                 return None
@@ -118,7 +119,7 @@ class TrackedKeys:
                 READS.inc()
                 connection.send_command("MGET", *keys)
                 read = connection.read_response()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # A connection lost in use (Redis restarted, the client killed): a new one is
                 # tried at the next request, which waits only if that fails too.
                 LOST.labels(reason="connection").inc()
@@ -173,16 +174,11 @@ class TrackedKeys:
         connection, self._connection = self._connection, None
         self._values.clear()
         self._confirmed_until = 0.0
-        self._down_until = time.monotonic() + retry_after
+        self._backoff.failed(retry_after)
         if connection is not None and self._pid == os.getpid():
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 connection.disconnect()
         log.warning("tracked_keys_unavailable", error=type(exc).__name__, retry_seconds=retry_after)
-
-
-# Per Redis location, so that a process pointed elsewhere (a test, a changed setting) starts afresh.
-_tracked: dict[str, TrackedKeys | None] = {}
-_tracked_guard = threading.Lock()
 
 
 def tracked_keys() -> TrackedKeys | None:
@@ -190,22 +186,16 @@ def tracked_keys() -> TrackedKeys | None:
     or tracking is turned off."""
     if not settings.CACHED_READ_TRACKING:
         return None
-    location = str(settings.CACHES["default"].get("LOCATION", ""))
-    try:
-        return _tracked[location]
-    except KeyError:
-        pass
-    with _tracked_guard:
-        if location not in _tracked:
-            _tracked[location] = _for_default_cache()
-        return _tracked[location]
+    return _tracked.get()
 
 
 def _for_default_cache() -> TrackedKeys | None:
-    from django_redis import get_redis_connection
-
     try:
-        pool = get_redis_connection("default").connection_pool
+        pool = default_client().connection_pool
     except NotImplementedError:  # the cache is not Redis
         return None
     return TrackedKeys(pool.connection_class, pool.connection_kwargs)
+
+
+# Per default cache, so that a process pointed elsewhere (a test, a changed setting) starts afresh.
+_tracked: PerCache[TrackedKeys | None] = PerCache(_for_default_cache)

@@ -1,7 +1,8 @@
 """Sign-up, tokens and passwords. Thin: validation in serializers, writes in services.
 
 Every endpoint here is limited per client address, and per account where the request names one
-(kernel/ratelimit.py), before its body is validated: a refused attempt costs no password hash.
+(kernel/ratelimit/public.py), before its body is validated: a refused attempt costs no password
+hash.
 """
 
 import uuid

@@ -25,6 +25,7 @@ from kernel.api import cached_reads
 from kernel.api.cached_reads import CachedRead
 from kernel.principals import Principal, Resolved, resolve_principal
 from kernel.problems import Problem, ProblemType
+from kernel.redis import cache_identity
 
 INVALID_TOKEN = "Invalid token."  # noqa: S105  (a message, not a secret)
 
@@ -154,20 +155,19 @@ def read_cached(
     # Whether the principal this process resolved last still holds (the tenant's epoch, the
     # session's revocation mark), and the version: from the process's tracked keys, which Redis
     # keeps exact (kernel/tracked.py); the rate limit's tokens from the process's lease. Most hits
-    # ask Redis nothing. Without tracking, one round trip: the rate limit's script reads them.
+    # ask Redis nothing. Without tracking, one round trip: they are read with the tokens taken.
     principal = checked_principal(known, claims)
     if not principal.has_permission(permission):
         return None
-    namespace = cached_reads.namespace()
+    namespace = cache_identity()
     names = (*principals.freshness_names(claims.session_id), read.version_key)
     keys = cached_reads.raw_keys(claims.tenant_id, names, namespace)
     values = cached_reads.tracked_values(keys)
     if values is None:
-        decision = ratelimit.limit_principal_and_read(request, principal, keys)
-        values = decision.read
+        decision, values = cached_reads.limited_values(request, principal, keys)
     else:
         decision = ratelimit.limit_principal_leased(request, principal)
-    if not decision.allowed or len(values) != len(keys):
+    if not decision.allowed or values is None:
         return None
     if not principals.still_current(known, values[:2]):
         principals.forget(claims.tenant_id, claims.user_id)

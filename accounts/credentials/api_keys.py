@@ -15,6 +15,7 @@ from kernel.api import cached_reads
 from kernel.api.cached_reads import CachedRead
 from kernel.principals import Principal
 from kernel.problems import Problem, ProblemType
+from kernel.redis import cache_identity
 
 # One answer for every way a key can be wrong: unknown, malformed, tampered, expired, revoked,
 # of a deleted tenant. Nothing tells them apart.
@@ -77,12 +78,12 @@ def read_cached(
     """An API key's cached read (kernel/api/cached_reads.py): as a person's, from tracked keys
     and a lease once the process knows the key's tenant and the key's snapshot is in the cache;
     else the usual look-up (the snapshot and the version in one round trip), then the rate
-    limit's script with the entry."""
+    limit's tokens and the entry in one more."""
     key = credential.decode("ascii")
     prefix = apikeys.parse_prefix(key)
     tenant_id = apikeys.tenant_of_prefix(prefix) if prefix is not None else None
     if tenant_id is not None:
-        namespace = cached_reads.namespace()
+        namespace = cache_identity()
         names = (*apikeys.cached_names(prefix), read.version_key)
         values = cached_reads.tracked_values(cached_reads.raw_keys(tenant_id, names, namespace))
         principal = None

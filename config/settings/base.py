@@ -55,7 +55,7 @@ MIDDLEWARE = [
     # further in runs, still carries the CORS headers a browser needs to read it.
     "corsheaders.middleware.CorsMiddleware",
     # RateLimit-* headers on every API response; outside ProblemDetailsMiddleware so that it sees
-    # that middleware's own answers (a 413) too (kernel/ratelimit.py).
+    # that middleware's own answers (a 413) too (kernel/ratelimit/middleware.py).
     "kernel.ratelimit.RateLimitMiddleware",
     # Everything further in is covered by its guarantees (kernel/middleware.py): its errors,
     # exceptions and Django's own error pages all leave as problem+json.
@@ -397,7 +397,7 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
 
 # --- Rate limits ------------------------------------------------------------------------------
-# Token buckets in Redis (kernel/ratelimit.py; docs/rate-limits.md explains each one). A rate is
+# Token buckets in Redis (kernel/ratelimit/; docs/rate-limits.md explains each one). A rate is
 # "N/period" (period: s, m, h or d): a bucket of N requests that refills at N per period. Parsed
 # here, so that a typo stops start-up.
 
@@ -429,8 +429,9 @@ RATELIMIT_PASSWORD_RESET_RATE = _rate(  # per account (email)
 RATELIMIT_FAIL_OPEN_WRITES = env.bool("RATELIMIT_FAIL_OPEN_WRITES", default=True)
 # After a Redis failure, requests go unchecked this long before Redis is tried again.
 RATELIMIT_BACKEND_RETRY_SECONDS = env.float("RATELIMIT_BACKEND_RETRY_SECONDS", default=5.0)
-# Cached reads take their tokens in leases, a few at a time per process (kernel/ratelimit.py): at
-# most this many tokens a lease (1: every cached read asks Redis), spent within this many seconds.
+# Cached reads take their tokens in leases, a few at a time per process
+# (kernel/ratelimit/leases.py): at most this many tokens a lease (1: every cached read asks
+# Redis), spent within this many seconds.
 RATELIMIT_LEASE_MAX_TOKENS = env.int("RATELIMIT_LEASE_MAX_TOKENS", default=64)
 RATELIMIT_LEASE_SECONDS = env.float("RATELIMIT_LEASE_SECONDS", default=1.0)
 # Failed sign-ins: this many for one (address, account) pair within the window lock the pair out

@@ -14,7 +14,7 @@
 - A GET that a cache entry answers may be answered before any of this, by the same checks in
   their fast form (kernel/api/cached_reads.py): a view opts in with `cached_read()`.
 - Right after authentication, before the permission checks, the request takes its tokens from
-  its tenant's and its credential's rate-limit buckets (kernel/ratelimit.py), so that refused
+  its tenant's and its credential's rate-limit buckets (kernel/ratelimit/), so that refused
   requests are counted and answered 429 like any other.
 """
 

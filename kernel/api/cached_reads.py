@@ -7,14 +7,15 @@ One hit, in order:
 1. `answer()` takes plain-JSON requests only, and finds the credential's type in the registry
    (kernel/credentials.py); a type without `read_cached` goes on to the view.
 2. The type's `read_cached` verifies the credential as its `verify` does, checks the permission
-   the view requires, takes the rate limit's tokens (kernel/ratelimit.py) and reads the version
+   the view requires, takes the rate limit's tokens (kernel/ratelimit/) and reads the version
    key and the entry. Most hits ask Redis nothing: the principal resolved last is reused while
    the tenant's access epoch and the credential's own mark (a session's revocation, an API key's
    snapshot) are unchanged; those and the version come from the process's tracked keys, which
    Redis keeps exact (kernel/tracked.py); the tokens from the process's lease; the entry from
-   `_entries`, the entries this process served last. Without tracking, `limited_read()` reads
-   them in the rate limit's one round trip. Access tokens: accounts/credentials/access_tokens.py;
-   API keys: accounts/credentials/api_keys.py.
+   `_entries`, the entries this process served last. Without tracking, `limited_values()` reads
+   them in the round trip that takes the rate limit's tokens: the rate limit's script and an
+   MGET, pipelined. Access tokens: accounts/credentials/access_tokens.py; API keys:
+   accounts/credentials/api_keys.py.
 3. A hit acts as the principal (`credentials.act_for_request`) and answers from the entry.
 
 A request that passes but finds no entry leaves what it read on the request (`missed()`): the
@@ -35,7 +36,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions
@@ -43,7 +43,8 @@ from rest_framework.settings import api_settings as drf_settings
 
 from kernel import credentials, principals, ratelimit
 from kernel.context import tenant_context
-from kernel.principals import CACHE_ERRORS, Principal
+from kernel.principals import Principal
+from kernel.redis import REDIS_ERRORS, cache_identity
 from kernel.tracked import tracked_keys
 
 # The media ranges that DRF's negotiation matches with the views' one renderer (JSON).
@@ -104,7 +105,7 @@ def stored_entry(
         try:
             with tenant_context(tenant_id):
                 stored = cache.get(entry_key)
-        except CACHE_ERRORS:
+        except REDIS_ERRORS:
             return None  # the view's cache handles the outage
         if stored is None:
             _missed(request, version, entry_key)
@@ -116,19 +117,24 @@ def stored_entry(
 @functools.lru_cache(maxsize=4096)
 def raw_keys(tenant_id: uuid.UUID, names: tuple[str, ...], namespace: tuple) -> tuple[str, ...]:
     """The raw Redis keys of these names in the tenant's cache: the same few for every hit of a
-    session or an API key, made once (per cache namespace, which tests vary)."""
+    session or an API key, made once (per cache, `kernel.redis.cache_identity()`, which tests
+    vary)."""
     with tenant_context(tenant_id):
         return tuple(cache.make_key(name) for name in names)
-
-
-def namespace() -> tuple:
-    options = settings.CACHES["default"]
-    return options.get("LOCATION", ""), options.get("KEY_PREFIX", ""), options.get("VERSION", 1)
 
 
 def tracked_values(keys: Sequence[str]) -> list[bytes | None] | None:
     tracked = tracked_keys()
     return None if tracked is None else tracked.values(keys)
+
+
+def limited_values(
+    request: HttpRequest, principal: Principal, keys: Sequence[str]
+) -> tuple[ratelimit.Decision, list[bytes | None] | None]:
+    """The principal's rate-limit decision and the raw values of `keys` (None where a key has
+    none), in one round trip: the rate limit's script and an MGET, pipelined. The values are None
+    when Redis could not be asked, or with rate limits off (then nothing is sent)."""
+    return ratelimit.limit_principal_with(request, principal, ("MGET", *keys))
 
 
 def limited_read(
@@ -146,14 +152,14 @@ def limited_read(
     entry_key = read.entry_key(version)
     with tenant_context(principal.tenant.id):
         full_key = cache.make_key(entry_key)
-    decision = ratelimit.limit_principal_and_read(request, principal, [full_key])
-    if not decision.allowed or len(decision.read) != 1:
+    decision, values = limited_values(request, principal, [full_key])
+    if not decision.allowed or values is None:
         return None
-    if decision.read[0] is None:
+    if values[0] is None:
         _missed(request, version, entry_key)
         return None
-    stored = cache.client.decode(decision.read[0])
-    _entries.put((namespace(), principal.tenant.id, entry_key), stored)
+    stored = cache.client.decode(values[0])
+    _entries.put((cache_identity(), principal.tenant.id, entry_key), stored)
     return principal, stored
 
 
@@ -171,7 +177,7 @@ def missed(request: HttpRequest) -> tuple[Any, str] | None:
 
 
 class _Entries:
-    """The entries this process served last, by (cache namespace, tenant, entry key): an entry
+    """The entries this process served last, by (cache identity, tenant, entry key): an entry
     key names one immutable entry (the version it embeds changes with every write), so a
     remembered entry is the stored one for as long as its version is the current one, which the
     caller has just checked. Bounded in count and in the size of each entry; the least recently
