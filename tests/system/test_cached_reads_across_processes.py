@@ -3,7 +3,7 @@ the API is deployed, on the test database and Redis, through HTTP.
 
 Each process answers a hit from what it remembers: the values the hit checks, which Redis keeps
 exact by pushing invalidations to every process that read them (kernel/tracked.py), and rate-limit
-tokens leased from the shared buckets (kernel/ratelimit.py). What must hold whichever process
+tokens leased from the shared buckets (kernel/ratelimit/). What must hold whichever process
 answers: a write through one is seen by the very next read through the other; a signed-out
 session is refused by both at once; and the two together admit exactly the credential's
 allowance, not a request more.
