@@ -39,9 +39,9 @@ from django.utils.crypto import salted_hmac
 
 from accounts.models import ApiKey
 from kernel.context import operator_scope, tenant_context
-from kernel.principals import EPOCH_KEY
+from kernel.principals import EPOCH_KEY, tenant_from_snapshot, tenant_snapshot
 from kernel.redis import REDIS_ERRORS
-from kernel.tenancy.models import Permission, Plan, Tenant
+from kernel.tenancy.models import Permission, Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +57,6 @@ MARK_INTERVAL_SECONDS = 10
 # How long a mark waits for the flush before it is dropped (the flush runs every minute).
 MARK_TTL_SECONDS = 7 * 24 * 60 * 60
 _TENANT_MEMORY_SIZE = 10_000
-
-_TENANT_FIELDS = ("id", "name", "slug", "status", "settings", "created_at", "deleted_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +119,8 @@ _tenant_of_prefix: dict[str, uuid.UUID] = {}
 
 
 def _snapshot_key(prefix: str) -> str:
-    return f"api-key:{prefix}"
+    # 2: the tenant's settings travel as JSON text (kernel.principals.tenant_snapshot).
+    return f"api-key:2:{prefix}"
 
 
 def records_for_prefix(
@@ -208,18 +207,14 @@ def _snapshots_from_database(prefix: str, *, epoch) -> list[dict]:
             "key_hash": key.key_hash,
             # The key's codes that still exist: a code removed from the catalogue grants nothing.
             "permissions": sorted(set(key.permissions) & existing),
-            "tenant": {field: getattr(key.tenant, field) for field in _TENANT_FIELDS},
-            "plan": {
-                field.attname: getattr(key.tenant.plan, field.attname)
-                for field in Plan._meta.concrete_fields
-            },
+            **tenant_snapshot(key.tenant),
         }
         for key in keys
     ]
 
 
 def _record(snapshot: dict) -> KeyRecord:
-    tenant = Tenant(plan=Plan(**snapshot["plan"]), **snapshot["tenant"])
+    tenant = tenant_from_snapshot(snapshot)
     fields = {name: value for name, value in snapshot["key"].items() if name != "tenant_id"}
     api_key = ApiKey(tenant=tenant, **fields)
     return KeyRecord(

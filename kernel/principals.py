@@ -13,6 +13,7 @@ database instead: slower, never wrong.
 """
 
 import functools
+import json
 import threading
 import time
 import uuid
@@ -56,7 +57,35 @@ EPOCH_KEY = "access-epoch"
 
 
 def _snapshot_key(user_id: uuid.UUID) -> str:
-    return f"principal:{user_id}"
+    # 2: the tenant's settings travel as JSON text (`tenant_snapshot`); older snapshots are
+    # simply not found, and expire.
+    return f"principal:2:{user_id}"
+
+
+_TENANT_FIELDS = ("id", "name", "slug", "status", "created_at", "deleted_at")
+
+
+def tenant_snapshot(tenant: Tenant) -> dict[str, Any]:
+    """What a cached credential keeps of its tenant and plan. The tenant's settings are JSON
+    chosen by the tenant: they travel as text, so that no shape of theirs (nested hundreds of
+    levels, say) can break the pickling of a snapshot, nor so its authentication."""
+    return {
+        "tenant": {field: getattr(tenant, field) for field in _TENANT_FIELDS},
+        "settings": json.dumps(tenant.settings or {}),
+        "plan": {
+            field.attname: getattr(tenant.plan, field.attname)
+            for field in Plan._meta.concrete_fields
+        },
+    }
+
+
+def tenant_from_snapshot(snapshot: dict[str, Any]) -> Tenant:
+    """The tenant `tenant_snapshot` kept, with its plan: read it, never save it."""
+    return Tenant(
+        plan=Plan(**snapshot["plan"]),
+        settings=json.loads(snapshot["settings"]),
+        **snapshot["tenant"],
+    )
 
 
 def _revoked_key(session_id: str) -> str:
@@ -246,14 +275,7 @@ def _from_database(user_id: uuid.UUID, *, epoch, store: bool) -> Resolved:
             "is_active": membership.user.is_active,
         },
         "password_digest": get_md5_hash_password(membership.user.password),
-        "tenant": {
-            field: getattr(membership.tenant, field)
-            for field in ("id", "name", "slug", "status", "settings", "created_at", "deleted_at")
-        },
-        "plan": {
-            field.attname: getattr(membership.tenant.plan, field.attname)
-            for field in Plan._meta.concrete_fields
-        },
+        **tenant_snapshot(membership.tenant),
         "roles": sorted(name for name, _ in roles),
         "permissions": sorted({code for _, codes in roles for code in codes}),
     }
@@ -267,8 +289,7 @@ def _from_database(user_id: uuid.UUID, *, epoch, store: bool) -> Resolved:
 
 def _from_snapshot(snapshot: dict) -> Resolved:
     """Model instances rebuilt from the snapshot, without a query: read them, never save them."""
-    plan = Plan(**snapshot["plan"])
-    tenant = Tenant(plan=plan, **snapshot["tenant"])
+    tenant = tenant_from_snapshot(snapshot)
     user = get_user_model()(**snapshot["user"])
     membership = Membership(id=snapshot["membership_id"], tenant=tenant, user=user)
     principal = Principal(

@@ -12,6 +12,7 @@ from accounts.api.serializers import TenantSummarySerializer, UserSerializer
 from kernel.api.fields import PermissionCodeField
 from kernel.tenancy.models import AuditEvent, Invitation, Membership, Permission, Role, Tenant
 from kernel.tenancy.selectors import permission_codes, role_list
+from kernel.validators import validate_json_object
 
 
 class TenantRoleField(serializers.PrimaryKeyRelatedField):
@@ -179,6 +180,11 @@ class TenantSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+TENANT_SETTINGS_MAX_BYTES = 16_384
+TENANT_SETTINGS_MAX_DEPTH = 5
+TENANT_SETTING_NAME_MAX_LENGTH = 100
+
+
 class TenantInputSerializer(serializers.Serializer):
     """What a tenant may change about itself; slug, status and plan are the operators'."""
 
@@ -186,18 +192,16 @@ class TenantInputSerializer(serializers.Serializer):
     settings = serializers.DictField(required=False)
 
     def validate_settings(self, value: dict) -> dict:
-        # PostgreSQL's jsonb holds no NUL character and no unpaired surrogate: either would be a
-        # database error (500) instead of a 400 naming the field.
-        stack: list = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-            elif isinstance(item, str) and ("\x00" in item or _unencodable(item)):
-                raise serializers.ValidationError("Text must not hold NUL or lone surrogates.")
+        # Bounded like a product's attributes: they are read, cached and copied with the tenant
+        # on every request. Text PostgreSQL's jsonb can store (no NUL, no unpaired surrogate).
+        validate_json_object(
+            value,
+            what="Settings",
+            names="Setting names",
+            max_bytes=TENANT_SETTINGS_MAX_BYTES,
+            max_depth=TENANT_SETTINGS_MAX_DEPTH,
+            max_name_length=TENANT_SETTING_NAME_MAX_LENGTH,
+        )
         return value
 
 
@@ -251,11 +255,3 @@ class AuditEventFilterSerializer(serializers.Serializer):
         if since is not None and until is not None and since >= until:
             raise serializers.ValidationError({"until": ["Must be later than since."]})
         return attrs
-
-
-def _unencodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return True
-    return False

@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from kernel import tasks as services
+from kernel.context import operator_scope
 from kernel.tasks import tenant_purge_task
 from kernel.tenancy.models import Membership, Role, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
@@ -110,6 +111,59 @@ def test_bad_changes_are_field_errors(tenant, admin_client, body, field):
 
     assert error_fields(response) == {field}
     assert tenant_row(tenant).name == "Acme"
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "settings_value",
+    [
+        nested(458),  # a finding of the source review: it broke the tenant's authentication
+        nested(6),
+        {"blob": "x" * 16_400},
+        {"k" * 101: 1},
+        {"a": [[[[[1]]]]]},
+        {"a": "\x00"},
+    ],
+    ids=["458 deep", "6 deep", "over 16 KB", "a long name", "deep lists", "NUL"],
+)
+def test_settings_are_bounded_like_product_attributes(tenant, admin_client, settings_value):
+    response = admin_client.patch(TENANT, {"settings": settings_value}, format="json")
+
+    assert error_fields(response) == {"settings"}
+    assert tenant_row(tenant).settings == {}
+    assert admin_client.get(TENANT).status_code == 200
+
+
+def test_settings_at_the_bounds_are_taken(tenant, admin_client):
+    value = {**nested(5), "blob": "x" * 16_000}
+
+    response = admin_client.patch(TENANT, {"settings": value}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert tenant_row(tenant).settings == value
+
+
+def test_deeply_nested_settings_stored_before_the_bound_do_not_break_authentication(tenant):
+    # Written by hand, as they could be before the bound existed
+    with operator_scope("test: settings from before the bound"):
+        Tenant.objects.filter(pk=tenant.pk).update(settings=nested(458))
+    client = client_for(owner_of(tenant), tenant)
+
+    for _ in range(3):  # resolved, cached, then served from the cached snapshot
+        assert client.get(TENANT).status_code == 200
+    key = client.post(
+        f"{API}/api-keys/", {"name": "k", "permissions": ["catalog.read"]}, format="json"
+    ).json()["key"]
+    machine = APIClient()
+    machine.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    for _ in range(3):
+        assert machine.get(f"{API}/products/").status_code == 200
 
 
 @pytest.mark.parametrize("role_name", ["editor", "viewer"])
