@@ -100,6 +100,7 @@ class PlanAdmin(admin.ModelAdmin):
         "max_members",
         "max_api_keys",
         "max_products",
+        "max_invitations_per_day",
     ]
     search_fields = ["code", "name"]
 

@@ -28,6 +28,7 @@ class Resource(StrEnum):
     MEMBERS = "members"
     API_KEYS = "api_keys"
     PRODUCTS = "products"
+    INVITATIONS_PER_DAY = "invitations_per_day"
 
 
 # The Plan field that holds each resource's quota, and how a sentence names the resource.
@@ -35,11 +36,13 @@ _PLAN_FIELDS: dict[Resource, str] = {
     Resource.MEMBERS: "max_members",
     Resource.API_KEYS: "max_api_keys",
     Resource.PRODUCTS: "max_products",
+    Resource.INVITATIONS_PER_DAY: "max_invitations_per_day",
 }
 _NOUNS: dict[Resource, str] = {
     Resource.MEMBERS: "members",
     Resource.API_KEYS: "API keys",
     Resource.PRODUCTS: "products",
+    Resource.INVITATIONS_PER_DAY: "invitations a day",
 }
 
 

@@ -3,6 +3,7 @@ each; the grant rules are accounts/services/grants.py.
 """
 
 import hashlib
+import json
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
@@ -24,6 +25,7 @@ from kernel import audit
 from kernel.context import tenant_context
 from kernel.principals import Principal, access_changed
 from kernel.problems import CredentialRefused, InvalidInput, Problem, ProblemType
+from kernel.quotas import Resource, enforce_quota
 from kernel.tenancy.models import (
     Invitation,
     InvitationRole,
@@ -48,16 +50,32 @@ def invitation_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+INVITATION_SUBJECT = "An invitation to join a team"
+
+
 def _invitation_email(*, tenant: Tenant, actor: Principal, token: str, expires_at) -> dict:
+    """The email of an invitation. The tenant's name and the inviter's name are chosen by whoever
+    invites, so they never make a sentence of ours (which could then say anything, "your account
+    is locked, verify at …"), and never reach the Subject: they are shown in the body as what
+    they are, quoted data on lines of their own."""
     url = settings.INVITATION_ACCEPT_URL
-    inviter = (actor.user.name or actor.user.email) if actor.user is not None else "Someone"
+    inviter = (actor.user.name or actor.user.email) if actor.user is not None else ""
     return {
-        "subject": f"You are invited to join {tenant.name}",
-        "body": f"{inviter} invited you to join {tenant.name}.\n\n"
-        f"Accept the invitation here:\n\n{url.format(token=token)}\n\n"
-        f"It expires on {expires_at:%Y-%m-%d %H:%M} UTC and works once. "
-        "If you did not expect it, ignore this email.",
+        "subject": INVITATION_SUBJECT,
+        "body": "You have been invited to join a team. Its members gave it these names:\n\n"
+        f"  Team name:  {_quoted(tenant.name)}\n"
+        f"  Invited by: {_quoted(inviter)}\n\n"
+        "We do not check what a team calls itself. If you did not expect this invitation, or the "
+        "names above ask you to do anything, ignore this email.\n\n"
+        f"To accept, open:\n\n{url.format(token=token)}\n\n"
+        f"The link expires on {expires_at:%Y-%m-%d %H:%M} UTC and works once.",
     }
+
+
+def _quoted(text: str) -> str:
+    """Someone else's text as data: in quotes, control characters (line breaks) escaped, at most
+    200 characters."""
+    return json.dumps(text[:200], ensure_ascii=False)
 
 
 @transaction.atomic
@@ -73,7 +91,13 @@ def invitation_create(
     ensure_can_grant(actor=actor, roles=roles)
     if membership_exists_for_email(tenant=tenant, email=email):
         raise Problem(ProblemType.CONFLICT, detail=f"{email} is a member already.")
-    ensure_room_for_a_member(tenant=tenant)
+    ensure_room_for_a_member(tenant=tenant, counting_invitations=True)
+    since = timezone.now() - timedelta(days=1)
+    enforce_quota(
+        tenant=tenant,
+        resource=Resource.INVITATIONS_PER_DAY,
+        count=lambda: Invitation.objects.filter(tenant=tenant, created_at__gte=since).count(),
+    )
     pending = Invitation.objects.filter(tenant=tenant, email=email).pending()
     if pending.filter(expires_at__gt=timezone.now()).exists():
         raise Problem(

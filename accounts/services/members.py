@@ -13,6 +13,7 @@ from kernel.permissions import OWNER
 from kernel.principals import Principal, access_changed
 from kernel.quotas import Resource, enforce_quota
 from kernel.tenancy.models import (
+    Invitation,
     Membership,
     MembershipRole,
     Role,
@@ -79,8 +80,17 @@ def member_remove(*, tenant: Tenant, actor: Principal, membership: Membership) -
     access_changed(tenant.id)
 
 
-def ensure_room_for_a_member(*, tenant: Tenant) -> None:
+def ensure_room_for_a_member(*, tenant: Tenant, counting_invitations: bool = False) -> None:
+    """Refuse (403 quota-exceeded) one more member past the plan's `max_members`. With
+    `counting_invitations` (a new invitation), the invitations that can still be accepted hold
+    their seats too: an invitation is a member to come, and the quota is not a count of emails
+    that may be sent."""
+
+    def seats_taken() -> int:
+        taken = membership_count(tenant=tenant)
+        if counting_invitations:
+            taken += Invitation.objects.filter(tenant=tenant).live().count()
+        return taken
+
     # Locks the tenant's row first: two joins cannot both take the last seat (kernel/quotas.py).
-    enforce_quota(
-        tenant=tenant, resource=Resource.MEMBERS, count=lambda: membership_count(tenant=tenant)
-    )
+    enforce_quota(tenant=tenant, resource=Resource.MEMBERS, count=seats_taken)

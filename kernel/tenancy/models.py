@@ -28,6 +28,9 @@ class Plan(models.Model):
     max_members = models.PositiveIntegerField(default=5)
     max_api_keys = models.PositiveIntegerField(default=2)
     max_products = models.PositiveIntegerField(default=1000)
+    # Invitations sent in any 24 hours, whatever became of them: each is an email of ours that a
+    # tenant addresses (the invitee's address is the tenant's choice).
+    max_invitations_per_day = models.PositiveIntegerField(default=20)
 
     def __str__(self) -> str:
         return self.name

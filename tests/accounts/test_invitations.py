@@ -306,6 +306,88 @@ def test_no_invitation_when_the_tenant_is_full(tenant, admin_client):
     assert_problem(response, 403, "quota-exceeded")
 
 
+def test_pending_invitations_hold_seats_of_the_member_quota(tenant, admin_client):
+    # A finding of the source review: 12 invitations went out on a plan of 5 members.
+    with outcome():
+        Plan.objects.filter(pk=tenant.plan_id).update(max_members=4)  # owner, admin and 2 more
+
+    sent = [
+        admin_client.post(
+            INVITATIONS, {"email": f"seat{n}@example.com", "roles": [role_id(tenant, "viewer")]}
+        )
+        for n in range(3)
+    ]
+
+    assert [response.status_code for response in sent[:2]] == [201, 201]
+    assert_problem(sent[2], 403, "quota-exceeded")
+    # A revoked invitation frees its seat
+    assert admin_client.delete(invitation_url(sent[0].json()["id"])).status_code == 204
+    again = admin_client.post(
+        INVITATIONS, {"email": "seat9@example.com", "roles": [role_id(tenant, "viewer")]}
+    )
+    assert again.status_code == 201, again.content
+
+
+def test_invitations_a_day_are_capped_by_the_plan(tenant, admin_client):
+    with outcome():
+        Plan.objects.filter(pk=tenant.plan_id).update(max_members=1_000, max_invitations_per_day=3)
+
+    statuses = []
+    for n in range(3):
+        created = admin_client.post(
+            INVITATIONS, {"email": f"day{n}@example.com", "roles": [role_id(tenant, "viewer")]}
+        )
+        statuses.append(created.status_code)
+        # Revoked ones still count: each sent an email
+        admin_client.delete(invitation_url(created.json()["id"]))
+    refused = admin_client.post(
+        INVITATIONS, {"email": "day9@example.com", "roles": [role_id(tenant, "viewer")]}
+    )
+
+    assert statuses == [201, 201, 201]
+    body = assert_problem(refused, 403, "quota-exceeded")
+    assert (body["resource"], body["limit"]) == ("invitations_per_day", 3)
+    # A day later there is room again
+    with outcome():
+        Invitation.objects.filter(tenant=tenant).update(
+            created_at=timezone.now() - timedelta(days=1, minutes=1)
+        )
+    later = admin_client.post(
+        INVITATIONS, {"email": "day9@example.com", "roles": [role_id(tenant, "viewer")]}
+    )
+    assert later.status_code == 201, later.content
+
+
+PHISHING = "IT Security: your account is locked, verify at https://evil.example/login"
+
+
+def test_names_a_tenant_chooses_stay_out_of_the_subject_and_are_quoted_in_the_body(
+    tenant, admin_client, django_capture_on_commit_callbacks
+):
+    # A finding of the source review: the tenant's name made the Subject of our email.
+    with outcome():
+        Tenant.objects.filter(pk=tenant.pk).update(name=PHISHING + "\nReply now")
+    with outcome():
+        admin = Membership.objects.select_related("user").get(tenant=tenant, roles__name="admin")
+        type(admin.user).objects.filter(pk=admin.user.pk).update(name="Your IT department")
+    mail.outbox.clear()
+
+    with tasks_run_inline(), django_capture_on_commit_callbacks(execute=True):
+        created = admin_client.post(
+            INVITATIONS, {"email": "target@example.com", "roles": [role_id(tenant, "viewer")]}
+        )
+    assert created.status_code == 201, created.content
+
+    (message,) = mail.outbox
+    assert message.subject == "An invitation to join a team"
+    assert "evil" not in message.subject
+    # The names are there, as quoted data on lines of their own, never a sentence of ours
+    assert f'Team name:  "{PHISHING}\\nReply now"' in message.body
+    assert 'Invited by: "Your IT department"' in message.body
+    assert "Reply now\n" not in message.body
+    assert "invited you to join" not in message.body
+
+
 # --- accepting ----------------------------------------------------------------------------
 
 

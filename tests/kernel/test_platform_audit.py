@@ -100,6 +100,7 @@ def plan_form(plan: Plan, **overrides) -> dict:
             "max_members",
             "max_api_keys",
             "max_products",
+            "max_invitations_per_day",
         )
     }
     return {**values, **overrides}
@@ -144,6 +145,7 @@ def test_creating_a_plan_is_recorded_as_the_operators(operator_agent, operator):
             "max_members": 10,
             "max_api_keys": 4,
             "max_products": 5000,
+            "max_invitations_per_day": 30,
         },
     )
 
@@ -159,6 +161,7 @@ def test_creating_a_plan_is_recorded_as_the_operators(operator_agent, operator):
         "max_members": [None, 10],
         "max_api_keys": [None, 4],
         "max_products": [None, 5000],
+        "max_invitations_per_day": [None, 30],
     }
     assert_by_operator(event, operator, response)
 
