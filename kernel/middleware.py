@@ -123,10 +123,14 @@ def refuse_oversized_body(request: HttpRequest) -> HttpResponseBase | None:
 
 
 def body_limit(request: HttpRequest) -> int:
+    return body_limit_for(request.path_info)
+
+
+def body_limit_for(path: str) -> int:
     """MAX_REQUEST_BODY_BYTES, unless MAX_REQUEST_BODY_BYTES_BY_PATH names this exact path (the
     bulk import's upload): one route's larger allowance leaves every other route's as it was."""
     by_path = getattr(settings, "MAX_REQUEST_BODY_BYTES_BY_PATH", None) or {}
-    return by_path.get(request.path_info, settings.MAX_REQUEST_BODY_BYTES)
+    return by_path.get(path, settings.MAX_REQUEST_BODY_BYTES)
 
 
 def ensure_problem(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:

@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 # What a client that stopped reading sees: the connection ends without a close frame.
 CLOSE_ABNORMAL = 1006
+# RFC 6455's "message too big".
+CLOSE_TOO_BIG = 1009
 
 MAX_TOPIC_LENGTH = 100
 
@@ -215,6 +217,17 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
         if text_data is None:
             await self.send_error("invalid-message", "Send text frames of JSON.")
+            return
+        # Before a message is parsed, on the event loop every socket shares: nobody makes the
+        # server decode megabytes, least of all before saying who they are.
+        if self.principal is None and len(text_data) > settings.WEBSOCKET_UNAUTHENTICATED_MAX_BYTES:
+            await self.refuse(CLOSE_TOO_BIG, "message-too-big", "Authenticate first, briefly.")
+            return
+        if len(text_data) > settings.WEBSOCKET_MAX_MESSAGE_BYTES:
+            await self.send_error(
+                "message-too-big",
+                f"Messages have at most {settings.WEBSOCKET_MAX_MESSAGE_BYTES} characters.",
+            )
             return
         await super().receive(text_data=text_data, **kwargs)
 
