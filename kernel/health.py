@@ -7,6 +7,12 @@ none of DRF's machinery runs. None of them is cacheable: a cached "ok" would hid
 answers within about that time even when a dependency hangs. It is an async view, so that under
 ASGI a slow check holds no thread while it waits; the blocking clients (database, cache, broker)
 run in threads of their own that the probe can stop waiting for.
+
+/readyz is public and unauthenticated, so it tells the public statuses only: why a check failed
+(an exception's text may name hosts and addresses) and how long each took are for the callers
+that may read the metrics (loopback, METRICS_ALLOWED_IPS, the metrics token). And a process runs
+the checks at most once per READINESS_CACHE_SECONDS, whoever asks how often: a flood of probes
+costs no more database connections than one.
 """
 
 import asyncio
@@ -189,11 +195,30 @@ async def _run_check(check: Callable[[], Awaitable[Any]]) -> CheckResult:
     return CheckResult(status=status, duration_ms=duration_ms, detail=detail)
 
 
+# The last results of this process, and when they were taken (time.monotonic()).
+_last_results: tuple[float, list[CheckResult]] | None = None
+
+
+async def _results() -> list[CheckResult]:
+    global _last_results
+    last = _last_results
+    if last is not None and time.monotonic() - last[0] < settings.READINESS_CACHE_SECONDS:
+        return last[1]
+    results = list(await asyncio.gather(*(_run_check(check) for check in CHECKS.values())))
+    _last_results = (time.monotonic(), results)
+    return results
+
+
 @never_cache
 @require_safe
 async def readyz(request: HttpRequest) -> JsonResponse:
-    results = await asyncio.gather(*(_run_check(check) for check in CHECKS.values()))
-    checks = {name: result.as_json() for name, result in zip(CHECKS, results, strict=True)}
+    results = await _results()
+    if client_may_read_metrics(request):
+        checks = {name: result.as_json() for name, result in zip(CHECKS, results, strict=True)}
+    else:
+        checks = {
+            name: {"status": result.status} for name, result in zip(CHECKS, results, strict=True)
+        }
     down = [name for name, result in zip(CHECKS, results, strict=True) if result.status != "ok"]
     if not down:
         return JsonResponse({"status": "ok", "checks": checks})

@@ -142,3 +142,49 @@ def test_readyz_on_the_embedded_default_reports_inline_tasks(
     assert checks["broker"] == {**checks["broker"], "status": "ok", "detail": "inline"}
     assert checks["channel_layer"]["status"] == "ok"
     assert checks["cache"]["status"] == "ok"
+
+
+PUBLIC_ADDRESS = "203.0.113.9"
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+    }
+}
+
+
+@pytest.mark.django_db
+def test_readyz_tells_the_public_statuses_and_nothing_more(client, settings):
+    # A finding of the source review: /readyz told anyone its dependencies' hosts and errors.
+    settings.CACHES = DEAD_REDIS
+    settings.METRICS_TOKEN = "metrics-token-for-tests"
+
+    public = client.get("/readyz", REMOTE_ADDR=PUBLIC_ADDRESS)
+    trusted = client.get("/readyz")  # loopback, as a probe on the same host
+    with_token = client.get(
+        "/readyz", REMOTE_ADDR=PUBLIC_ADDRESS, HTTP_AUTHORIZATION="Bearer metrics-token-for-tests"
+    )
+
+    assert public.status_code == 503
+    assert public.json()["checks"]["cache"] == {"status": "down"}
+    assert public.json()["checks"]["database"] == {"status": "ok"}
+    assert "127.0.0.1" not in public.content.decode()
+    assert trusted.json()["checks"]["cache"]["reason"]
+    assert with_token.json()["checks"]["cache"]["reason"]
+
+
+@pytest.mark.django_db
+def test_readyz_runs_its_checks_at_most_once_in_its_window(client, settings):
+    first = client.get("/readyz")  # checks run, results kept (the window is 0 in tests)
+    settings.READINESS_CACHE_SECONDS = 60
+
+    # When a dependency goes away within the window, the probe still shows the last results
+    settings.CACHES = DEAD_REDIS
+    within = client.get("/readyz")
+    settings.READINESS_CACHE_SECONDS = 0
+    after = client.get("/readyz")
+
+    assert (first.status_code, within.status_code) == (200, 200)
+    assert within.json() == first.json()
+    assert after.status_code == 503
