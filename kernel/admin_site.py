@@ -45,6 +45,30 @@ class OperatorAdminSite(admin.AdminSite):
         # Django's wrapper goes outside: the staff check happens before the scope is entered.
         return super().admin_view(view_in_operator_scope, cacheable)
 
+    def login(self, request, extra_context=None):
+        """The operators' sign-in, held to the failure windows of every password check
+        (kernel/ratelimit/sign_ins.py): operators see every tenant, so their passwords are worth
+        guessing. Past a window's limit the sign-in is refused (429), right password or not."""
+        if request.method != "POST":
+            return super().login(request, extra_context)
+        # Imported here: this module is loaded before the models are.
+        from kernel import ratelimit
+        from kernel.problems import Problem, problem_for_exception
+
+        account = request.POST.get("username", "")
+        try:
+            ratelimit.limit_public_request(
+                request, scope=ratelimit.PublicScope.SIGN_IN, account=account
+            )
+        except Problem as refused:
+            return problem_for_exception(request, refused)
+        response = super().login(request, extra_context)
+        if request.user.is_authenticated and response.status_code == 302:
+            ratelimit.sign_in_succeeded(request, account=account)
+        else:
+            ratelimit.sign_in_failed(request, account=account)
+        return response
+
 
 class OperatorAdminConfig(AdminConfig):
     default_site = "kernel.admin_site.OperatorAdminSite"

@@ -76,7 +76,13 @@ class PublicAPIView(PublicLimitsMixin, APIView):
 
 
 class SignupView(PublicAPIView):
+    """Sign-up. Whether it is the email or the slug that is taken, the 409 says the same: the
+    answer does not tell which emails have an account. Limited per address and per email."""
+
     rate_limit_scope = ratelimit.PublicScope.SIGNUP
+
+    def rate_limited_account(self, request) -> str | None:
+        return _email_in_body(request)
 
     @extend_schema(
         request=s.SignupSerializer,
@@ -186,7 +192,12 @@ class MeView(TenantAPIView):
 
 
 class PasswordChangeView(TenantAPIView):
-    """A person's own password. An API key has none: 403."""
+    """A person's own password. An API key has none: 403.
+
+    The current password is a password check like a sign-in: wrong guesses count in the same
+    failure windows (the address and the account, each alone and together), and past their limit
+    the change is refused (429) whatever is sent, so that a stolen access or refresh token is no
+    unlimited oracle for the password, and no way to a permanent takeover."""
 
     permission_classes = [*TenantAPIView.permission_classes, IsPerson]
     required_permissions = {"post": None}
@@ -199,8 +210,15 @@ class PasswordChangeView(TenantAPIView):
     def post(self, request, version):
         # The principal's user is a cached snapshot without the password hash: read the row.
         user = User.objects.get(pk=request.user.pk)
+        ratelimit.limit_public_request(
+            request, scope=ratelimit.PublicScope.SIGN_IN, account=user.email
+        )
         serializer = s.PasswordChangeSerializer(data=request.data, context={"user": user})
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            if "current_password" in serializer.errors:
+                ratelimit.sign_in_failed(request, account=user.email)
+            raise exceptions.ValidationError(serializer.errors)
+        ratelimit.sign_in_succeeded(request, account=user.email)
         tokens = services.password_change(
             user=user,
             tenant=self.principal.tenant,

@@ -32,6 +32,13 @@ from kernel.tenants import tenant_create, tenant_slug_from_name
 
 User = get_user_model()
 
+# One answer whether the email has an account or the slug is taken: which emails have accounts
+# is nobody's business. A slug taken stays a 409, as the API promises.
+SIGNUP_CONFLICT = (
+    "This email or tenant slug cannot be used: choose another slug, or sign in if you have an "
+    "account."
+)
+
 
 def signup(
     *, email: str, password: str, name: str, tenant_name: str, tenant_slug: str | None = None
@@ -40,10 +47,8 @@ def signup(
     email = User.objects.normalize_email(email)
     slug = tenant_slug or tenant_slug_from_name(tenant_name)
     with transaction.atomic():
-        if User.objects.filter(email=email).exists():
-            raise Problem(ProblemType.CONFLICT, detail="An account with this email exists.")
-        if Tenant.objects.filter(slug=slug).exists():
-            raise Problem(ProblemType.CONFLICT, detail=f"The tenant slug '{slug}' is taken.")
+        if User.objects.filter(email=email).exists() or Tenant.objects.filter(slug=slug).exists():
+            raise Problem(ProblemType.CONFLICT, detail=SIGNUP_CONFLICT)
         try:
             with transaction.atomic():
                 user = User.objects.create_user(email, password, name=name)
@@ -51,7 +56,7 @@ def signup(
                     name=tenant_name, slug=slug, owner=user, actor=audit.Actor.user(user)
                 )
         except IntegrityError as exc:  # lost a race for the same email or slug
-            raise Problem(ProblemType.CONFLICT, detail="The email or slug was just taken.") from exc
+            raise Problem(ProblemType.CONFLICT, detail=SIGNUP_CONFLICT) from exc
     return user, tenant, issue_tokens(user=user, tenant=tenant)
 
 

@@ -98,9 +98,12 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.sqlite3"
-# The restricted role every application connection switches to (SET ROLE), so that row-level
+# The restricted role every application transaction runs as (SET LOCAL ROLE), so that row-level
 # security applies even when DATABASE_URL names a superuser. `migrate` creates and grants it.
 DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="tenantapi_app")
+# A connection refuses to serve when that role (or, without one, the login role) is a superuser
+# or BYPASSRLS: row security would not apply. `true` on a development machine that means it.
+DATABASE_ALLOW_PRIVILEGED_ROLE = env.bool("DATABASE_ALLOW_PRIVILEGED_ROLE", default=False)
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 if DATABASE_IS_POSTGRES:
     DATABASES["default"]["ENGINE"] = "kernel.tenancy.dbbackend"
@@ -421,6 +424,8 @@ RATELIMIT_ANONYMOUS_RATE = _rate(env.str("RATELIMIT_ANONYMOUS_RATE", default="60
 # Per client address, across sign-in, signup, refresh, logout and password reset.
 RATELIMIT_AUTH_RATE = _rate(env.str("RATELIMIT_AUTH_RATE", default="30/m"))
 RATELIMIT_SIGNUP_RATE = _rate(env.str("RATELIMIT_SIGNUP_RATE", default="10/h"))  # per address
+# Per email: one address per attempt does not make asking about one email any faster.
+RATELIMIT_SIGNUP_ACCOUNT_RATE = _rate(env.str("RATELIMIT_SIGNUP_ACCOUNT_RATE", default="5/h"))
 RATELIMIT_REFRESH_RATE = _rate(env.str("RATELIMIT_REFRESH_RATE", default="30/m"))  # per user
 RATELIMIT_PASSWORD_RESET_RATE = _rate(  # per account (email)
     env.str("RATELIMIT_PASSWORD_RESET_RATE", default="5/h")
@@ -442,6 +447,10 @@ LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=1
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=100)
 LOGIN_ACCOUNT_FAILURE_LIMIT = env.int("LOGIN_ACCOUNT_FAILURE_LIMIT", default=50)
+# An (address, account) pair that signed in within this many days is not held to the account's
+# window: a stranger's failures cannot lock the owner out from where they sign in
+# (kernel/ratelimit/sign_ins.py).
+LOGIN_KNOWN_PAIR_DAYS = env.int("LOGIN_KNOWN_PAIR_DAYS", default=30)
 # DRF views that limit nothing themselves (the schema, accepting an invitation) take from the
 # address's anonymous bucket; tenant views and the public auth views set their own.
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["kernel.ratelimit.AnonymousAddressThrottle"]
@@ -472,6 +481,9 @@ if WORKER_METRICS_PORT and not env.str("PROMETHEUS_MULTIPROC_DIR", default=""):
 PROMETHEUS_METRIC_NAMESPACE = "tenantapi"
 # Seconds each /readyz check may take; a probe answers in about this time even if a service hangs.
 READINESS_CHECK_TIMEOUT = env.float("READINESS_CHECK_TIMEOUT", default=2.0)
+# A process runs /readyz's checks at most once in this many seconds; probes in between get the
+# last results. 0 runs them on every probe.
+READINESS_CACHE_SECONDS = env.float("READINESS_CACHE_SECONDS", default=1.0)
 
 # --- Internationalisation, static files ---------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -483,6 +495,14 @@ STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
 # Serve the admin's static files from the application itself (Django's static files handler).
 # Right for the embedded run and small deployments; a CDN or proxy serves them at scale.
 SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
+# Whether the ASGI server (the WebSocket server) also serves the HTTP API. True in the embedded
+# default and a single-process deployment; production serves the API from gunicorn, and its ASGI
+# server answers only its probes over HTTP (kernel/asgi.py).
+ASGI_SERVE_HTTP = env.bool("ASGI_SERVE_HTTP", default=True)
+# The largest WebSocket message the notifications socket reads, and the largest before the
+# socket has authenticated (the client's first messages are small: an `auth` with a token).
+WEBSOCKET_MAX_MESSAGE_BYTES = env.int("WEBSOCKET_MAX_MESSAGE_BYTES", default=65_536)
+WEBSOCKET_UNAUTHENTICATED_MAX_BYTES = env.int("WEBSOCKET_UNAUTHENTICATED_MAX_BYTES", default=4_096)
 
 # Where a password-reset email points: the client application's page, given uid and token.
 PASSWORD_RESET_URL = env.str(

@@ -26,3 +26,5 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
 SERVE_STATIC = env.bool("SERVE_STATIC", default=False)
+# The ASGI server is the WebSocket server: the API is gunicorn's (docs/serving.md).
+ASGI_SERVE_HTTP = env.bool("ASGI_SERVE_HTTP", default=False)

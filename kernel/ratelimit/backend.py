@@ -51,6 +51,14 @@ class Backend:
     def delete(self, key: str) -> None:
         self._ask(lambda client: client.delete(key))
 
+    def exists(self, key: str) -> bool:
+        """Whether `key` is there; False when Redis is unavailable."""
+        return bool(self._ask(lambda client: client.exists(key)))
+
+    def mark(self, key: str, seconds: int) -> None:
+        """Set `key` for `seconds`."""
+        self._ask(lambda client: client.set(key, 1, ex=seconds))
+
     def _ask(self, call: Callable[..., Any], *args: Any) -> Any:
         """`call(client, *args)`, or None when Redis is unavailable."""
         if not self._backoff.allows():

@@ -67,8 +67,9 @@ def address_key(address: str) -> str:
 
 def account_key(account: str) -> str:
     """An account named by the client (an email), keyed without writing the email into Redis."""
-    # The salt is the module this was first written in: another would forget every count.
-    return salted_hmac("kernel.ratelimit.account", account.strip().lower()).hexdigest()[:32]
+    # The salt is the module this was first written in (core/ratelimit.py, before the kernel was
+    # named so): another would forget every count.
+    return salted_hmac("core.ratelimit.account", account.strip().lower()).hexdigest()[:32]
 
 
 # --- policies ----------------------------------------------------------------------------------

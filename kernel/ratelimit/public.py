@@ -17,7 +17,7 @@ from kernel.ratelimit.buckets import (
 )
 from kernel.ratelimit.checks import enforce
 from kernel.ratelimit.decisions import UNCHECKED_DECISION, Decision, http_request
-from kernel.ratelimit.sign_ins import sign_in_windows
+from kernel.ratelimit.sign_ins import is_known_pair, sign_in_windows
 
 
 class PublicScope(StrEnum):
@@ -45,7 +45,7 @@ def limit_public_request(request: Any, *, scope: PublicScope, account: str | Non
     buckets = [_auth_address_bucket(address)]
     windows: list[FailureWindow] = []
     if scope is PublicScope.SIGN_IN:
-        windows = sign_in_windows(address, account)
+        windows = sign_in_windows(address, account, known_pair=is_known_pair(address, account))
     elif scope is PublicScope.SIGNUP:
         capacity, per_second = rate(settings.RATELIMIT_SIGNUP_RATE)
         buckets.append(
@@ -53,6 +53,16 @@ def limit_public_request(request: Any, *, scope: PublicScope, account: str | Non
                 redis_key("signup", address), capacity, per_second, "signups from this address"
             )
         )
+        if account:
+            capacity, per_second = rate(settings.RATELIMIT_SIGNUP_ACCOUNT_RATE)
+            buckets.append(
+                TokenBucket(
+                    redis_key("signup-account", account_key(account)),
+                    capacity,
+                    per_second,
+                    "signups with this email",
+                )
+            )
     elif scope is PublicScope.REFRESH and account:
         capacity, per_second = rate(settings.RATELIMIT_REFRESH_RATE)
         buckets.append(

@@ -1,5 +1,17 @@
 """Failed sign-ins: counted per (address, account), per address and per account, in windows
-that lock their key out at their limit; a success clears its own pair's count."""
+that lock their key out at their limit; a success clears its own pair's count.
+
+Every password check goes through these windows: the API's sign-in, the admin's sign-in, the
+current password of a password change.
+
+The account's window stops a password being guessed from many addresses, but it also lets anyone
+lock an account out by failing against it from a handful of addresses. So a pair (address,
+account) that signed in successfully in the last LOGIN_KNOWN_PAIR_DAYS is *known*, and the
+account's window does not apply to it: the owner keeps signing in from where they did before,
+while a stranger's guesses still lock the account for every other address. The trade-off: an
+attacker behind the same address as the owner (one NAT, one office) inherits the exemption, and is
+held back by the pair's and the address's windows alone (10 and 100 failures a window).
+"""
 
 from collections.abc import Sequence
 from typing import Any
@@ -15,9 +27,20 @@ from kernel.ratelimit.decisions import Decision, Quota, attach, decision_of, htt
 from kernel.ratelimit.scripts import RECORD_FAILURE
 
 
-def sign_in_windows(address: str, account: str | None) -> list[FailureWindow]:
+def known_pair_key(address: str, account: str) -> str:
+    return redis_key("login-known", address, account_key(account))
+
+
+def is_known_pair(address: str, account: str | None) -> bool:
+    return bool(account) and backend().exists(known_pair_key(address, account))
+
+
+def sign_in_windows(
+    address: str, account: str | None, *, known_pair: bool = False
+) -> list[FailureWindow]:
     """Failed sign-ins: per (address, account), per address across accounts (credential
-    stuffing) and per account across addresses (one account attacked from many)."""
+    stuffing) and per account across addresses (one account attacked from many), unless the
+    pair is known (the module's docstring)."""
     window, lockout = settings.LOGIN_FAILURE_WINDOW_SECONDS, settings.LOGIN_LOCKOUT_SECONDS
     windows = []
     if account:
@@ -40,7 +63,7 @@ def sign_in_windows(address: str, account: str | None) -> list[FailureWindow]:
             "failed sign-ins from this address",
         )
     )
-    if account:
+    if account and not known_pair:
         windows.append(
             FailureWindow(
                 redis_key("login-fail", "account", account_key(account)),
@@ -101,10 +124,11 @@ def sign_in_succeeded(request: Any, *, account: str | None) -> None:
     decision = decision_of(request)
     if not settings.RATELIMIT_ENABLED or not account or decision is None:
         return
+    address = address_key(client_ip(http_request(request)))
+    backend().mark(known_pair_key(address, account), settings.LOGIN_KNOWN_PAIR_DAYS * 86_400)
     # The pair's count was read by the check: most sign-ins have nothing to clear, and no round
     # trip is spent on them.
     if decision.failures and decision.failures[0] > 0:
-        address = address_key(client_ip(http_request(request)))
         pair = sign_in_windows(address, account)[0]
         forget_failures(pair)
         # The headers then state the pair as it is now: nothing counted.

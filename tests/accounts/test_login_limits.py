@@ -263,3 +263,75 @@ def test_a_forged_refresh_token_counts_against_nobody(account, settings):
         REFRESH, {"refresh": tokens["refresh"]}, format="json", REMOTE_ADDR=new_address()
     )
     assert genuine.status_code == 200, genuine.content
+
+
+# --- the findings of the source review (docs/security.md) -------------------------------------
+
+
+def test_a_pair_that_signed_in_before_is_not_locked_out_by_strangers(account, settings):
+    # Given the owner signed in from home once
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 4
+    home = new_address()
+    assert sign_in(account.email, DEFAULT_PASSWORD, home).status_code == 200
+
+    # When strangers fail against the account from four addresses
+    for _ in range(4):
+        assert fail(account.email, new_address(), 1)[0].status_code == 401
+
+    # Then the account is locked for every other address, but the owner signs in from home
+    assert_locked(sign_in(account.email, DEFAULT_PASSWORD, new_address()))
+    assert sign_in(account.email, DEFAULT_PASSWORD, home).status_code == 200
+    # ...still held to the pair's own window there
+    settings.LOGIN_FAILURE_LIMIT = 2
+    fail(account.email, home, 2)
+    assert_locked(sign_in(account.email, DEFAULT_PASSWORD, home))
+
+
+def test_wrong_current_passwords_count_as_failed_sign_ins(account, settings):
+    # A finding of the source review: a stolen token could guess the password for ever.
+    settings.LOGIN_FAILURE_LIMIT = 3
+    address = new_address()
+    tokens = sign_in(account.email, DEFAULT_PASSWORD, address).json()
+    client = APIClient(REMOTE_ADDR=address)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    change = f"{API}/auth/password/change/"
+    body = {"current_password": "a guess", "new_password": "another long passphrase 9"}
+
+    guesses = [client.post(change, body, format="json") for _ in range(3)]
+    right = client.post(change, {**body, "current_password": DEFAULT_PASSWORD}, format="json")
+
+    assert [r.status_code for r in guesses] == [400, 400, 400]
+    assert_locked(right)
+    # The sign-in from that address is locked out too: one window for every password check
+    assert_locked(sign_in(account.email, DEFAULT_PASSWORD, address))
+
+
+def test_signup_says_the_same_whether_the_email_or_the_slug_is_taken(account):
+    taken_email = {
+        "email": account.email,
+        "password": "a long passphrase of mine 7",
+        "name": "X",
+        "tenant_name": f"Fresh {uuid.uuid4().hex[:8]}",
+    }
+    taken_slug = {**taken_email, "email": f"{uuid.uuid4().hex[:10]}@example.com"}
+    taken_slug["tenant_slug"] = make_tenant().slug
+
+    by_email = APIClient().post(SIGNUP, taken_email, format="json", REMOTE_ADDR=new_address())
+    by_slug = APIClient().post(SIGNUP, taken_slug, format="json", REMOTE_ADDR=new_address())
+
+    first, second = assert_problem(by_email, 409), assert_problem(by_slug, 409)
+    assert first["detail"] == second["detail"]
+
+
+def test_signups_are_limited_per_email_too(settings):
+    settings.RATELIMIT_SIGNUP_ACCOUNT_RATE = (2, 3600)
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": "short", "name": "X", "tenant_name": "T"}
+
+    # From a new address each time: the per-address bucket never runs out
+    responses = [
+        APIClient().post(SIGNUP, body, format="json", REMOTE_ADDR=new_address()) for _ in range(3)
+    ]
+
+    assert [r.status_code for r in responses[:2]] == [400, 400]
+    assert_problem(responses[2], 429, "rate-limited")

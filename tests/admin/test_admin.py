@@ -1,13 +1,14 @@
 """The operators' Django admin: staff only, every tenant visible, suspension that bites."""
 
 import re
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
 from kernel.tenancy.models import Invitation, Tenant
-from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant
+from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant, make_user
 from tests.helpers import API, ME, assert_problem, client_for, outcome, owner_of
 
 pytestmark = pytest.mark.django_db
@@ -191,3 +192,27 @@ def test_suspending_in_the_change_form_refuses_the_tenants_tokens(
     with outcome():
         assert Tenant.objects.get(pk=alpha.pk).status == Tenant.Status.SUSPENDED
     assert_problem(member.get(ME), 403, "tenant-suspended")
+
+
+def test_operators_passwords_cannot_be_guessed_at_the_admins_sign_in(settings):
+    # A finding of the source review: 60 wrong passwords for a staff account all got 200.
+    settings.LOGIN_FAILURE_LIMIT = 3
+    email = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    make_user(email=email, is_staff=True, is_superuser=True)
+    attacker = Client(REMOTE_ADDR="10.250.0.1")
+
+    guesses = [
+        attacker.post("/admin/login/", {"username": email, "password": f"guess {n}"})
+        for n in range(3)
+    ]
+    right = attacker.post("/admin/login/", {"username": email, "password": DEFAULT_PASSWORD})
+
+    # Then each guess was refused, and after them the right password too, for the lockout
+    assert [r.status_code for r in guesses] == [200, 200, 200]
+    assert right.status_code == 429
+    assert right["Content-Type"] == "application/problem+json"
+    assert int(right["Retry-After"]) >= 1
+    # while the operator signs in from their own address
+    own = Client(REMOTE_ADDR="10.250.0.2")
+    signed_in = own.post("/admin/login/", {"username": email, "password": DEFAULT_PASSWORD})
+    assert signed_in.status_code == 302

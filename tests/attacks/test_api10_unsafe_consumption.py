@@ -7,6 +7,10 @@ redirect of any kind is a failure and is never followed; a body announced as a g
 that never ends, is not read, so the attempt finishes at once; a header block too large is a
 failure, not a crash; and nothing the receiver wrote (body, headers, cookies) is stored in the
 delivery or shown by the API.
+
+The source review's case of the other direction, what we hand to someone else's software (a
+spreadsheet opening our CSV export), is finding 11 of docs/security.md, in
+tests/catalog/test_catalog_export.py.
 """
 
 import socket

@@ -6,6 +6,12 @@ algorithm-confusion attack where a verifier is tricked into using a public key a
 that has expired, or that was logged out, is a 401; a refresh token works once; guessing a
 password locks the guesser out, even once the right password comes; and an API key with a known
 prefix but a wrong secret is a 401 that says no more than any other.
+
+The source review's cases of this category (docs/security.md) are proven where their endpoints
+are: guessing an operator's password at the admin's sign-in (findings 1,
+tests/admin/test_admin.py); guessing the current password through a stolen token's password change
+and locking an owner out from many addresses (7 and 8, tests/accounts/test_login_limits.py); the
+restricted database role lost behind a transaction pooler (4, tests/kernel/test_database_role.py).
 """
 
 import base64

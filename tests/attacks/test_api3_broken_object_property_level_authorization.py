@@ -9,6 +9,11 @@ tests/kernel/test_isolation_matrix.py, over a tenant holding one object of every
 create response, and the people's own endpoints are walked key by key: no key named like a password,
 a hash, a secret, a token hash, a key hash or the internal `seq` appears, except the one-time secret
 in the 201 of its creation (`key` of an API key, `secret` of a webhook endpoint).
+
+The source review's case of this category (docs/security.md, finding 6): catalog data read
+through notifications and webhook deliveries by holders of `notifications.read` or
+`webhooks.manage` alone, in tests/notifications/test_notifications.py and
+tests/notifications/test_webhooks_api.py.
 """
 
 import datetime

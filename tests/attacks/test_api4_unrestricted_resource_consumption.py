@@ -6,6 +6,12 @@ file over its own limit; a tenant past its plan's burst gets 429 with `Retry-Aft
 body nested deeper than the parser can follow (in a request, a cursor or a WebSocket message), or
 attributes nested past their documented depth, are refused as invalid input, never a 500 or a
 dropped socket.
+
+The source review's cases of this category (docs/security.md) are proven where they live: a 60 MB
+body taken in by the WebSocket server before its 413, and 9 MB frames parsed before authentication
+(finding 3, tests/system/test_asgi_server.py); tenant settings nested 458 deep (9,
+tests/accounts/test_tenant_api.py); `/readyz` opening connections for anyone who asks (12,
+tests/kernel/test_health.py).
 """
 
 import asyncio

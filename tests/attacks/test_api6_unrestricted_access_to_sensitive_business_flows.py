@@ -5,6 +5,11 @@ token joins one person once, not after it expired or was revoked, and only with 
 was sent with (an accept body cannot add any, and nobody can invite with more than they hold or
 as an owner unless they are one); signing up, which creates a tenant, is limited per address,
 and a refused signup creates nothing.
+
+The source review's cases of this category (docs/security.md): invitations as an unlimited
+phishing channel, past the member quota, with the tenant's words in our Subject (finding 2,
+tests/accounts/test_invitations.py); signup telling which emails have accounts, unlimited per email
+(12, tests/accounts/test_login_limits.py).
 """
 
 import uuid

@@ -8,6 +8,12 @@ their own: the security headers on API responses, errors and the operational end
 in the test process: CORS grants no origin it was not given and grants the one it was; and with
 DEBUG on, a 404 or an unexpected exception in a tenant view is still a problem document with no
 traceback, setting or SQL in it.
+
+The source review's cases of this category (docs/security.md): the audit log's database functions
+callable by PUBLIC and run as a superuser (finding 10, tests/kernel/test_audit_functions.py);
+`/readyz` telling hosts and errors to anyone (12, tests/kernel/test_health.py); the WebSocket server
+serving the whole API (3, tests/system/test_asgi_server.py); a superuser as the application's
+database role (4, tests/kernel/test_database_role.py).
 """
 
 import json
