@@ -93,10 +93,17 @@ class DatabaseWrapper(PrometheusPostgres):
     def schema_owner(self) -> Iterator[None]:
         """Run as the login role (the schema owner) for migrations and test flushes."""
         self.as_schema_owner = True
+        if self.connection is not None:
+            # Inside a transaction that set the restricted role: back to the login role.
+            with self.connection.cursor() as cursor:
+                cursor.execute("RESET ROLE")
         try:
             yield
         finally:
             self.as_schema_owner = False
+            # What the open transaction carries is unknown now: the next statement applies the
+            # role and the scope again.
+            self._applied_scope = _UNKNOWN
 
     # --- the transaction-local scope -----------------------------------------------------------
     def _set_autocommit(self, autocommit):
