@@ -110,9 +110,12 @@ class DatabaseWrapper(PrometheusPostgres):
         super()._set_autocommit(autocommit)
         # Entering or leaving a transaction: whatever was applied is gone either way.
         self._applied_scope = _NOTHING
-        if not autocommit and not self.as_schema_owner and self.alias != NO_DB_ALIAS:
-            # Apply it first thing, before any savepoint whose rollback would undo it.
-            self._apply_scope(_wanted_scope())
+        wanted = _wanted_scope()
+        if not autocommit and wanted is not None and not self.as_schema_owner:
+            # Apply it first thing, before any savepoint whose rollback would undo it. With no
+            # scope yet (a request authenticates inside its transaction), the first statement
+            # applies the role and whatever scope there is by then: one statement, not two.
+            self._apply_scope(wanted)
 
     # Savepoint statements carry no data, so they never apply the scope: after an error in a
     # nested block the transaction accepts nothing but the ROLLBACK TO that follows.
@@ -170,6 +173,8 @@ class DatabaseWrapper(PrometheusPostgres):
         if self.get_autocommit():
             # A lone statement: give it a transaction of its own to carry the role and the scope.
             with transaction.atomic(using=self.alias):
+                if self._applied_scope != wanted:
+                    self._apply_scope(wanted)
                 return execute(sql, params, many, context)
         # The scope changed inside a transaction (entered, left or switched): follow it.
         self._apply_scope(wanted)
