@@ -6,6 +6,7 @@ from accounts.api.urls import urlpatterns as accounts_urls
 from catalog.api.urls import urlpatterns as catalog_urls
 from kernel import health
 from notifications.api.urls import urlpatterns as notifications_urls
+from webhooks.api.urls import urlpatterns as webhooks_urls
 
 api_v1 = [
     # Django tries the routes in order, and each route tried costs a match: the catalog, which
@@ -14,6 +15,7 @@ api_v1 = [
     *catalog_urls,
     *accounts_urls,
     *notifications_urls,
+    *webhooks_urls,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

@@ -6,15 +6,11 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from kernel import audit
         from kernel.principals import on_access_changed, on_session_revoked
         from notifications import handlers, metrics, realtime
-        from notifications.actions import NotificationsAction
 
-        audit.register_actions(NotificationsAction)
         handlers.register()
         # Open sockets re-check their credential when access changes, and close on logout.
         on_access_changed(realtime.recheck_tenant_sockets)
         on_session_revoked(realtime.disconnect_session)
         metrics.count_channel_layer_drops()
-        from notifications.webhooks import handlers as webhooks  # noqa: F401  (subscribes)

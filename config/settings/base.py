@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "accounts",
     "catalog",
     "notifications",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -219,9 +220,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Webhook tasks go to their own queue (notifications/webhooks/tasks.py); see the README's worker
+# Webhook tasks go to their own queue (webhooks/tasks.py); see the README's worker
 # command. A list, so that other routers can join.
-CELERY_TASK_ROUTES = ["notifications.webhooks.tasks.route_webhook_tasks"]
+CELERY_TASK_ROUTES = ["webhooks.tasks.route_webhook_tasks"]
 # Redis broker: a message a worker took and never acknowledged (it died) goes back to its queue
 # after `visibility_timeout` seconds. Keep that longer than the longest countdown a task is
 # scheduled with (WEBHOOK_RETRY_MAX_DELAY, the breaker's reset), or a waiting message is handed
@@ -315,7 +316,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TenantStatusEnum": "kernel.tenancy.models.Tenant.Status",
         "InvitationStatusEnum": "kernel.tenancy.models.Invitation.Status",
-        "WebhookDeliveryStatusEnum": "notifications.models.webhook.WebhookDelivery.Status",
+        "WebhookDeliveryStatusEnum": "webhooks.models.WebhookDelivery.Status",
         "JobStatusEnum": "catalog.models.Job.Status",
         "JobKindEnum": "catalog.models.Job.Kind",
     },

@@ -1,12 +1,11 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from notifications.api import notifications, webhooks
+from notifications.api import notifications
 
 # Path converters rather than regexes, so that ids are matched (and documented) as UUIDs.
 router = SimpleRouter(use_regex_path=False)
 router.register("notifications", notifications.NotificationViewSet, basename="notification")
-router.register("webhooks", webhooks.WebhookEndpointViewSet, basename="webhook")
 
 urlpatterns = [
     path(

@@ -1,4 +1,3 @@
 from notifications.models.notification import Notification, NotificationPreference
-from notifications.models.webhook import WebhookDelivery, WebhookEndpoint
 
-__all__ = ["Notification", "NotificationPreference", "WebhookDelivery", "WebhookEndpoint"]
+__all__ = ["Notification", "NotificationPreference"]

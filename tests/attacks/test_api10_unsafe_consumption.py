@@ -20,12 +20,12 @@ import time
 import pytest
 
 from kernel.context import tenant_context
-from notifications.models import WebhookDelivery
-from notifications.webhooks import services
 from tests.attacks.support import Tenancy, tenancy
 from tests.helpers import API, outcome
 from tests.notifications.test_webhooks_api import event_for
 from tests.notifications.test_webhooks_delivery import attempt
+from webhooks import services
+from webhooks.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
 

@@ -30,12 +30,13 @@ from accounts.models import ApiKey
 from catalog.models import Category, Product
 from kernel.permissions import Perm
 from kernel.tenancy.models import Invitation, Membership, Role, Tenant
-from notifications.models import NotificationPreference, WebhookEndpoint
+from notifications.models import NotificationPreference
 from tests.attacks.support import Tenancy, make_notification, role_id, tenancy
 from tests.catalog_helpers import make_category, make_product, product_body
 from tests.factories import DEFAULT_PASSWORD, make_member
 from tests.helpers import API, ME, outcome
 from tests.kernel import test_isolation_matrix as matrix
+from webhooks.models import WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 

@@ -16,13 +16,13 @@ from rest_framework.test import APIClient
 
 from kernel.context import tenant_context
 from kernel.permissions import Perm
-from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import services
 from tests.attacks.support import Tenancy, tenancy
 from tests.fixtures.webhook_receiver import Answer, WebhookReceiver
 from tests.helpers import API, error_fields, outcome
 from tests.notifications.test_webhooks_api import PUBLIC_URL, event_for
 from tests.notifications.test_webhooks_delivery import attempt
+from webhooks import services
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("public_webhook_targets_only")]
 

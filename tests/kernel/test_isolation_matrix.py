@@ -35,11 +35,12 @@ from kernel.context import tenant_context
 from kernel.events import Event
 from kernel.permissions import Perm
 from kernel.tenancy.models import AuditEvent, Invitation, Membership, Role
-from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import services as webhook_services
+from notifications.models import Notification
 from tests.catalog_helpers import make_category, make_product
 from tests.factories import make_member, make_role, make_tenant
 from tests.helpers import API, assert_problem, client_for, outcome, owner_of
+from webhooks import services as webhook_services
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 

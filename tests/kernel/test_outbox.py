@@ -21,12 +21,13 @@ from kernel.context import current_tenant_id, tenant_context
 from kernel.events import outbox, publish
 from kernel.models import OutboxEvent
 from kernel.tasks import event_dispatch_task, outbox_relay_task
-from notifications.models import Notification, WebhookDelivery
-from notifications.webhooks import services as webhook_services
+from notifications.models import Notification
 from tests.catalog_helpers import PRODUCTS, published_events
 from tests.factories import make_tenant
 from tests.fixtures.logs import captured_logs
 from tests.helpers import client_for, member_with_role, outcome, owner_of, tasks_run_inline
+from webhooks import services as webhook_services
+from webhooks.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db
 

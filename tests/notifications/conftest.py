@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from notifications.webhooks import ssrf
+from webhooks import ssrf
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ from rest_framework.test import APIClient
 from kernel.context import tenant_context
 from kernel.events import Event
 from kernel.permissions import Perm
-from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import services, ssrf
 from tests.factories import make_role, make_tenant
 from tests.helpers import (
     API,
@@ -26,6 +24,8 @@ from tests.helpers import (
     outcome,
     owner_of,
 )
+from webhooks import services, ssrf
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = [
     pytest.mark.django_db,

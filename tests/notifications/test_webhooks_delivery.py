@@ -23,13 +23,13 @@ from config.celery import app as celery_app
 from kernel.context import tenant_context
 from kernel.events import Event, publish
 from kernel.tasks import event_dispatch_task
-from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import delivery, services, ssrf
-from notifications.webhooks.tasks import webhook_deliver_task, webhook_fan_out_task
 from tests.factories import make_tenant
 from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
 from tests.fixtures.webhook_receiver import Answer, ReceivedRequest, WebhookReceiver
 from tests.helpers import API, client_for, member_with_role, outcome, sent_through_the_broker
+from webhooks import delivery, services, ssrf
+from webhooks.models import WebhookDelivery, WebhookEndpoint
+from webhooks.tasks import webhook_deliver_task, webhook_fan_out_task
 
 WEBHOOKS = f"{API}/webhooks/"
 DOC = Path(django_settings.BASE_DIR) / "docs" / "webhooks.md"

@@ -42,10 +42,11 @@ import httpx
 import pytest
 
 from kernel.context import operator_scope
-from notifications.models import Notification, WebhookDelivery
+from notifications.models import Notification
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.fixtures.servers import LiveServer
 from tests.helpers import owner_of
+from webhooks.models import WebhookDelivery
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,5 +1,5 @@
 """Webhook endpoints and their deliveries over HTTP (`webhooks.manage`). Thin: input shapes here,
-rules in notifications/webhooks/services.py.
+rules in webhooks/services.py.
 
 The endpoint's `secret` is in the 201 answer of its creation and nowhere else, ever.
 """
@@ -28,8 +28,8 @@ from kernel.events.topics import MAX_TOPICS, TOPIC_PATTERN
 from kernel.fields import StrictBooleanField
 from kernel.permissions import Perm
 from kernel.problems import Problem, ProblemType
-from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import selectors, services, ssrf
+from webhooks import selectors, services, ssrf
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 # --- serializers -------------------------------------------------------------------------------
 

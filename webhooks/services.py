@@ -23,10 +23,10 @@ from django.utils import timezone
 from kernel import audit
 from kernel.events import Event
 from kernel.problems import InvalidInput, Problem, ProblemType
-from notifications.actions import NotificationsAction
-from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import breaker, selectors, signing, ssrf
-from notifications.webhooks.delivery import webhook_deliver_task
+from webhooks import breaker, selectors, signing, ssrf
+from webhooks.actions import WebhooksAction
+from webhooks.delivery import webhook_deliver_task
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 UPDATABLE_FIELDS = ("url", "topics", "is_active")
 # A delivery still pending or failed this long after its next attempt was due has no task any
@@ -46,7 +46,7 @@ def webhook_endpoint_create(
         is_active=is_active,
         secret=signing.secret_generate(),
     )
-    _audit(NotificationsAction.WEBHOOK_CREATED, endpoint, audit.created(_audited(endpoint)))
+    _audit(WebhooksAction.WEBHOOK_CREATED, endpoint, audit.created(_audited(endpoint)))
     return endpoint
 
 
@@ -68,7 +68,7 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> Web
     for name, value in changes.items():
         setattr(endpoint, name, value)
     endpoint.save(update_fields=[*changes, "updated_at"])
-    _audit(NotificationsAction.WEBHOOK_UPDATED, endpoint, audit.diff(before, _audited(endpoint)))
+    _audit(WebhooksAction.WEBHOOK_UPDATED, endpoint, audit.diff(before, _audited(endpoint)))
     if fresh_start:
         breaker.reset(endpoint.pk)
         endpoint.refresh_from_db(fields=["consecutive_failures", "circuit_open_until"])
@@ -78,7 +78,7 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> Web
 @transaction.atomic
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     # Its deliveries go with it; a task already queued for one finds nothing and stops.
-    _audit(NotificationsAction.WEBHOOK_DELETED, endpoint, audit.deleted(_audited(endpoint)))
+    _audit(WebhooksAction.WEBHOOK_DELETED, endpoint, audit.deleted(_audited(endpoint)))
     endpoint.delete()
 
 
@@ -186,7 +186,7 @@ def webhook_delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
     delivery.refresh_from_db()
     audit.record(
         tenant_id=delivery.tenant_id,
-        action=NotificationsAction.DELIVERY_REDELIVERED,
+        action=WebhooksAction.DELIVERY_REDELIVERED,
         target_type="webhook_delivery",
         target_id=delivery.pk,
         changes={

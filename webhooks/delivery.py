@@ -28,8 +28,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from notifications.models import WebhookDelivery, WebhookEndpoint
-from notifications.webhooks import breaker, selectors, signing, ssrf
+from webhooks import breaker, selectors, signing, ssrf
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 log = structlog.get_logger(__name__)
 
@@ -253,7 +253,7 @@ def _short(note: str) -> str:
 
 
 # The name queued messages carry (and the webhooks queue's router reads): as it was when the task
-# lived in notifications/webhooks/tasks.py.
+# lived in webhooks/tasks.py.
 @shared_task(
     name="notifications.webhooks.tasks.webhook_deliver_task",
     bind=True,

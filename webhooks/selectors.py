@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 from django.http import Http404
 
-from notifications.models import WebhookDelivery, WebhookEndpoint
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 
 def topic_matches(patterns: Iterable[str], topic: str) -> bool:

@@ -7,8 +7,8 @@ from celery import shared_task
 from django.conf import settings
 
 from kernel.events import Event
-from notifications.webhooks import services
-from notifications.webhooks.delivery import webhook_deliver_task
+from webhooks import services
+from webhooks.delivery import webhook_deliver_task
 
 # Defined beside the attempt it runs (delivery.py); named here so that the worker's autodiscovery
 # of this module registers it.
@@ -21,12 +21,22 @@ def route_webhook_tasks(name: str, args: Any, kwargs: Any, options: Any, **_: An
     A function rather than a fixed mapping, so that the queue is read from the settings when a
     task is sent. A retry goes back to the queue its message came from.
     """
+    # The tasks' names, kept from when webhooks were part of notifications (queued messages
+    # carry them).
     if name.startswith("notifications.webhooks."):
         return {"queue": settings.WEBHOOKS_QUEUE}
     return None
 
 
-@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=8)
+# The name queued messages carry (and the queue's router reads): as it was when webhooks were part
+# of notifications.
+@shared_task(
+    name="notifications.webhooks.tasks.webhook_fan_out_task",
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=8,
+)
 def webhook_fan_out_task(*, event: dict[str, Any]) -> int:
     """The deliveries of one event, in its tenant (it travels with the task). Idempotent."""
     return len(services.webhook_deliveries_create_for_event(event=Event.from_message(event)))

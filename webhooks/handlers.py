@@ -1,12 +1,12 @@
 """Every domain event of a tenant is offered to its webhook endpoints.
 
-Subscribed on import, from notifications.apps.NotificationsConfig.ready(). The handler only queues
+Subscribed by `register()`, from WebhooksConfig.ready(). The handler only queues
 the fan-out as a task of its own, which is retried on failure: kernel.events logs and moves past a
 handler that raises, and a fan-out lost that way would be deliveries lost.
 """
 
 from kernel import events
-from notifications.webhooks.tasks import webhook_fan_out_task
+from webhooks.tasks import webhook_fan_out_task
 
 
 def queue_webhook_fan_out(event: events.Event) -> None:
@@ -15,4 +15,5 @@ def queue_webhook_fan_out(event: events.Event) -> None:
     webhook_fan_out_task.delay(event=event.as_message())
 
 
-events.subscribe("*", queue_webhook_fan_out)
+def register() -> None:
+    events.subscribe("*", queue_webhook_fan_out)

@@ -33,7 +33,7 @@ class WebhookEndpoint(TenantOwnedModel):
     # (docs/webhooks.md, "Secrets").
     secret = models.CharField(max_length=128, editable=False)
     is_active = models.BooleanField(default=True)
-    # The circuit breaker (notifications/webhooks/breaker.py) lives on the row: every worker
+    # The circuit breaker (webhooks/breaker.py) lives on the row: every worker
     # sees the same state, and the change from open to probing is one conditional UPDATE.
     consecutive_failures = models.PositiveIntegerField(default=0)
     circuit_open_until = models.DateTimeField(null=True, blank=True)
@@ -43,6 +43,8 @@ class WebhookEndpoint(TenantOwnedModel):
     objects = TenantScopedManager.from_queryset(WebhookEndpointQuerySet)()
 
     class Meta(TenantOwnedModel.Meta):
+        # The table it had when webhooks were part of notifications.
+        db_table = "notifications_webhookendpoint"
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["tenant", "created_at", "id"], name="webhook_endpoint_created"),
@@ -95,6 +97,7 @@ class WebhookDelivery(TenantOwnedModel):
     objects = TenantScopedManager.from_queryset(WebhookDeliveryQuerySet)()
 
     class Meta(TenantOwnedModel.Meta):
+        db_table = "notifications_webhookdelivery"
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from notifications.models import WebhookEndpoint
+from webhooks.models import WebhookEndpoint
 
 
 @dataclass(frozen=True, slots=True)
