@@ -57,12 +57,13 @@ EPOCH_KEY = "access-epoch"
 
 
 def _snapshot_key(user_id: uuid.UUID) -> str:
-    # 2: the tenant's settings travel as JSON text (`tenant_snapshot`); older snapshots are
-    # simply not found, and expire.
-    return f"principal:2:{user_id}"
+    # 3: the tenant's settings travel as JSON text (`tenant_snapshot`), the user's date_joined
+    # too; older snapshots are simply not found, and expire.
+    return f"principal:3:{user_id}"
 
 
 _TENANT_FIELDS = ("id", "name", "slug", "status", "created_at", "deleted_at")
+_USER_FIELDS = ("id", "email", "name", "is_active", "date_joined")
 
 
 def tenant_snapshot(tenant: Tenant) -> dict[str, Any]:
@@ -268,12 +269,9 @@ def _from_database(user_id: uuid.UUID, *, epoch, store: bool) -> Resolved:
     snapshot = {
         "epoch": epoch,
         "membership_id": membership.id,
-        "user": {
-            "id": membership.user.id,
-            "email": membership.user.email,
-            "name": membership.user.name,
-            "is_active": membership.user.is_active,
-        },
+        # Every field of the user that a request reads (the checks, `/auth/me`): a field left out
+        # would come back as the model's default, not the row's.
+        "user": {field: getattr(membership.user, field) for field in _USER_FIELDS},
         "password_digest": get_md5_hash_password(membership.user.password),
         **tenant_snapshot(membership.tenant),
         "roles": sorted(name for name, _ in roles),

@@ -1,7 +1,9 @@
+import uuid
 from typing import Any
 
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt import serializers as jwt_serializers
@@ -109,7 +111,12 @@ class TokenObtainSerializer(serializers.Serializer):
         max_length=128, write_only=True, style={"input_type": "password"}
     )
     tenant = serializers.SlugField(
-        max_length=63, required=False, write_only=True, trim_whitespace=False
+        max_length=63,
+        required=False,
+        write_only=True,
+        trim_whitespace=False,
+        help_text="The tenant to sign in to, by its slug or its id; needed when you belong to "
+        "several.",
     )
 
     def validate(self, attrs):
@@ -123,7 +130,7 @@ class TokenObtainSerializer(serializers.Serializer):
                 user=user, tenant__deleted_at__isnull=True
             )
             if "tenant" in attrs:
-                memberships = memberships.filter(tenant__slug=attrs["tenant"])
+                memberships = memberships.filter(_tenant_named(attrs["tenant"]))
             candidates = list(memberships[:2])
         if not candidates:
             raise exceptions.AuthenticationFailed(BAD_CREDENTIALS)
@@ -135,6 +142,14 @@ class TokenObtainSerializer(serializers.Serializer):
         if not tenant.is_active:
             raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
         return issue_tokens(user=user, tenant=tenant)
+
+
+def _tenant_named(value: str) -> Q:
+    """A membership's tenant by its slug, or by its id (a slug is never a UUID's shape)."""
+    try:
+        return Q(tenant__id=uuid.UUID(value))
+    except ValueError:
+        return Q(tenant__slug=value)
 
 
 class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):

@@ -7,9 +7,11 @@ from datetime import timedelta
 import jwt
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core import mail
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.api.serializers import TenantSummarySerializer, UserSerializer
 from kernel.context import operator_scope
 from kernel.tenancy.models import Membership, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
@@ -65,7 +67,8 @@ def test_signup_creates_user_and_tenant_and_signs_in(api_client):
     )
     assert response.status_code == 201, response.content
     body = response.json()
-    assert response["Location"]
+    # Absolute, as every other Location of the API
+    assert response["Location"] == "http://testserver/api/v1/auth/me/"
     assert body["user"]["email"] == "founder@example.com"
     assert body["tenant"]["slug"] == "fresh-co"
     assert body["tenant"]["plan"] == "free"
@@ -361,3 +364,59 @@ def test_password_reset_is_single_use(
     assert api_client.post(confirm, body, format="json").status_code == 204
     assert api_client.post(confirm, body, format="json").status_code == 400
     sign_in(api_client, "owner@example.com", password="fresh start 2026 !")
+
+
+# --- what the cached principal rebuilds ------------------------------------------------------
+
+LONG_AGO = "2020-02-03T04:05:06Z"
+
+
+@pytest.fixture
+def me_twice(api_client):
+    """`/auth/me` of a person who joined long ago, before and after the principal is cached,
+    with the rows it speaks of."""
+    user = make_user(email="joined-long-ago@example.com", name="Ada")
+    get_user_model().objects.filter(pk=user.pk).update(date_joined=LONG_AGO)
+    tenant = make_tenant(owner=user)
+    api_client.credentials(**bearer(sign_in(api_client, user.email, tenant.slug)["access"]))
+    first, second = api_client.get(ME).json(), api_client.get(ME).json()
+    user_row = UserSerializer(get_user_model().objects.get(pk=user.pk)).data
+    with operator_scope("test: the tenant's row"):
+        tenant_row = TenantSummarySerializer(Tenant.objects.get(pk=tenant.pk)).data
+    return first, second, user_row, tenant_row
+
+
+@pytest.mark.parametrize("field", ["id", "email", "name", "date_joined"])
+def test_the_cached_principal_rebuilds_each_field_of_the_user_as_the_row_has_it(me_twice, field):
+    # A bug a new user met: date_joined came back as the time of the request.
+    first, second, user_row, _ = me_twice
+
+    assert first["user"][field] == second["user"][field] == user_row[field]
+
+
+@pytest.mark.parametrize("field", ["id", "name", "slug", "status", "plan", "created_at"])
+def test_the_cached_principal_rebuilds_each_field_of_the_tenant_as_the_row_has_it(me_twice, field):
+    first, second, _, tenant_row = me_twice
+
+    assert first["tenant"][field] == second["tenant"][field] == tenant_row[field]
+
+
+def test_the_tenant_to_sign_in_to_is_named_by_its_slug_or_its_id(api_client):
+    # A first-hour finding: the tenant's id answered "No active account found".
+    user = make_user(email="two-tenants@example.com")
+    first, second = make_tenant(owner=user), make_tenant(owner=user)
+
+    by_id = api_client.post(
+        TOKEN,
+        {"email": user.email, "password": DEFAULT_PASSWORD, "tenant": str(second.id)},
+        format="json",
+    )
+    by_slug = api_client.post(
+        TOKEN,
+        {"email": user.email, "password": DEFAULT_PASSWORD, "tenant": first.slug},
+        format="json",
+    )
+
+    assert by_id.status_code == 200, by_id.content
+    assert AccessToken(by_id.json()["access"])["tenant_id"] == str(second.id)
+    assert AccessToken(by_slug.json()["access"])["tenant_id"] == str(first.id)
