@@ -19,6 +19,16 @@ def permits(principal: Principal, permission: str | None) -> bool:
     return permission is None or principal.has_permission(permission)
 
 
+def admit_permission(principal: Principal, permission: str | None) -> None:
+    """Return if `principal` holds `permission`; else the 403 problem that names it."""
+    if not permits(principal, permission):
+        raise Problem(
+            ProblemType.PERMISSION_DENIED,
+            detail=f"This action needs {permission}.",
+            extra={"required_permission": permission},
+        )
+
+
 def admit(principal: Principal, *, permission: str | None, request: Any = None) -> None:
     """Return if the request may go on; raise the problem its caller gets otherwise: 403
     `tenant-suspended`, 429 `rate-limited` (when there is an HTTP `request` to count), 403
@@ -27,5 +37,4 @@ def admit(principal: Principal, *, permission: str | None, request: Any = None) 
         raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
     if request is not None:
         ratelimit.limit_api_request(request)
-    if not permits(principal, permission):
-        raise Problem(ProblemType.PERMISSION_DENIED, detail=f"{permission} is required.")
+    admit_permission(principal, permission)

@@ -18,6 +18,12 @@ from kernel.validators import validate_json_object
 class TenantRoleField(serializers.PrimaryKeyRelatedField):
     """A role of the caller's tenant, by id. Another tenant's role id is simply unknown."""
 
+    # In the words a category's field uses (catalog/inputs.py): one wording everywhere.
+    default_error_messages = {
+        "does_not_exist": 'Role "{pk_value}" does not exist.',
+        "incorrect_type": "Expected a role id (a UUID), got {data_type}.",
+    }
+
     def __init__(self, **kwargs):
         kwargs.setdefault("pk_field", serializers.UUIDField())
         super().__init__(**kwargs)

@@ -15,6 +15,7 @@ from django.utils.http import urlsafe_base64_decode
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenError
 from rest_framework_simplejwt.state import token_backend
@@ -96,9 +97,9 @@ class SignupView(PublicAPIView):
         serializer.is_valid(raise_exception=True)
         user, tenant, tokens = services.signup(**serializer.validated_data)
         body = s.SignupResponseSerializer({"user": user, "tenant": tenant, **tokens}).data
-        return Response(
-            body, status=status.HTTP_201_CREATED, headers={"Location": "/api/v1/auth/me/"}
-        )
+        # Absolute, as every other Location the API sends.
+        location = reverse("auth-me", request=request)
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
 
 
 class TokenObtainView(PublicLimitsMixin, TokenObtainPairView):

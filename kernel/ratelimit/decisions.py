@@ -52,11 +52,15 @@ class Decision:
 UNCHECKED_DECISION = Decision(allowed=True, checked=False)
 
 
+def _seconds(count: int) -> str:
+    return "1 second" if count == 1 else f"{count} seconds"
+
+
 def rate_limited(decision: Decision) -> Problem:
     reason = f" ({decision.refused_by})" if decision.refused_by else ""
     return Problem(
         ProblemType.RATE_LIMITED,
-        detail=f"Too many requests{reason}; retry in {decision.retry_after} seconds.",
+        detail=f"Too many requests{reason}; retry in {_seconds(decision.retry_after)}.",
         headers={RETRY_AFTER_HEADER: str(decision.retry_after)},
     )
 

@@ -229,11 +229,13 @@ def test_bad_input_is_a_field_error(tenant, admin_client, body, field):
 
 
 def test_another_tenants_role_cannot_be_offered(tenant, admin_client):
-    response = admin_client.post(
-        INVITATIONS, {"email": "a@example.com", "roles": [role_id(make_tenant(), "viewer")]}
-    )
+    foreign = role_id(make_tenant(), "viewer")
+    response = admin_client.post(INVITATIONS, {"email": "a@example.com", "roles": [foreign]})
 
     assert error_fields(response) == {"roles"}
+    # In the words every field of an id uses (a foreign category says the same)
+    (error,) = response.json()["errors"]
+    assert error["message"] == f'Role "{foreign}" does not exist.'
 
 
 def test_inviting_a_member_is_a_conflict(tenant, admin_client):

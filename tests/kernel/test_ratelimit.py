@@ -432,3 +432,20 @@ def test_with_redis_stopped_writes_follow_the_fail_open_setting(
         names = set(Role.objects.filter(tenant=tenant).values_list("name", flat=True))
     assert "made-while-open" in names
     assert "made-while-closed" not in names
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("per_minute", "wait"), [(60, "retry in 1 second."), (20, "retry in 3 seconds.")]
+)
+def test_the_refusal_says_how_long_to_wait_in_proper_english(settings, per_minute, wait):
+    # A first-hour finding: "retry in 1 seconds".
+    settings.RATELIMIT_CREDENTIAL_SHARE = 1
+    tenant = tenant_on_plan(make_plan(burst=1, per_minute=per_minute))
+    member = client_for(owner_of(tenant), tenant)
+
+    member.get(ME)
+    refused = member.get(ME)
+
+    assert_rate_limited(refused)
+    assert refused.json()["detail"].endswith(wait), refused.json()["detail"]

@@ -8,7 +8,7 @@ from kernel.api.base import TenantAPIView, TenantViewSet
 from kernel.context import operator_scope
 from kernel.tenancy.models import Role
 from tests.factories import make_role, make_tenant
-from tests.helpers import API, assert_problem, client_for, owner_of
+from tests.helpers import API, assert_problem, client_for, member_with_role, owner_of
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.kernel.scoping_views")]
 
@@ -63,3 +63,15 @@ def test_the_object_hatch_answers_instead_of_the_scoped_look_up():
 
     assert response.status_code == 200, response.content
     assert response.json()["name"] == "owner"
+
+
+def test_a_missing_permission_is_named_in_the_403():
+    # A first-hour finding: the 403 did not say which permission was missing.
+    alpha = make_tenant(name="Alpha")
+    viewer = client_for(member_with_role(alpha, "viewer"), alpha)
+
+    response = viewer.post(f"{API}/products/", {"sku": "X-1"}, format="json")
+
+    body = assert_problem(response, 403, "permission-denied")
+    assert body["detail"] == "This action needs catalog.write."
+    assert body["required_permission"] == "catalog.write"
