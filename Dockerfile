@@ -8,11 +8,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=config.settings.production
 
 WORKDIR /app
-RUN pip install --no-cache-dir uv
+RUN pip install --no-cache-dir uv==0.13.9
 COPY requirements/base.txt requirements/base.txt
 RUN uv pip install --system --no-cache --require-hashes -r requirements/base.txt
 
 COPY . .
+# The static files collected into the image, for a proxy in front of it to serve (or SERVE_STATIC).
+RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost python manage.py collectstatic --no-input -v 0
 RUN useradd --system --uid 10001 --home /app app && mkdir -p /app/var && chown app /app/var
 USER app
 

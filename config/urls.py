@@ -29,6 +29,7 @@ urlpatterns = [
     # URL-path versioning: DRF reads `version`; ALLOWED_VERSIONS limits it to v1, and anything
     # else matches no route, so it is a 404 problem. First: it takes most of the requests.
     re_path(r"^api/(?P<version>v1)/", include(api_v1)),
+    path("", health.index, name="index"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),

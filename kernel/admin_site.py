@@ -24,6 +24,8 @@ class OperatorAdminSite(admin.AdminSite):
     site_header = "Tenant API operations"
     site_title = "Tenant API operations"
     index_title = "Tenants, members and plans"
+    # "View site": the API's documentation, what there is to see of the site.
+    site_url = "/api/v1/docs/"
 
     def admin_view(self, view, cacheable=False):
         def view_in_operator_scope(request, *args, **kwargs):

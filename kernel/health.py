@@ -1,4 +1,5 @@
-"""Operational endpoints outside the API version: /healthz, /readyz and /metrics.
+"""Operational endpoints outside the API version: /healthz, /readyz and /metrics, and `/`, which
+says where everything is.
 
 Plain Django views with no authentication, so that probes and Prometheus need no credentials and
 none of DRF's machinery runs. None of them is cacheable: a cached "ok" would hide an outage.
@@ -227,6 +228,27 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         ProblemType.SERVICE_UNAVAILABLE,
         detail=f"Not ready: {', '.join(down)} down.",
         extra={"checks": checks},
+    )
+
+
+# --- The root -----------------------------------------------------------------------------------
+
+
+@never_cache
+@require_safe
+def index(request: HttpRequest) -> JsonResponse:
+    """`/`: where things are, for whoever opens the server's address first."""
+    return JsonResponse(
+        {
+            "name": "Tenant API",
+            "api": "/api/v1/",
+            "docs": "/api/v1/docs/",
+            "schema": "/api/v1/schema/",
+            "health": "/healthz",
+            "readiness": "/readyz",
+            "admin": "/admin/",
+            "websocket": "/ws/v1/notifications/",
+        }
     )
 
 

@@ -1,6 +1,6 @@
 """Bulk work over HTTP: the product import (a job), the jobs themselves, and the CSV export.
 
-Thin: the file checks and the import are in catalog/imports.py, the export in catalog/exports.py.
+Thin: the file checks and the import are in catalog/imports/, the export in catalog/exports.py.
 """
 
 from typing import Any

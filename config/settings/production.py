@@ -21,9 +21,11 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-SESSION_COOKIE_SECURE = True
+# Cookies over HTTPS only. `SECURE_COOKIES=false` is for a stack served over plain HTTP on the
+# machine it runs on (docker compose on localhost); `check --deploy` warns about it, rightly.
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=True)
 SESSION_COOKIE_HTTPONLY = True
-CSRF_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SERVE_STATIC = env.bool("SERVE_STATIC", default=False)
 # The ASGI server is the WebSocket server: the API is gunicorn's (docs/serving.md).

@@ -216,3 +216,11 @@ def test_operators_passwords_cannot_be_guessed_at_the_admins_sign_in(settings):
     own = Client(REMOTE_ADDR="10.250.0.2")
     signed_in = own.post("/admin/login/", {"username": email, "password": DEFAULT_PASSWORD})
     assert signed_in.status_code == 302
+
+
+def test_view_site_leads_to_the_api_documentation(operator_client):
+    # A first-hour finding: "View site" led to `/`, a 404.
+    page = operator_client.get("/admin/").content.decode()
+
+    assert 'href="/api/v1/docs/"' in page
+    assert operator_client.get("/api/v1/docs/").status_code == 200

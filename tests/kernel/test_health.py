@@ -188,3 +188,16 @@ def test_readyz_runs_its_checks_at_most_once_in_its_window(client, settings):
     assert (first.status_code, within.status_code) == (200, 200)
     assert within.json() == first.json()
     assert after.status_code == 503
+
+
+@pytest.mark.django_db
+def test_the_root_says_where_things_are(client):
+    # A first-hour finding: `/` was a 404 problem.
+    response = client.get("/")
+
+    assert response.status_code == 200
+    body = response.json()
+    for name in ("docs", "schema", "health", "readiness", "admin"):
+        assert client.get(body[name]).status_code in (200, 302), name
+    assert body["websocket"] == "/ws/v1/notifications/"
+    assert_not_cacheable(response)
