@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from accounts import pages
 from accounts.api.urls import urlpatterns as accounts_urls
 from catalog.api.urls import urlpatterns as catalog_urls
 from kernel import health
@@ -30,6 +31,8 @@ urlpatterns = [
     # else matches no route, so it is a 404 problem. First: it takes most of the requests.
     re_path(r"^api/(?P<version>v1)/", include(api_v1)),
     path("", health.index, name="index"),
+    # The link of an invitation email (INVITATION_ACCEPT_URL).
+    path("accept-invitation", pages.accept_invitation, name="accept-invitation"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),

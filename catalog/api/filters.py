@@ -8,7 +8,7 @@ unknown ones) share one entry.
 
 import datetime
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -119,23 +119,32 @@ def product_list_query(request: HttpRequest, *, page_size: int) -> tuple[ListQue
 @functools.lru_cache(maxsize=QUERY_MEMORY_SIZE)
 def _product_list_query(query_string: str, page_size: int) -> tuple[ListQuery, ProductFilters]:
     params = QueryDict(query_string)
-    filters = _validated(ProductFilterSet, params)
+    errors: dict[str, list] = {}
+    filters = _collected(errors, lambda: _validated(ProductFilterSet, params)) or {}
     if filters.get("updated_since") is not None:
-        filters["updated_since"] = _in_utc(filters["updated_since"], "updated_since")
+        filters["updated_since"] = _collected(
+            errors, lambda: _in_utc(filters["updated_since"], "updated_since")
+        )
     if (
         filters.get("price_min") is not None
         and filters.get("price_max") is not None
         and filters["price_min"] > filters["price_max"]
     ):
-        raise ValidationError({"price_max": ["Must not be below price_min."]})
+        errors["price_max"] = ["Must not be below price_min."]
     if filters.get("search") is not None and not filters["search"].strip():
         filters["search"] = None
+    ordering = _collected(
+        errors, lambda: ordering_param(params, PRODUCT_ORDERINGS, DEFAULT_PRODUCT_ORDERING)
+    )
+    fields = _collected(errors, lambda: fields_param(params, PRODUCT_FIELDS))
+    if errors:
+        raise ValidationError(errors)
     query = ListQuery(
         filters=MappingProxyType(
             {name: value for name, value in filters.items() if value not in (None, "")}
         ),
-        ordering=ordering_param(params, PRODUCT_ORDERINGS, DEFAULT_PRODUCT_ORDERING),
-        fields=fields_param(params, PRODUCT_FIELDS),
+        ordering=ordering,
+        fields=fields,
         page_size=page_size,
         cursor=params.get("cursor", ""),
     )
@@ -150,16 +159,47 @@ def category_list_query(request: HttpRequest, *, page_size: int) -> ListQuery:
 @functools.lru_cache(maxsize=QUERY_MEMORY_SIZE)
 def _category_list_query(query_string: str, page_size: int) -> ListQuery:
     params = QueryDict(query_string)
-    filters = _validated(CategoryFilterSet, params)
+    errors: dict[str, list] = {}
+    filters = _collected(errors, lambda: _validated(CategoryFilterSet, params)) or {}
+    ordering = _collected(
+        errors, lambda: ordering_param(params, CATEGORY_ORDERINGS, DEFAULT_CATEGORY_ORDERING)
+    )
+    fields = _collected(errors, lambda: fields_param(params, CATEGORY_FIELDS))
+    if errors:
+        raise ValidationError(errors)
     return ListQuery(
         filters=MappingProxyType(
             {name: value for name, value in filters.items() if value is not None}
         ),
-        ordering=ordering_param(params, CATEGORY_ORDERINGS, DEFAULT_CATEGORY_ORDERING),
-        fields=fields_param(params, CATEGORY_FIELDS),
+        ordering=ordering,
+        fields=fields,
         page_size=page_size,
         cursor=params.get("cursor", ""),
     )
+
+
+def paged(request: HttpRequest, paginator: Any, list_query: Callable[..., Any]) -> Any:
+    """`list_query(request, page_size=…)` with the page size the paginator reads, or one 400
+    naming every parameter that is wrong, the page size among them."""
+    errors: dict[str, list] = {}
+    page_size = _collected(errors, lambda: paginator.get_page_size(request))
+    found = _collected(
+        errors, lambda: list_query(request, page_size=page_size or paginator.page_size)
+    )
+    if errors:
+        raise ValidationError(errors)
+    return found
+
+
+def _collected(errors: dict[str, list], step: Callable[[], Any]) -> Any:
+    """What `step` returns, or None with its field errors added to `errors`: every parameter of
+    a list is checked, and the 400 names every one that is wrong at once."""
+    try:
+        return step()
+    except ValidationError as exc:
+        for name, messages in exc.detail.items():
+            errors.setdefault(name, []).extend(messages)
+        return None
 
 
 def ordering_param(params: QueryDict, allowed: Sequence[str], default: str) -> str:
@@ -225,18 +265,19 @@ def _validated(filterset_class: type[django_filters.FilterSet], params: QueryDic
         for name in filterset_class.base_filters
         if params.get(name) == ""
     }
-    if blank:
-        raise ValidationError(blank)
     form = _form_class(filterset_class)(params)
-    if not form.is_valid():
+    if not form.is_valid() or blank:
         raise ValidationError(
             {
-                name: [
-                    ErrorDetail(message, code=error.code or "invalid")
-                    for error in errors
-                    for message in error.messages
-                ]
-                for name, errors in form.errors.as_data().items()
+                **{
+                    name: [
+                        ErrorDetail(message, code=error.code or "invalid")
+                        for error in errors
+                        for message in error.messages
+                    ]
+                    for name, errors in form.errors.as_data().items()
+                },
+                **blank,
             }
         )
     return dict(form.cleaned_data)

@@ -186,9 +186,7 @@ class ProductViewSet(TenantViewSet):
         responses={200: s.ProductSerializer(many=True), **NOT_MODIFIED},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any):
-        query, product_filters = filters.product_list_query(
-            request, page_size=self.paginator.get_page_size(request)
-        )
+        query, product_filters = filters.paged(request, self.paginator, filters.product_list_query)
 
         def compute() -> CachedResponse:
             queryset = selectors.product_list(filters=product_filters, ordering=query.ordering)
@@ -326,9 +324,7 @@ class CategoryViewSet(TenantViewSet):
         responses={200: s.CategorySerializer(many=True), **NOT_MODIFIED},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any):
-        query = filters.category_list_query(
-            request, page_size=self.paginator.get_page_size(request)
-        )
+        query = filters.paged(request, self.paginator, filters.category_list_query)
 
         def compute() -> CachedResponse:
             queryset = selectors.category_list(

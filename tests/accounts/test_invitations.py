@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -544,3 +545,45 @@ def test_another_tenants_invitation_is_not_found(tenant, admin_client):
     assert "theirs@example.com" not in {
         i["email"] for i in admin_client.get(INVITATIONS).json()["results"]
     }
+
+
+# --- the link in the email ---------------------------------------------------------------------
+
+
+def test_the_link_the_email_carries_opens_a_page_that_accepts(tenant, invite):
+    # A first-hour finding: the email linked to a 404.
+    invite("linked@example.com")
+    (message,) = mail.outbox
+    link = re.search(r"(https?://\S+/accept-invitation\?token=\S+)", message.body).group(1)
+    path = link.split("//", 1)[1].split("/", 1)[1]
+    browser = Client(enforce_csrf_checks=True)
+
+    page = browser.get(f"/{path}")
+    assert page.status_code == 200
+    assert page["X-Frame-Options"] == "DENY"
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    token = re.search(r'name="token" value="([^"]+)"', page.content.decode()).group(1)
+    accepted = browser.post(
+        "/accept-invitation",
+        {
+            "csrfmiddlewaretoken": csrf.group(1),
+            "token": token,
+            "name": "Linked",
+            "password": NEW_PASSWORD,
+        },
+    )
+
+    assert accepted.status_code == 200, accepted.content.decode()[:500]
+    assert "You joined the team" in accepted.content.decode()
+    assert "linked@example.com" in member_emails(tenant)
+
+
+def test_the_page_says_why_when_the_token_is_wrong(tenant):
+    browser = Client()
+
+    refused = browser.post("/accept-invitation", {"token": "nope", "password": NEW_PASSWORD})
+
+    assert refused.status_code == 200  # the form again, saying why
+    assert "The invitation is invalid, expired, revoked or already used." in (
+        refused.content.decode()
+    )

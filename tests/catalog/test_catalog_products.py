@@ -789,3 +789,19 @@ def test_the_admin_lists_products_of_every_tenant_filterable_by_tenant(tenant, s
     assert b"Theirs" in everything.content
     assert b"Theirs" in filtered.content
     assert b"Ours" not in filtered.content
+
+
+def test_every_bad_query_parameter_is_named_at_once(editor):
+    # A first-hour finding: ordering and fields errors came only once the others were fixed.
+    response = editor.get(
+        PRODUCTS,
+        {
+            "price_min": "cheap",
+            "in_stock": "yes please",
+            "ordering": "secret_column",
+            "fields": "id,password",
+            "page_size": "lots",
+        },
+    )
+
+    assert error_fields(response) == {"price_min", "in_stock", "ordering", "fields", "page_size"}
