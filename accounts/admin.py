@@ -17,6 +17,8 @@ from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreation
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.contrib.auth.models import Group
 from django.db import transaction
+from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from accounts import services
 from accounts.models import ApiKey
@@ -150,3 +152,14 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             services.api_key_revoke(tenant=api_key.tenant, api_key=api_key)
             revoked += 1
         self.message_user(request, f"{revoked} API key(s) revoked.", messages.SUCCESS)
+
+
+class BlacklistedTokenAdminWithoutAdd(BlacklistedTokenAdmin):
+    """Refresh tokens are blacklisted by logouts and rotations, never by hand: no "Add"."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+admin.site.unregister(BlacklistedToken)
+admin.site.register(BlacklistedToken, BlacklistedTokenAdminWithoutAdd)

@@ -10,6 +10,7 @@ Both logs are read-only here as everywhere.
 """
 
 from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from kernel import tenants as services
 from kernel.tenancy.models import (
@@ -62,6 +63,15 @@ class TenantAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "created_at", "deleted_at"]
     fields = ["id", "name", "slug", "status", "plan", "settings", "created_at", "deleted_at"]
     inlines = [MembershipInline]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "plan" and formfield is not None:
+            # A plan is deleted from its own page, where what depends on it is shown; not from
+            # a tenant's form, where the icon would offer to delete the plan of many tenants.
+            formfield.widget.can_delete_related = False
+        return formfield
+
     actions = ["suspend", "reactivate"]
 
     def has_delete_permission(self, request, obj=None) -> bool:
@@ -155,19 +165,38 @@ class InvitationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: no add, change or delete, and so no delete action either."""
 
-    list_display = ["created_at", "tenant", "action", "actor_type", "actor_label", "target_type"]
+    list_display = ["created_at", "tenant", "action", "actor_type", "actor", "target_type"]
     list_filter = ["actor_type", "tenant"]
     search_fields = ["action", "actor_label", "target_id", "request_id", "tenant__slug"]
     list_select_related = ["tenant"]
     show_full_result_count = False
+
+    @admin.display(description="actor", ordering="actor_label")
+    def actor(self, event: AuditEvent) -> str:
+        return short_with_title(event.actor_label)
 
 
 @admin.register(PlatformAuditEvent)
 class PlatformAuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Operators' changes to plans and users: read and filter, never add, change or delete."""
 
-    list_display = ["created_at", "action", "actor_type", "actor_label", "target_type", "target_id"]
+    list_display = ["created_at", "action", "actor_type", "actor", "target_type", "target_id"]
     list_filter = ["actor_type", "target_type", "action"]
     search_fields = ["action", "actor_label", "target_id", "request_id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+
+    @admin.display(description="actor", ordering="actor_label")
+    def actor(self, event: PlatformAuditEvent) -> str:
+        return short_with_title(event.actor_label)
+
+
+ACTOR_SHOWN = 40
+
+
+def short_with_title(label: str) -> str:
+    """A label of at most ACTOR_SHOWN characters in a list's column, the whole of it on hover:
+    a long one (an operator's email and agent) would widen the column past the page."""
+    if len(label) <= ACTOR_SHOWN:
+        return label
+    return format_html('<span title="{}">{}…</span>', label, label[: ACTOR_SHOWN - 1])

@@ -167,6 +167,10 @@ class Membership(TenantOwnedModel):
         ]
 
     def __str__(self) -> str:
+        # The member's email when the user is at hand (the admin's inline loads it), never a
+        # query of its own; ids otherwise.
+        if "user" in self._state.fields_cache:
+            return self.user.email
         return f"{self.user_id}@{self.tenant_id}"
 
 
