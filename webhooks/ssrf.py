@@ -52,8 +52,12 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 
 # One answer for a name that does not resolve and for one that resolves to an address we refuse,
 # without the address: anything more precise would let a tenant map our internal DNS (which names
-# exist in it, and where they point) through error messages.
-NOT_PUBLIC = "The URL's host must resolve to public internet addresses only."
+# exist in it, and where they point) through error messages. It names both causes, so that a
+# mistyped host name is still the first thing a tenant checks.
+NOT_PUBLIC = (
+    "The URL's host does not resolve, or resolves to an address that is not public: "
+    "it must resolve to public internet addresses only."
+)
 
 
 class UnsafeTarget(ValueError):

@@ -478,6 +478,7 @@ def test_a_name_is_judged_by_every_address_it_resolves_to(admin_client, fake_dns
     # One answer whatever the addresses, naming none: no map of our internal DNS for tenants
     (error,) = response.json()["errors"]
     assert error["message"] == ssrf.NOT_PUBLIC
+    assert "does not resolve, or resolves to an address that is not public" in error["message"]
 
 
 @pytest.mark.parametrize(
