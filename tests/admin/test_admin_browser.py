@@ -122,12 +122,7 @@ def test_an_operator_suspends_a_tenant_in_the_browser(browser, admin_server, tmp
         assert http.get(ME, headers={"Authorization": f"Bearer {alpha_token}"}).status_code == 200
 
         # When the operator logs in to the admin
-        browser.get(f"{admin_server.url}/admin/")
-        wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "id_username")))
-        browser.find_element(By.ID, "id_username").send_keys(operator.email)
-        browser.find_element(By.ID, "id_password").send_keys(DEFAULT_PASSWORD)
-        browser.find_element(By.CSS_SELECTOR, 'input[type="submit"], button[type="submit"]').click()
-        wait(browser).until(expected_conditions.presence_of_element_located((By.ID, "user-tools")))
+        sign_in_to_the_admin(browser, admin_server, operator)
 
         # ...opens the tenants list, selects Alpha and runs "Suspend"
         browser.get(f"{admin_server.url}/admin/tenants/tenant/")
