@@ -12,8 +12,9 @@ run in threads of their own that the probe can stop waiting for.
 /readyz is public and unauthenticated, so it tells the public statuses only: why a check failed
 (an exception's text may name hosts and addresses) and how long each took are for the callers
 that may read the metrics (loopback, METRICS_ALLOWED_IPS, the metrics token). And a process runs
-the checks at most once per READINESS_CACHE_SECONDS, whoever asks how often: a flood of probes
-costs no more database connections than one.
+the checks at most once per READINESS_CACHE_SECONDS, whoever asks how often: past the probes that
+arrive while the first round is still running (at most a few per check, `_MAX_CHECKS_IN_FLIGHT`),
+a flood of probes costs no more database connections than one.
 """
 
 import asyncio
@@ -197,15 +198,18 @@ async def _run_check(check: Callable[[], Awaitable[Any]]) -> CheckResult:
 
 
 # The last results of this process, and when they were taken (time.monotonic()).
-_last_results: tuple[float, list[CheckResult]] | None = None
+_last_results: tuple[float, dict[str, CheckResult]] | None = None
 
 
-async def _results() -> list[CheckResult]:
+async def _results() -> dict[str, CheckResult]:
+    """Each check's result, by name: run now, or kept from a round under READINESS_CACHE_SECONDS
+    old."""
     global _last_results
     last = _last_results
     if last is not None and time.monotonic() - last[0] < settings.READINESS_CACHE_SECONDS:
         return last[1]
-    results = list(await asyncio.gather(*(_run_check(check) for check in CHECKS.values())))
+    outcomes = await asyncio.gather(*(_run_check(check) for check in CHECKS.values()))
+    results = dict(zip(CHECKS, outcomes, strict=True))
     _last_results = (time.monotonic(), results)
     return results
 
@@ -215,12 +219,10 @@ async def _results() -> list[CheckResult]:
 async def readyz(request: HttpRequest) -> JsonResponse:
     results = await _results()
     if client_may_read_metrics(request):
-        checks = {name: result.as_json() for name, result in zip(CHECKS, results, strict=True)}
+        checks = {name: result.as_json() for name, result in results.items()}
     else:
-        checks = {
-            name: {"status": result.status} for name, result in zip(CHECKS, results, strict=True)
-        }
-    down = [name for name, result in zip(CHECKS, results, strict=True) if result.status != "ok"]
+        checks = {name: {"status": result.status} for name, result in results.items()}
+    down = [name for name, result in results.items() if result.status != "ok"]
     if not down:
         return JsonResponse({"status": "ok", "checks": checks})
     return problem_response(
