@@ -167,12 +167,22 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ["created_at", "tenant", "action", "actor_type", "actor", "target_type"]
     list_filter = ["actor_type", "tenant"]
-    search_fields = ["action", "actor_label", "target_id", "request_id", "tenant__slug"]
+    search_fields = [
+        "action",
+        "actor_label",
+        "actor_app_label",
+        "target_id",
+        "request_id",
+        "tenant__slug",
+    ]
     list_select_related = ["tenant"]
     show_full_result_count = False
 
     @admin.display(description="actor", ordering="actor_label")
     def actor(self, event: AuditEvent) -> str:
+        if event.actor_app_label:
+            # A person acting through a third-party app: both are named.
+            return short_with_title(f"{event.actor_label} via {event.actor_app_label}")
         return short_with_title(event.actor_label)
 
 

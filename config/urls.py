@@ -7,6 +7,8 @@ from accounts.api.urls import urlpatterns as accounts_urls
 from catalog.api.urls import urlpatterns as catalog_urls
 from kernel import health
 from notifications.api.urls import urlpatterns as notifications_urls
+from oauth import urls as oauth_urls
+from oauth.api.urls import urlpatterns as oauth_api_urls
 from webhooks.api.urls import urlpatterns as webhooks_urls
 
 api_v1 = [
@@ -16,6 +18,7 @@ api_v1 = [
     *catalog_urls,
     *accounts_urls,
     *notifications_urls,
+    *oauth_api_urls,
     *webhooks_urls,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
@@ -37,6 +40,9 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    # The OAuth 2.0 and OpenID Connect provider (docs/oauth.md).
+    path("", include((oauth_urls.protocol, "oauth2_provider"))),
+    path("oauth/", include(oauth_urls.pages)),
 ]
 
 handler404 = "kernel.problems.handler404"

@@ -86,10 +86,17 @@ class Actor:
     type: str
     id: uuid.UUID | None = None
     label: str = ""
+    # The third-party app a person acts through (an OAuth token), if any.
+    app_id: uuid.UUID | None = None
+    app_label: str = ""
 
     @classmethod
-    def user(cls, user) -> "Actor":
-        return cls(type=ActorType.USER, id=user.pk, label=user.email)
+    def user(cls, user, *, app=None) -> "Actor":
+        if app is None:
+            return cls(type=ActorType.USER, id=user.pk, label=user.email)
+        return cls(
+            type=ActorType.USER, id=user.pk, label=user.email, app_id=app.pk, app_label=app.name
+        )
 
     @classmethod
     def api_key(cls, api_key) -> "Actor":
@@ -242,6 +249,8 @@ def _event_fields(
         "actor_type": actor.type,
         "actor_id": actor.id,
         "actor_label": actor.label[:254],
+        "actor_app_id": actor.app_id,
+        "actor_app_label": actor.app_label[:200],
         "action": action,
         "target_type": target_type,
         "target_id": str(target_id) if target_id is not None else "",
@@ -376,7 +385,11 @@ def _capture() -> dict[str, Any]:
         return {}
     captured: dict[str, Any] = {"ip": context.ip, "user_agent": context.user_agent}
     if context.actor is not None:
-        captured["actor"] = {**asdict(context.actor), "id": _plain(context.actor.id)}
+        captured["actor"] = {
+            **asdict(context.actor),
+            "id": _plain(context.actor.id),
+            "app_id": _plain(context.actor.app_id),
+        }
     return captured
 
 
@@ -388,6 +401,8 @@ def _restore(captured: Mapping[str, Any]) -> Iterator[None]:
             type=actor["type"],
             id=uuid.UUID(actor["id"]) if actor.get("id") else None,
             label=actor.get("label", ""),
+            app_id=uuid.UUID(actor["app_id"]) if actor.get("app_id") else None,
+            app_label=actor.get("app_label", ""),
         )
         if actor
         else None,

@@ -138,5 +138,9 @@ def act_for_request(principal: Principal) -> None:
         bind_actor(tenant_id=principal.tenant.id, api_key_id=principal.api_key.id)
         audit.set_request_actor(audit.Actor.api_key(principal.api_key))
     else:
-        bind_actor(tenant_id=principal.tenant.id, user_id=principal.user.id)
-        audit.set_request_actor(audit.Actor.user(principal.user))
+        bind_actor(
+            tenant_id=principal.tenant.id,
+            user_id=principal.user.id,
+            app_id=principal.app.pk if principal.app is not None else None,
+        )
+        audit.set_request_actor(audit.Actor.user(principal.user, app=principal.app))

@@ -1,5 +1,6 @@
 """ProblemDetailsMiddleware: nothing leaves the service as an error unless it is a problem."""
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -135,7 +136,11 @@ def body_limit_for(path: str) -> int:
 
 def ensure_problem(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
     """The response itself unless it is an error that is not a problem yet; then its problem."""
-    if response.status_code < 400 or _is_problem(response):
+    if (
+        response.status_code < 400
+        or _is_problem(response)
+        or getattr(response, OWN_ERROR_FORMAT, False)
+    ):
         return response
     kept = {name: value for name, value in response.items() if name.lower() not in _BODY_HEADERS}
     problem = problem_for_status(request, response.status_code, headers=kept)
@@ -143,6 +148,24 @@ def ensure_problem(request: HttpRequest, response: HttpResponseBase) -> HttpResp
     # Whether Django has logged the response it made for an exception (django.utils.log).
     problem._has_been_logged = getattr(response, "_has_been_logged", False)
     return problem
+
+
+# Set on the responses of a view whose errors have a format of their own by contract: OAuth's
+# RFC 6749 JSON errors, which clients parse, and the HTML error page a person reads in a browser.
+OWN_ERROR_FORMAT = "keeps_own_error_format"
+
+
+def keeps_error_format(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Leave `view`'s error responses as the view made them (ProblemDetailsMiddleware's third
+    guarantee does not apply to them); its exceptions are still answered with problems."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        setattr(response, OWN_ERROR_FORMAT, True)
+        return response
+
+    return wrapped
 
 
 def _is_problem(response: HttpResponseBase) -> bool:

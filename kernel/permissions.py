@@ -20,6 +20,7 @@ class Perm(StrEnum):
     CATALOG_IMPORT = "catalog.import"
     NOTIFICATIONS_READ = "notifications.read"
     WEBHOOKS_MANAGE = "webhooks.manage"
+    OAUTH_APPS_MANAGE = "oauth_apps.manage"
 
 
 PERMISSION_DESCRIPTIONS: dict[Perm, str] = {
@@ -34,6 +35,7 @@ PERMISSION_DESCRIPTIONS: dict[Perm, str] = {
     Perm.CATALOG_IMPORT: "Import products in bulk.",
     Perm.NOTIFICATIONS_READ: "Receive and read notifications.",
     Perm.WEBHOOKS_MANAGE: "Manage webhook endpoints.",
+    Perm.OAUTH_APPS_MANAGE: "Register and manage the tenant's third-party (OAuth) apps.",
 }
 
 OWNER = "owner"

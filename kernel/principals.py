@@ -46,6 +46,9 @@ class Principal:
     api_key: Any = None
     # The validated access token's claims, for people.
     claims: dict = field(default_factory=dict)
+    # Set when a person acts through a third-party app (an OAuth token): the app, whose scopes
+    # have already narrowed `permissions`.
+    app: Any = None
 
     def has_permission(self, code: str) -> bool:
         return code in self.permissions

@@ -1,4 +1,4 @@
-"""Plan quotas: how many members, API keys and products a tenant may have.
+"""Plan quotas: how many members, API keys, products and OAuth apps a tenant may have.
 
 One function for every quota, called by the service that creates the thing, inside its
 transaction, just before the INSERT:
@@ -29,6 +29,7 @@ class Resource(StrEnum):
     API_KEYS = "api_keys"
     PRODUCTS = "products"
     INVITATIONS_PER_DAY = "invitations_per_day"
+    OAUTH_APPS = "oauth_apps"
 
 
 # The Plan field that holds each resource's quota, and how a sentence names the resource.
@@ -37,12 +38,14 @@ _PLAN_FIELDS: dict[Resource, str] = {
     Resource.API_KEYS: "max_api_keys",
     Resource.PRODUCTS: "max_products",
     Resource.INVITATIONS_PER_DAY: "max_invitations_per_day",
+    Resource.OAUTH_APPS: "max_oauth_apps",
 }
 _NOUNS: dict[Resource, str] = {
     Resource.MEMBERS: "members",
     Resource.API_KEYS: "API keys",
     Resource.PRODUCTS: "products",
     Resource.INVITATIONS_PER_DAY: "invitations a day",
+    Resource.OAUTH_APPS: "OAuth apps",
 }
 
 

@@ -77,13 +77,19 @@ def bind_actor(
     tenant_id: uuid.UUID | str | None = None,
     user_id: uuid.UUID | int | str | None = None,
     api_key_id: uuid.UUID | str | None = None,
+    app_id: uuid.UUID | str | None = None,
 ) -> None:
     """Record who is acting: every later log line of this request or task carries these ids.
 
     Authentication calls it once the credential is known. Ids are written as strings, so that
     a UUID reads the same in every line.
     """
-    ids = {"tenant_id": tenant_id, "user_id": user_id, "api_key_id": api_key_id}
+    ids = {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "api_key_id": api_key_id,
+        "app_id": app_id,
+    }
     structlog.contextvars.bind_contextvars(
         **{name: str(value) for name, value in ids.items() if value is not None}
     )

@@ -226,6 +226,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "actor_type",
             "actor_id",
             "actor_label",
+            "actor_app_id",
+            "actor_app_label",
             "action",
             "target_type",
             "target_id",

@@ -191,4 +191,6 @@ CREDENTIAL_TYPE = credentials.CredentialType(
     openapi_name="bearerAuth",
     openapi_definition={"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
     read_cached=read_cached,
+    # A JWT: three dot-separated parts. Any other `Bearer` value is another type's (OAuth).
+    recognizes=lambda credential: credential.count(b".") == 2,
 )

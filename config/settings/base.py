@@ -12,7 +12,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config.settings.secrets import development_secret_key
+from config.settings.secrets import development_secret_key, development_signing_key, pem_blocks
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "accounts",
     "catalog",
     "notifications",
+    "oauth2_provider",
+    "oauth",
     "webhooks",
 ]
 
@@ -352,6 +354,65 @@ SIMPLE_JWT = {
     "TOKEN_OBTAIN_SERIALIZER": "accounts.api.serializers.TokenObtainSerializer",
     "TOKEN_REFRESH_SERIALIZER": "accounts.api.serializers.TokenRefreshSerializer",
 }
+
+# --- Third-party apps: the OAuth 2.0 and OpenID Connect provider (oauth/, docs/oauth.md) -------
+# django-oauth-toolkit's models, all named: its migrations read each of these settings.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth.App"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105  (a model)
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"  # noqa: S105  (a model)
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"  # noqa: S105  (a model)
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+# The ID tokens' signing key (RSA, PEM) and the retired ones still published in the JWKS while
+# tokens they signed live on (docs/oauth.md, "Rotating the signing key"). A development server
+# without one generates its own, kept in var/.
+OIDC_RSA_PRIVATE_KEY = env.str("OIDC_RSA_PRIVATE_KEY", default="", multiline=True)
+OAUTH2_PROVIDER = {
+    "OAUTH2_VALIDATOR_CLASS": "oauth.validator.Validator",
+    "SCOPES_BACKEND_CLASS": "oauth.scopes.Scopes",
+    "APPLICATION_ADMIN_CLASS": "oauth.admin.AppAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "oauth.admin.AccessTokenAdmin",
+    "REFRESH_TOKEN_ADMIN_CLASS": "oauth.admin.RefreshTokenAdmin",
+    "GRANT_ADMIN_CLASS": "oauth.admin.GrantAdmin",
+    "ID_TOKEN_ADMIN_CLASS": "oauth.admin.IDTokenAdmin",
+    "OIDC_ENABLED": True,
+    "OIDC_RSA_PRIVATE_KEY": OIDC_RSA_PRIVATE_KEY or development_signing_key(VAR_DIR),
+    "OIDC_RSA_PRIVATE_KEYS_INACTIVE": pem_blocks(
+        env.str("OIDC_RSA_PRIVATE_KEYS_INACTIVE", default="", multiline=True)
+    ),
+    # The issuer, when the server cannot tell it from the request (behind a proxy that rewrites
+    # the host): "https://api.example.com".
+    "OIDC_ISS_ENDPOINT": env.str("OAUTH_ISSUER", default=""),
+    "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    # Authorization code with PKCE, S256 only, for every client (RFC 9700).
+    "PKCE_REQUIRED": True,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_ACCESS_TOKEN_SECONDS", default=60 * 60),
+    "ID_TOKEN_EXPIRE_SECONDS": 60 * 60,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_REFRESH_TOKEN_DAYS", default=30) * 86400,
+    "ROTATE_REFRESH_TOKEN": True,
+    # A refresh token used twice revokes every token of its family.
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # Every consent is asked for: a client cannot skip the page (approval_prompt=auto).
+    "REQUEST_APPROVAL_PROMPT": "force",
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https", "http"],
+    # The current best practice (RFC 9700), every gate django-oauth-toolkit has: tokens kept
+    # only as hashes, no implicit or password grant, no `plain` PKCE, tokens never in a URL,
+    # `iss` in the authorization response.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+}
+# Where the authorization page sends a person with no session: the sign-in page of oauth/.
+LOGIN_URL = "oauth-sign-in"
 
 # --- Catalog ------------------------------------------------------------------------------------
 # How long product (and category) list pages and details stay cached; every write invalidates

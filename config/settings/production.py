@@ -10,6 +10,8 @@ DEBUG = False
 # No default: start-up fails loudly rather than running with a generated key.
 SECRET_KEY = env.str("SECRET_KEY")
 SIMPLE_JWT["SIGNING_KEY"] = env.str("JWT_SIGNING_KEY", default="") or SECRET_KEY  # noqa: F405
+# The OpenID Connect signing key (RSA, PEM): required, as the secret key is.
+OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"] = env.str("OIDC_RSA_PRIVATE_KEY", multiline=True)  # noqa: F405
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,6 +1,7 @@
 """The development secret: generated once and kept in var/, so restarts keep sessions and tokens."""
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -16,3 +17,49 @@ def development_secret_key(var_dir: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
+
+
+def development_signing_key(var_dir: Path) -> str:
+    """The OpenID Connect signing key of a development server (an RSA private key, PEM),
+    generated once and kept in var/ like the secret key: every process of the server signs and
+    publishes the same key, and ID tokens survive a restart."""
+    path = var_dir / "dev-oidc-signing-key.pem"
+    if path.exists():
+        return path.read_text()
+    # Imported here: only a development server without OIDC_RSA_PRIVATE_KEY needs it.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    var_dir.mkdir(parents=True, exist_ok=True)
+    # Written whole under a name of its own, then linked into place: a process that starts at
+    # the same moment reads one complete key, whichever was linked first.
+    staged = var_dir / f".dev-oidc-signing-key.{os.getpid()}"
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pem)
+    try:
+        os.link(staged, path)
+    except FileExistsError:
+        pass
+    finally:
+        staged.unlink()
+    return path.read_text()
+
+
+def pem_blocks(text: str) -> list[str]:
+    """The PEM private keys in `text`, one after the other (the retired keys' variable)."""
+    return [
+        block + "\n"
+        for block in re.findall(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", text, re.S
+        )
+    ]

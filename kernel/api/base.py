@@ -44,14 +44,23 @@ class IsTenantPrincipal(permissions.BasePermission):
 
 
 class IsPerson(permissions.BasePermission):
-    """The caller is a person (an access token), not an API key: for what only a person has,
-    such as a password or a list of their own tenants. A key gets a 403 problem that says so."""
+    """The caller is a person with their own sign-in (an access token): not an API key, nor a
+    third-party app acting for a person (an OAuth token). For what only the person has, such as
+    a password, their own tenants or the apps they authorized. The others get a 403 problem that
+    says so."""
 
-    message = "This endpoint is for people: an API key cannot use it."
+    message = (
+        "This endpoint is for people signed in themselves: an API key or a third-party app "
+        "cannot use it."
+    )
 
     def has_permission(self, request, view) -> bool:
         principal = request.auth
-        return isinstance(principal, Principal) and principal.user is not None
+        return (
+            isinstance(principal, Principal)
+            and principal.user is not None
+            and principal.app is None
+        )
 
 
 class HasRequiredPermission(permissions.BasePermission):

@@ -82,11 +82,16 @@ def anonymous_buckets(request: HttpRequest) -> list[TokenBucket]:
 
 
 def principal_buckets(principal: Any) -> tuple[TokenBucket, ...]:
-    """The tenant's bucket, from its plan, and the credential's share of it."""
+    """The tenant's bucket, from its plan, and the credential's share of it (an API key's, a
+    third-party app's in the tenant, or a person's)."""
     tenant = principal.tenant
     plan = tenant.plan
     if principal.api_key is not None:
         credential = ("k", getattr(principal.api_key, "pk", None) or principal.api_key.id)
+    elif principal.app is not None:
+        # A third-party app has its own share, whoever it acts for: one app cannot spend its
+        # users' own share, nor they its.
+        credential = ("o", principal.app.pk)
     else:
         credential = ("u", principal.user.pk)
     return _principal_buckets(

@@ -31,6 +31,7 @@ class Plan(models.Model):
     # Invitations sent in any 24 hours, whatever became of them: each is an email of ours that a
     # tenant addresses (the invitee's address is the tenant's choice).
     max_invitations_per_day = models.PositiveIntegerField(default=20)
+    max_oauth_apps = models.PositiveIntegerField(default=2)
 
     def __str__(self) -> str:
         return self.name
@@ -324,6 +325,9 @@ class AuditRecord(models.Model):
     actor_id = models.UUIDField(null=True, blank=True)
     # The actor as people know it at the time: an email, or an API key's name.
     actor_label = models.CharField(max_length=254, blank=True)
+    # The third-party app a person acted through (an OAuth token), beside the person.
+    actor_app_id = models.UUIDField(null=True, blank=True)
+    actor_app_label = models.CharField(max_length=200, blank=True)
     # `<app>.<entity>.<verb>`: tenants.member.removed, accounts.api_key.created, ...
     action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=64)

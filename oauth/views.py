@@ -1,0 +1,254 @@
+"""The pages and endpoints of the authorization server, under /oauth/ and /.well-known/.
+
+django-oauth-toolkit does the protocol. What is ours:
+
+- the sign-in page, held to the API's sign-in rules (the same limits and lockouts per address
+  and per account, the same password hashes);
+- the consent page: it names the app, the tenant that registered it, the tenant the person
+  grants (a select when they belong to several) and each scope in words; *Allow* redirects with
+  a code, *Deny* with `error=access_denied`;
+- the requests that must never redirect (an unknown client, a redirect URI the app did not
+  register, a missing or non-S256 PKCE challenge) get an error page, 400;
+- introspection answers for the asking client's own tokens only.
+
+Every page is server-rendered, without script or external asset, CSRF-protected and never
+framed. The protocol's errors keep their own formats (RFC 6749 JSON, the HTML error page):
+`keeps_error_format` tells ProblemDetailsMiddleware so.
+"""
+
+import base64
+import binascii
+import uuid
+from urllib.parse import unquote
+
+from django import forms
+from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils.decorators import method_decorator
+from django.utils.functional import cached_property
+from django.views.decorators.clickjacking import xframe_options_deny
+from oauth2_provider import views as dot_views
+from oauth2_provider.forms import AllowForm
+from oauth2_provider.views.mixins import OAuthLibMixin
+
+from kernel import ratelimit
+from kernel.middleware import keeps_error_format
+from kernel.problems import Problem
+from kernel.tenancy.selectors import tenants_of_user
+from oauth import selectors
+from oauth.models import App
+from oauth.scopes import all_scopes
+
+ERROR_TEMPLATE = "oauth/error.html"
+S256 = "S256"
+
+
+def error_page(request: HttpRequest, title: str, detail: str, *, status: int = 400) -> HttpResponse:
+    return render(request, ERROR_TEMPLATE, {"title": title, "detail": detail}, status=status)
+
+
+# --- sign-in -----------------------------------------------------------------------------------
+
+
+class SignInForm(auth_views.AuthenticationForm):
+    error_messages = {
+        # One answer for every way a sign-in can be wrong, as the API's 401.
+        "invalid_login": "The email or the password is wrong.",
+        "inactive": "The email or the password is wrong.",
+    }
+
+
+@method_decorator(xframe_options_deny, name="dispatch")
+class SignInView(auth_views.LoginView):
+    """A person's sign-in, for the authorization page (`next`). Every attempt is limited per
+    address and per account before the password is checked; failures count toward the same
+    lockouts as the API's sign-in."""
+
+    template_name = "oauth/sign_in.html"
+    form_class = SignInForm
+    redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        account = request.POST.get("username", "").strip().lower() or None
+        try:
+            ratelimit.limit_public_request(
+                request, scope=ratelimit.PublicScope.SIGN_IN, account=account
+            )
+        except Problem as refused:
+            form = self.get_form()
+            form.errors.clear()
+            return self.render_to_response(
+                self.get_context_data(form=form, refusal=str(refused.detail)),
+                status=refused.status_code,
+            )
+        response = super().post(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            ratelimit.sign_in_succeeded(request, account=account)
+        else:
+            ratelimit.sign_in_failed(request, account=account)
+        return response
+
+
+sign_in = keeps_error_format(SignInView.as_view())
+sign_out = auth_views.LogoutView.as_view(next_page="oauth-sign-in")
+
+
+# --- consent -----------------------------------------------------------------------------------
+
+
+class ConsentForm(AllowForm):
+    """django-oauth-toolkit's form (the request's parameters, hidden), and the tenant."""
+
+    tenant = forms.ChoiceField(label="Tenant", required=False)
+
+    def __init__(self, *args, tenants=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].choices = [(str(tenant.id), tenant.name) for tenant in tenants]
+
+    def clean(self):
+        cleaned = super().clean()
+        # Denying needs no tenant; allowing does.
+        if cleaned.get("allow") and not cleaned.get("tenant"):
+            self.add_error("tenant", "Choose the tenant the app may act in.")
+        return cleaned
+
+
+@method_decorator(xframe_options_deny, name="dispatch")
+class AuthorizationView(dot_views.AuthorizationView):
+    template_name = "oauth/consent.html"
+    form_class = ConsentForm
+
+    def dispatch(self, request, *args, **kwargs):
+        # What must not redirect is settled first, before the sign-in: there is no point signing
+        # in for a request that cannot succeed, and nothing is sent to a URI not registered.
+        refusal = self.refusal(request)
+        if refusal is not None:
+            return refusal
+        # Every consent is asked for: a client cannot skip the page.
+        if "approval_prompt" in request.GET:
+            request.GET = request.GET.copy()
+            del request.GET["approval_prompt"]
+        return super().dispatch(request, *args, **kwargs)
+
+    def refusal(self, request) -> HttpResponse | None:
+        params = request.POST if request.method == "POST" else request.GET
+        client_id = params.get("client_id", "")
+        app = App.objects.filter(client_id=client_id).first() if client_id else None
+        if app is None:
+            return error_page(request, "Unknown app", "No app has this client_id.")
+        if not app.redirect_uri_allowed(params.get("redirect_uri", "")):
+            return error_page(
+                request,
+                "Redirect URI not registered",
+                f"{app.name} did not register this redirect_uri; it must be one of the app's "
+                "redirect URIs exactly.",
+            )
+        if not params.get("code_challenge") or params.get("code_challenge_method") != S256:
+            return error_page(
+                request,
+                "PKCE is required",
+                "The request must carry a code_challenge with code_challenge_method=S256 (PKCE, "
+                "RFC 7636); plain is not accepted.",
+            )
+        return None
+
+    @cached_property
+    def person_tenants(self) -> list:
+        return tenants_of_user(user_id=self.request.user.pk)
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "tenants": self.person_tenants}
+
+    def get_initial(self):
+        initial = super().get_initial()
+        # The app's own tenant by default, when the person belongs to it.
+        app = App.objects.filter(client_id=initial.get("client_id")).first()
+        tenant_ids = {tenant.id for tenant in self.person_tenants}
+        if app is not None and app.tenant_id in tenant_ids:
+            initial["tenant"] = str(app.tenant_id)
+        return initial
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        described = all_scopes()
+        context["scope_words"] = [
+            (scope, described.get(scope, scope)) for scope in context.get("scopes", [])
+        ]
+        application = context.get("application")
+        if application is not None:
+            context["app_tenant"] = application.tenant
+        context["no_tenant"] = not self.person_tenants
+        return context
+
+    def form_valid(self, form):
+        self.chosen_tenant_id = form.cleaned_data.get("tenant") or None
+        return super().form_valid(form)
+
+    def create_authorization_response(self, request, scopes, credentials, allow):
+        # The tenant chosen on the page travels with the request to the code (oauth/validator.py).
+        chosen = getattr(self, "chosen_tenant_id", None)
+        if chosen is not None:
+            credentials = {**credentials, "tenant_id": uuid.UUID(chosen)}
+        return super().create_authorization_response(request, scopes, credentials, allow)
+
+    def error_response(self, error, application, **kwargs):
+        # The protocol's decision (redirect or not) is django-oauth-toolkit's; the page is ours.
+        redirect, error_response = OAuthLibMixin.error_response(self, error, **kwargs)
+        if redirect:
+            return self.redirect(error_response["url"], application)
+        oauth_error = error_response["error"]
+        return error_page(
+            self.request,
+            "This request cannot be authorized",
+            oauth_error.description or oauth_error.error,
+            status=oauth_error.status_code,
+        )
+
+
+authorize = keeps_error_format(AuthorizationView.as_view())
+
+
+# --- the protocol's endpoints ------------------------------------------------------------------
+
+
+class IntrospectTokenView(dot_views.IntrospectTokenView):
+    """RFC 7662, for the asking client's own tokens: another app's token is `active: false`,
+    as an unknown one is, so that no client learns of another's tokens."""
+
+    def get(self, request, *args, **kwargs):
+        return self._own(request, request.GET.get("token"))
+
+    def post(self, request, *args, **kwargs):
+        return self._own(request, request.POST.get("token"))
+
+    def _own(self, request, token: str | None):
+        if token is not None:
+            client_id = _client_id(request)
+            app = selectors.app_of_access_token(token)
+            if app is None or app.client_id != client_id:
+                return JsonResponse({"active": False})
+        return self.get_token_response(token)
+
+
+def _client_id(request: HttpRequest) -> str | None:
+    """The client the request authenticated as (django-oauth-toolkit checked its secret), from
+    HTTP Basic or the body."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return unquote(decoded.partition(":")[0])
+    return request.POST.get("client_id")
+
+
+token = keeps_error_format(dot_views.TokenView.as_view())
+revoke = keeps_error_format(dot_views.RevokeTokenView.as_view())
+introspect = keeps_error_format(IntrospectTokenView.as_view())
+userinfo = keeps_error_format(dot_views.UserInfoView.as_view())
+jwks = keeps_error_format(dot_views.JwksInfoView.as_view())
+openid_configuration = keeps_error_format(dot_views.ConnectDiscoveryInfoView.as_view())
+server_metadata = keeps_error_format(dot_views.OAuthServerMetadataView.as_view())
