@@ -153,10 +153,13 @@ class SlowQueryLog:
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
             if duration_ms >= getattr(settings, "SLOW_QUERY_MS", 100):
+                # A statement composed with psycopg's `sql` module (the row-level security DDL)
+                # is not a string: its repr names each part.
+                text = sql if isinstance(sql, str) else repr(sql)
                 slow_query_logger.warning(
                     "slow_query",
                     duration_ms=round(duration_ms, 1),
-                    sql=sql if len(sql) <= _MAX_SQL_CHARS else f"{sql[:_MAX_SQL_CHARS]}…",
+                    sql=text if len(text) <= _MAX_SQL_CHARS else f"{text[:_MAX_SQL_CHARS]}…",
                     many=many,
                     database=context["connection"].alias,
                 )

@@ -41,6 +41,12 @@ class AppAdmin(NoAddOrChangeMixin, admin.ModelAdmin):
     readonly_fields = fields
     inlines = [ConsentInline]
 
+    def get_deleted_objects(self, objs, request):
+        # The app's tokens go with it through the service, which revokes them properly: the
+        # token admin's refusal of raw deletes is not a reason to keep the app.
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
+
     def delete_model(self, request, obj: App) -> None:
         services.app_delete(tenant=obj.tenant, app=obj)
 

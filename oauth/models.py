@@ -13,7 +13,9 @@ to the one (user, tenant) they act for.
 - `TokenFamily` is one authorization code and every token descended from it (the refresh tokens
   of a family carry its id as django-oauth-toolkit's `token_family`); `IssuedToken` ties each
   access token to its family. A replayed code revokes its family; revoking a consent revokes
-  all of its families.
+  all of its families. Both carry the tenant, under row-level security: the protocol's
+  endpoints, which learn the tenant from the code or token they are given, run in operator
+  scope (oauth/views.py), and name the tenant of every row they write.
 """
 
 import uuid
@@ -44,6 +46,11 @@ class App(AbstractApplication):
         verbose_name = "OAuth app"
         ordering = ["-created"]
 
+    def get_allowed_schemes(self) -> list[str]:
+        # `http` is registered for loopback URIs only (RFC 8252: a native app's local server);
+        # the API refuses it anywhere else (oauth/api/views.py).
+        return ["https", "http"]
+
     def redirect_uri_allowed(self, uri: str) -> bool:
         """Exact match with a registered URI: no wildcards, no added query, no other port."""
         return uri in self.redirect_uris.split()
@@ -71,7 +78,7 @@ class Consent(TenantOwnedModel):
         ]
 
 
-class TokenFamily(models.Model):
+class TokenFamily(TenantOwnedModel):
     """One authorization code and the tokens issued from it, refreshed ones included."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -86,7 +93,7 @@ class TokenFamily(models.Model):
         return f"token family {self.id}"
 
 
-class IssuedToken(models.Model):
+class IssuedToken(TenantOwnedModel):
     """The family of one of django-oauth-toolkit's access tokens (and so its consent)."""
 
     access_token = models.OneToOneField(

@@ -4,10 +4,12 @@ WebSockets, cached principals) after commit."""
 
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, IDToken, RefreshToken
+from oauth2_provider.models import clear_expired as dot_clear_expired
 
 from kernel import audit
 from kernel.context import operator_scope, tenant_context
@@ -136,6 +138,9 @@ def app_update(
 def app_delete(*, tenant: Tenant, app: App) -> None:
     """Delete an app: every token it holds, in every tenant, is revoked with it."""
     app = App.in_tenant.select_for_update().get(pk=app.pk)
+    # Read before the delete, which clears the instance's pk: the event names the app by its id,
+    # as its creation's and changes' do, so that its history is one filter of the audit log.
+    app_id = app.pk
     values = _app_values(app)
     tenants = _consent_tenants(app)
     with operator_scope("an app's tokens and consents, in every tenant that granted it"):
@@ -149,7 +154,7 @@ def app_delete(*, tenant: Tenant, app: App) -> None:
         tenant_id=tenant.id,
         action=OAuthAction.APP_DELETED,
         target_type="oauth_app",
-        target_id=values["client_id"],
+        target_id=app_id,
         changes=audit.deleted(values),
     )
     _sessions_changed(tenants)
@@ -238,21 +243,25 @@ def _revoke_tokens(*, access_tokens, refresh_tokens) -> None:
 
 def family_start(*, consent: Consent, code: str) -> TokenFamily:
     """The family of a new authorization code."""
-    return TokenFamily.objects.create(consent=consent, code_checksum=selectors.checksum(code))
+    with tenant_context(consent.tenant_id):
+        return TokenFamily.objects.create(consent=consent, code_checksum=selectors.checksum(code))
 
 
 def code_exchange(*, code: str) -> TokenFamily | None:
     """The code's family, marked used in the statement that checks it was not: of two exchanges
     of one code, however close, one wins; the other is a replay (None), which revokes what the
     first was given."""
-    digest = selectors.checksum(code)
-    marked = TokenFamily.objects.filter(code_checksum=digest, code_used_at__isnull=True).update(
-        code_used_at=timezone.now()
-    )
+    family = selectors.family_of_code(code)
+    if family is None:
+        return None
+    with tenant_context(family.tenant_id):
+        marked = TokenFamily.objects.filter(pk=family.pk, code_used_at__isnull=True).update(
+            code_used_at=timezone.now()
+        )
     if not marked:
         code_refused(code=code)
         return None
-    return selectors.family_of_code(code)
+    return family
 
 
 def code_refused(*, code: str) -> None:
@@ -261,7 +270,11 @@ def code_refused(*, code: str) -> None:
     family = selectors.family_of_code(code)
     if family is None or family.code_used_at is None:
         return
-    with transaction.atomic():
+    with tenant_context(family.tenant_id), transaction.atomic():
+        if not family.tokens.exists():
+            # Its first exchange was refused (a wrong verifier burns the code): nothing was
+            # issued, so nothing is revoked, and this is no replay of a code that worked.
+            return
         _revoke_tokens(
             access_tokens=AccessToken.objects.filter(issued__family=family),
             refresh_tokens=RefreshToken.objects.filter(token_family=family.id),
@@ -277,9 +290,31 @@ def code_refused(*, code: str) -> None:
 
 
 def token_issued(*, access_token: AccessToken, family: TokenFamily) -> IssuedToken:
-    return IssuedToken.objects.create(access_token=access_token, family=family)
+    with tenant_context(family.tenant_id):
+        return IssuedToken.objects.create(access_token=access_token, family=family)
 
 
 def family_revoked(*, family: TokenFamily) -> None:
     """Tell what holds a connection open with the family's tokens (a WebSocket) to close it."""
     revoke_session(tenant_id=family.consent.tenant_id, session_id=family_session(family.id))
+
+
+# --- housekeeping -------------------------------------------------------------------------------
+
+# How long a family outlives its last token: a replay of its code within it is still told apart
+# from an unknown code (and revokes nothing, there being nothing left).
+FAMILY_KEPT = timedelta(days=1)
+
+
+def clear_expired() -> int:
+    """django-oauth-toolkit's expired codes and tokens (its `cleartokens`), then the families of
+    which no token is left; how many families went."""
+    with operator_scope("clearing the expired OAuth codes and tokens of every tenant"):
+        dot_clear_expired()
+        empty = (
+            TokenFamily.objects.filter(created_at__lt=timezone.now() - FAMILY_KEPT)
+            .exclude(tokens__isnull=False)
+            .exclude(id__in=RefreshToken.objects.values("token_family"))
+        )
+        deleted, _ = empty.delete()
+    return deleted

@@ -9,7 +9,9 @@ django-oauth-toolkit does the protocol. What is ours:
   a code, *Deny* with `error=access_denied`;
 - the requests that must never redirect (an unknown client, a redirect URI the app did not
   register, a missing or non-S256 PKCE challenge) get an error page, 400;
-- introspection answers for the asking client's own tokens only.
+- the token endpoint answers the grants the server supports only;
+- introspection answers for the asking client's own tokens only;
+- both metadata documents list every endpoint.
 
 Every page is server-rendered, without script or external asset, CSRF-protected and never
 framed. The protocol's errors keep their own formats (RFC 6749 JSON, the HTML error page):
@@ -18,6 +20,8 @@ framed. The protocol's errors keep their own formats (RFC 6749 JSON, the HTML er
 
 import base64
 import binascii
+import functools
+import json
 import uuid
 from urllib.parse import unquote
 
@@ -30,11 +34,13 @@ from django.utils.functional import cached_property
 from django.views.decorators.clickjacking import xframe_options_deny
 from oauth2_provider import views as dot_views
 from oauth2_provider.forms import AllowForm
+from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views.mixins import OAuthLibMixin
 
 from kernel import ratelimit
+from kernel.context import operator_scope
 from kernel.middleware import keeps_error_format
-from kernel.problems import Problem
+from kernel.problems import InvalidInput, Problem
 from kernel.tenancy.selectors import tenants_of_user
 from oauth import selectors
 from oauth.models import App
@@ -78,10 +84,14 @@ class SignInView(auth_views.LoginView):
         except Problem as refused:
             form = self.get_form()
             form.errors.clear()
-            return self.render_to_response(
+            response = self.render_to_response(
                 self.get_context_data(form=form, refusal=str(refused.detail)),
                 status=refused.status_code,
             )
+            # Retry-After, as the API's answer carries it.
+            for name, value in refused.headers.items():
+                response[name] = value
+            return response
         response = super().post(request, *args, **kwargs)
         if request.user.is_authenticated:
             ratelimit.sign_in_succeeded(request, account=account)
@@ -183,7 +193,14 @@ class AuthorizationView(dot_views.AuthorizationView):
 
     def form_valid(self, form):
         self.chosen_tenant_id = form.cleaned_data.get("tenant") or None
-        return super().form_valid(form)
+        try:
+            return super().form_valid(form)
+        except InvalidInput as refused:
+            # The service's own check of the tenant (the select already offers the person's
+            # only): the page again, with what it said, and no code.
+            for message in refused.detail.get("tenant", []):
+                form.add_error("tenant", str(message))
+            return self.form_invalid(form)
 
     def create_authorization_response(self, request, scopes, credentials, allow):
         # The tenant chosen on the page travels with the request to the code (oauth/validator.py).
@@ -212,15 +229,43 @@ authorize = keeps_error_format(AuthorizationView.as_view())
 # --- the protocol's endpoints ------------------------------------------------------------------
 
 
+class TokenView(dot_views.TokenView):
+    """The token endpoint, for the grants the server supports only (OAUTH2_GRANT_TYPES_SUPPORTED).
+    oauthlib's password grant checks the person's password before it checks that the client may
+    use the grant: reached, it would tell any app a right password from a wrong one, outside the
+    sign-in's limits and lockouts."""
+
+    def post(self, request, *args, **kwargs):
+        if request.POST.get("grant_type") not in oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED:
+            response = JsonResponse({"error": "unsupported_grant_type"}, status=400)
+            response["Cache-Control"] = "no-store"
+            return response
+        return super().post(request, *args, **kwargs)
+
+
 class IntrospectTokenView(dot_views.IntrospectTokenView):
     """RFC 7662, for the asking client's own tokens: another app's token is `active: false`,
-    as an unknown one is, so that no client learns of another's tokens."""
+    as an unknown one is, so that no client learns of another's tokens; nor of the person's email
+    address through its own."""
 
     def get(self, request, *args, **kwargs):
-        return self._own(request, request.GET.get("token"))
+        # RFC 7662 is a POST: a token in a query string ends up in logs.
+        response = JsonResponse(
+            {"error": "invalid_request", "error_description": "Introspection is a POST."},
+            status=405,
+        )
+        response["Allow"] = "POST"
+        return response
 
     def post(self, request, *args, **kwargs):
         return self._own(request, request.POST.get("token"))
+
+    def unauthenticated_response(self, request, oauthlib_request=None):
+        # RFC 7662 2.3: a client that does not authenticate is answered as the token endpoint
+        # answers it (RFC 6749 5.2), not with django-oauth-toolkit's bare 403.
+        response = JsonResponse({"error": "invalid_client"}, status=401)
+        response["WWW-Authenticate"] = 'Basic realm="oauth"'
+        return response
 
     def _own(self, request, token: str | None):
         if token is not None:
@@ -228,7 +273,13 @@ class IntrospectTokenView(dot_views.IntrospectTokenView):
             app = selectors.app_of_access_token(token)
             if app is None or app.client_id != client_id:
                 return JsonResponse({"active": False})
-        return self.get_token_response(token)
+        response = self.get_token_response(token)
+        answer = json.loads(response.content)
+        # django-oauth-toolkit adds `username`, the person's email address: an app learns it with
+        # the `email` scope only (the ID token, userinfo), never through introspection.
+        if answer.pop("username", None) is not None:
+            response.content = json.dumps(answer)
+        return response
 
 
 def _client_id(request: HttpRequest) -> str | None:
@@ -245,10 +296,47 @@ def _client_id(request: HttpRequest) -> str | None:
     return request.POST.get("client_id")
 
 
-token = keeps_error_format(dot_views.TokenView.as_view())
-revoke = keeps_error_format(dot_views.RevokeTokenView.as_view())
-introspect = keeps_error_format(IntrospectTokenView.as_view())
-userinfo = keeps_error_format(dot_views.UserInfoView.as_view())
+class ListsEveryEndpoint:
+    """Both metadata documents list every endpoint (docs/oauth.md): django-oauth-toolkit's
+    OpenID Connect document leaves out revocation and introspection, and its RFC 8414 one the
+    userinfo endpoint. Each names the endpoints in `added` too, by their route names."""
+
+    added: dict[str, str] = {}
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        data = json.loads(response.content)
+        for field, view_name in self.added.items():
+            data.setdefault(field, self._get_endpoint_url(request, view_name, required=True))
+        response.content = json.dumps(data)
+        return response
+
+
+class ConnectDiscoveryInfoView(ListsEveryEndpoint, dot_views.ConnectDiscoveryInfoView):
+    added = {"revocation_endpoint": "revoke-token", "introspection_endpoint": "introspect"}
+
+
+class OAuthServerMetadataView(ListsEveryEndpoint, dot_views.OAuthServerMetadataView):
+    added = {"userinfo_endpoint": "user-info"}
+
+
+def in_operator_scope(view):
+    """The endpoints that learn the tenant from the code or token they are given: their reads
+    (and django-oauth-toolkit's deletes, which reach our tenant-owned rows) span tenants until
+    then; every row they write names its tenant explicitly (oauth/services.py)."""
+
+    @functools.wraps(view)
+    def scoped(request, *args, **kwargs):
+        with operator_scope("the OAuth protocol: a code or token names its tenant"):
+            return view(request, *args, **kwargs)
+
+    return scoped
+
+
+token = keeps_error_format(in_operator_scope(TokenView.as_view()))
+revoke = keeps_error_format(in_operator_scope(dot_views.RevokeTokenView.as_view()))
+introspect = keeps_error_format(in_operator_scope(IntrospectTokenView.as_view()))
+userinfo = keeps_error_format(in_operator_scope(dot_views.UserInfoView.as_view()))
 jwks = keeps_error_format(dot_views.JwksInfoView.as_view())
-openid_configuration = keeps_error_format(dot_views.ConnectDiscoveryInfoView.as_view())
-server_metadata = keeps_error_format(dot_views.OAuthServerMetadataView.as_view())
+openid_configuration = keeps_error_format(ConnectDiscoveryInfoView.as_view())
+server_metadata = keeps_error_format(OAuthServerMetadataView.as_view())

@@ -259,6 +259,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "accounts.tasks.api_key_last_used_flush_task",
         "schedule": timedelta(minutes=1),
     },
+    # Expired OAuth codes and tokens (oauth/tasks.py); hourly, so that each run deletes little.
+    "oauth-clear-expired": {
+        "task": "oauth.tasks.oauth_clear_expired_task",
+        "schedule": timedelta(hours=1),
+    },
     # Audit events past AUDIT_RETENTION_DAYS; hourly, so that each run deletes little.
     "audit-prune": {
         "task": "tenants.tasks.audit_prune_task",
@@ -396,7 +401,9 @@ OAUTH2_PROVIDER = {
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
     # Every consent is asked for: a client cannot skip the page (approval_prompt=auto).
     "REQUEST_APPROVAL_PROMPT": "force",
-    "ALLOWED_REDIRECT_URI_SCHEMES": ["https", "http"],
+    # https only; an app's loopback `http` URIs (RFC 8252), the only http ones the API registers,
+    # are allowed by the app itself (oauth.models.App.get_allowed_schemes).
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
     # The current best practice (RFC 9700), every gate django-oauth-toolkit has: tokens kept
     # only as hashes, no implicit or password grant, no `plain` PKCE, tokens never in a URL,
     # `iss` in the authorization response.
@@ -411,8 +418,10 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
     "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
 }
-# Where the authorization page sends a person with no session: the sign-in page of oauth/.
+# Where the authorization page sends a person with no session: the sign-in page of oauth/; and
+# where a sign-in there that names no page to go back to lands: the service's index.
 LOGIN_URL = "oauth-sign-in"
+LOGIN_REDIRECT_URL = "index"
 
 # --- Catalog ------------------------------------------------------------------------------------
 # How long product (and category) list pages and details stay cached; every write invalidates

@@ -57,15 +57,18 @@ class AppSerializer(serializers.ModelSerializer):
 
 
 class AppCreatedSerializer(AppSerializer):
+    """The 201 answer's shape (the document's only: the view builds the body)."""
+
+    # Not read-only, which the document would mark required: a public app has no secret.
     client_secret = serializers.CharField(
-        read_only=True,
         required=False,
-        help_text="A confidential app's secret. Shown in this response only: store it now.",
+        help_text="A confidential app's secret, absent for a public app. Shown in this response "
+        "only: store it now.",
     )
 
     class Meta(AppSerializer.Meta):
         fields = [*AppSerializer.Meta.fields, "client_secret"]
-        read_only_fields = fields
+        read_only_fields = AppSerializer.Meta.fields
 
 
 def _is_loopback(host: str) -> bool:
@@ -85,6 +88,13 @@ class RedirectURIField(serializers.CharField):
         kwargs.setdefault("max_length", 2000)
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
+
+    def schema_constraints(self) -> dict[str, Any]:
+        # What a pattern can say: https, or http on a loopback host.
+        return {
+            "pattern": r"^(https://[^\s#*@]+|http://(127\.0\.0\.1|\[::1\]|localhost)[:/][^\s#*@]*)$",
+            "examples": ["https://app.example/callback", "http://127.0.0.1:8080/callback"],
+        }
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.factories import DEFAULT_PASSWORD, make_user
+from tests.helpers import rsa_private_key_pem
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,9 +21,19 @@ def compose_environment() -> dict[str, str]:
     """What compose gives every application process, but where its services live."""
     environment = yaml.safe_load(COMPOSE.read_text())["x-app"]["environment"]
     kept = {name: str(value) for name, value in environment.items()}
-    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "SECRET_KEY"):
-        kept.pop(name)  # the test's services, and a secret of its own
-    return {**kept, "SECRET_KEY": "compose-stack-test-secret-" + "x" * 40}
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "CELERY_BROKER_URL",
+        "SECRET_KEY",
+        "OIDC_RSA_PRIVATE_KEY",
+    ):
+        kept.pop(name)  # the test's services, and secrets of its own
+    return {
+        **kept,
+        "SECRET_KEY": "compose-stack-test-secret-" + "x" * 40,
+        "OIDC_RSA_PRIVATE_KEY": rsa_private_key_pem(),
+    }
 
 
 def test_an_operator_signs_in_to_the_admin_over_http_and_static_files_are_served(

@@ -8,8 +8,13 @@ import sys
 import pytest
 from django.conf import settings
 
+from tests.helpers import rsa_private_key_pem
 
-def manage(*args: str, **environment: str) -> subprocess.CompletedProcess:
+# The OpenID Connect signing key a deployment sets; one for the whole module.
+SIGNING_KEY = rsa_private_key_pem()
+
+
+def manage(*args: str, **environment: str | None) -> subprocess.CompletedProcess:
     # Only what a deployment would set, so that nothing from the developer's shell (DEBUG, an
     # SSL redirect turned off) changes the verdict.
     base = {
@@ -18,11 +23,16 @@ def manage(*args: str, **environment: str) -> subprocess.CompletedProcess:
         "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://app@127.0.0.1:5432/app"),
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1"),
+        "OIDC_RSA_PRIVATE_KEY": SIGNING_KEY,
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=settings.BASE_DIR,
-        env={**base, **environment},
+        env={
+            name: value
+            for name, value in {**base, **environment}.items()
+            if value is not None  # None: the deployment does not set it
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -63,6 +73,14 @@ def test_check_deploy_does_fail_on_a_weak_secret():
     [
         ("SECRET_KEY", {"ALLOWED_HOSTS": "api.example.com"}),
         ("ALLOWED_HOSTS", {"SECRET_KEY": secrets.token_urlsafe(50)}),
+        (
+            "OIDC_RSA_PRIVATE_KEY",
+            {
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "ALLOWED_HOSTS": "api.example.com",
+                "OIDC_RSA_PRIVATE_KEY": None,
+            },
+        ),
     ],
 )
 def test_production_refuses_to_start_without_required_settings(missing, present):

@@ -557,6 +557,8 @@ def test_the_log_is_newest_first_and_cursor_paginated(tenant, owner_agent):
         "actor_type",
         "actor_id",
         "actor_label",
+        "actor_app_id",
+        "actor_app_label",
         "action",
         "target_type",
         "target_id",

@@ -36,6 +36,8 @@ from kernel.events import Event
 from kernel.permissions import Perm
 from kernel.tenancy.models import AuditEvent, Invitation, Membership, Role
 from notifications.models import Notification
+from oauth import services as oauth_services
+from oauth.models import App, Consent
 from tests.catalog_helpers import make_category, make_product
 from tests.factories import make_member, make_role, make_tenant
 from tests.helpers import API, assert_problem, client_for, outcome, owner_of
@@ -57,6 +59,10 @@ UNGUARDED = {
     ("/api/v1/auth/password/change/", "post"),
     ("/api/v1/permissions/", "get"),
     ("/api/v1/tenant/", "get"),
+    # A person's own grants to third-party apps: theirs alone, whatever their role.
+    ("/api/v1/oauth-grants/", "get"),
+    ("/api/v1/oauth-grants/{pk}/", "get"),
+    ("/api/v1/oauth-grants/{pk}/", "delete"),
 }
 
 
@@ -242,6 +248,23 @@ def _webhook_delivery(world: Tenancy, parent: Model | None) -> Model:
     return delivery
 
 
+def _oauth_app(world: Tenancy, parent: Model | None) -> Model:
+    body = {
+        "name": "matrix",
+        "redirect_uris": ["https://app.example/callback"],
+        "scopes": [Perm.CATALOG_READ],
+    }
+    return _created_through_the_api(world, "oauth-apps/", body, App)
+
+
+def _oauth_grant(world: Tenancy, parent: Model | None) -> Model:
+    # The owner's own: so that the control request (A's owner) finds it.
+    app = _oauth_app(world, None)
+    return oauth_services.consent_record(
+        app=app, user=world.owner, tenant_id=world.tenant.id, scopes=[Perm.CATALOG_READ]
+    )
+
+
 FACTORIES: dict[type[Model], Callable[[Tenancy, Model | None], Model]] = {
     Product: _product,
     Category: _category,
@@ -254,6 +277,8 @@ FACTORIES: dict[type[Model], Callable[[Tenancy, Model | None], Model]] = {
     Notification: _notification,
     WebhookEndpoint: _webhook_endpoint,
     WebhookDelivery: _webhook_delivery,
+    App: _oauth_app,
+    Consent: _oauth_grant,
 }
 
 

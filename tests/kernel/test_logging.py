@@ -19,6 +19,7 @@ from django.db import connection, connections
 from django.http import HttpRequest, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
+from psycopg import sql as psycopg_sql
 
 from config.urls import handler404, handler500  # noqa: F401 - this module is a URLconf
 from config.urls import urlpatterns as config_urlpatterns
@@ -223,6 +224,22 @@ def test_a_statement_under_the_threshold_is_not_logged(client: Client) -> None:
         client.get("/logging/slow-query/?seconds=0.05")
 
     assert logs.find(event="slow_query") == []
+
+
+@pytest.mark.django_db
+@override_settings(SLOW_QUERY_MS=50)
+def test_a_slow_composed_statement_is_logged_by_its_parts() -> None:
+    """Statements built with psycopg's `sql` module (the row-level security DDL) are objects,
+    not strings: a slow one is logged, not a TypeError in the middle of a migration."""
+    statement = psycopg_sql.SQL("SELECT pg_sleep({seconds}), {name}").format(
+        seconds=psycopg_sql.Literal(0.2), name=psycopg_sql.Literal("composed")
+    )
+    with captured_logs() as logs, connection.cursor() as cursor:
+        cursor.execute(statement)
+
+    (line,) = logs.find(event="slow_query")
+    assert "pg_sleep" in line["sql"]
+    assert "composed" in line["sql"]
 
 
 @pytest.fixture

@@ -101,6 +101,7 @@ def plan_form(plan: Plan, **overrides) -> dict:
             "max_api_keys",
             "max_products",
             "max_invitations_per_day",
+            "max_oauth_apps",
         )
     }
     return {**values, **overrides}
@@ -146,6 +147,7 @@ def test_creating_a_plan_is_recorded_as_the_operators(operator_agent, operator):
             "max_api_keys": 4,
             "max_products": 5000,
             "max_invitations_per_day": 30,
+            "max_oauth_apps": 3,
         },
     )
 
@@ -162,6 +164,7 @@ def test_creating_a_plan_is_recorded_as_the_operators(operator_agent, operator):
         "max_api_keys": [None, 4],
         "max_products": [None, 5000],
         "max_invitations_per_day": [None, 30],
+        "max_oauth_apps": [None, 3],
     }
     assert_by_operator(event, operator, response)
 

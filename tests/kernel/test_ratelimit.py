@@ -293,6 +293,7 @@ def test_editing_a_plan_in_the_admin_applies_to_its_tenants_at_once(
         "max_api_keys": plan.max_api_keys,
         "max_products": plan.max_products,
         "max_invitations_per_day": plan.max_invitations_per_day,
+        "max_oauth_apps": plan.max_oauth_apps,
     }
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(url, fields)

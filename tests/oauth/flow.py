@@ -123,8 +123,15 @@ class Dance:
             },
         )
 
-    def consent_page(self, *, email: str, scope: str, password: str = DEFAULT_PASSWORD,
-                     state: str = "s1", challenge: str | None = None) -> httpx.Response:
+    def consent_page(
+        self,
+        *,
+        email: str,
+        scope: str,
+        password: str = DEFAULT_PASSWORD,
+        state: str = "s1",
+        challenge: str | None = None,
+    ) -> httpx.Response:
         """Up to the consent page: signed in after the authorization page sent us to do so."""
         first = self.browser.get(self.authorize_url(scope=scope, state=state, challenge=challenge))
         signed_in = self.sign_in(first, email, password)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_an_app_acts_for_a_person_within_its_scopes_until_revoked(live_asgi_server, shop):
-    tenant, owner, owner_api = shop
+    _tenant, owner, owner_api = shop
     app = register_app(owner_api)
     dance = Dance(live_asgi_server.url, app)
 
@@ -27,7 +27,9 @@ def test_an_app_acts_for_a_person_within_its_scopes_until_revoked(live_asgi_serv
         timeout=20.0,
     )
     assert api.get("/api/v1/products/").status_code == 200
-    created = api.post("/api/v1/products/", json={"sku": "OA-1", "name": "Via app", "price": "1.00"})
+    created = api.post(
+        "/api/v1/products/", json={"sku": "OA-1", "name": "Via app", "price": "1.00"}
+    )
     assert created.status_code == 201, created.text
     # members.read is not a scope it was granted, though the owner holds it
     refused = api.get("/api/v1/members/")

@@ -43,6 +43,8 @@ import pytest
 
 from kernel.context import operator_scope
 from notifications.models import Notification
+from oauth import services as oauth_services
+from oauth.models import App
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.fixtures.servers import LiveServer
 from tests.helpers import owner_of
@@ -171,16 +173,33 @@ def seed_objects(
         body = {"url": WEBHOOK_URL, "topics": ["catalog.product.*"]}
         return created(server, access, "webhooks/", json=body)["id"]
 
+    def oauth_app() -> str:
+        body = {
+            "name": "fuzzing",
+            "redirect_uris": ["https://app.example/callback"],
+            "scopes": ["catalog.read"],
+        }
+        return created(server, access, "oauth-apps/", json=body)["id"]
+
+    def oauth_grant() -> str:
+        # A person's consent: the consent page's work, which no API request does.
+        app = App.objects.get(pk=oauth_app())
+        consent = oauth_services.consent_record(
+            app=app, user=owner, tenant_id=tenant.id, scopes=["catalog.read"]
+        )
+        return str(consent.pk)
+
     # One endpoint to read and change (a change may deactivate it), one whose deliveries are
     # listed and redelivered (which an inactive endpoint refuses).
     endpoint, delivering = webhook(), webhook()
+    owner = owner_of(tenant)
+    changed_app = oauth_app()
     job = created(
         server,
         access,
         "products/import/",
         files={"file": ("products.csv", IMPORT_CSV.encode(), "text/csv")},
     )
-    owner = owner_of(tenant)
     with operator_scope("contract fuzzing: objects no request of the run creates"):
         # A dead delivery (what redeliver takes), as the fan-out would have left it.
         delivery = WebhookDelivery.objects.create(
@@ -210,6 +229,12 @@ def seed_objects(
         "members_partial_update": {"id": str(member.pk)},
         "members_destroy": {"id": str(leaving.pk)},
         "notifications_read_create": {"id": str(notification.id)},
+        "oauth_apps_retrieve": {"id": changed_app},
+        "oauth_apps_update": {"id": changed_app},
+        "oauth_apps_partial_update": {"id": changed_app},
+        "oauth_apps_destroy": {"id": oauth_app()},
+        "oauth_grants_retrieve": {"id": oauth_grant()},
+        "oauth_grants_destroy": {"id": oauth_grant()},
         "webhooks_retrieve": {"id": endpoint},
         "webhooks_update": {"id": endpoint},
         "webhooks_partial_update": {"id": endpoint},
