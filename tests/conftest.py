@@ -15,6 +15,7 @@ from tests.helpers import client_for
 pytest_plugins: list[str] = [
     "tests.fixtures.servers",
     "tests.fixtures.celery_worker",
+    "tests.fixtures.browser",
 ]
 
 

@@ -7,91 +7,28 @@ fails rather than skips, so that CI never passes without having run it.
 """
 
 import re
-import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.wait import WebDriverWait
 
 from kernel.tenancy.models import Tenant
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
+from tests.fixtures.browser import WAIT_SECONDS, screenshot_on_failure, wait
 from tests.fixtures.servers import LiveServer
 from tests.helpers import ME, TOKEN, owner_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER_NAMES = ("chromedriver", "chromium-driver")
-LAUNCH_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-]
-WAIT_SECONDS = 20
-INSTALL_HINT = (
-    "apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver "
-    "(scripts/test does this when it runs as root or with sudo)"
-)
-
-
-def chromedriver_path() -> str:
-    for name in CHROMEDRIVER_NAMES:
-        if found := shutil.which(name):
-            return found
-    pytest.fail(f"chromedriver is not installed; install Debian's chromium-driver: {INSTALL_HINT}")
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is not installed: {INSTALL_HINT}")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in LAUNCH_FLAGS:
-        options.add_argument(flag)
-    # An explicit driver: Selenium then never tries to download one.
-    service = Service(executable_path=chromedriver_path(), log_output=str(tmp_path / "driver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@contextmanager
-def screenshot_on_failure(driver: webdriver.Chrome, directory: Path) -> Iterator[None]:
-    """On a failure, the page as the browser showed it goes to `directory` (pytest's tmp_path)."""
-    try:
-        yield
-    except BaseException as failure:
-        screenshot = directory / "failure.png"
-        driver.save_screenshot(str(screenshot))
-        failure.add_note(f"Screenshot of the page at the failure: {screenshot}")
-        raise
-
 
 @pytest.fixture
 def admin_server(live_asgi_server_factory: Callable[..., LiveServer]) -> LiveServer:
     return live_asgi_server_factory()
-
-
-def wait(driver: webdriver.Chrome) -> WebDriverWait:
-    return WebDriverWait(driver, WAIT_SECONDS)
 
 
 def row_of(driver: webdriver.Chrome, tenant: Tenant):

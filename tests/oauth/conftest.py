@@ -5,6 +5,7 @@ import pytest
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
+from rest_framework.test import APIClient
 
 from tests.factories import make_tenant
 from tests.helpers import client_for, owner_of
@@ -15,12 +16,15 @@ GRANTS = "/api/v1/oauth-grants/"
 CATALOG_SCOPES = ["catalog.read", "catalog.write", "openid", "profile", "email", "offline_access"]
 
 
-def register_app(client, *, scopes=CATALOG_SCOPES, confidential=True, redirect_uris=None) -> App:
-    """An app of the client's tenant, registered as its developers would."""
+def registration(
+    client, *, name="Shop front", scopes=CATALOG_SCOPES, confidential=True, redirect_uris=None
+) -> tuple[dict, App]:
+    """An app of the client's tenant, registered as its developers would: the API's answer, and
+    the app as the dance knows it."""
     response = client.post(
         APPS,
         {
-            "name": "Shop front",
+            "name": name,
             "redirect_uris": redirect_uris or [REDIRECT_URI],
             "scopes": scopes,
             "confidential": confidential,
@@ -29,12 +33,25 @@ def register_app(client, *, scopes=CATALOG_SCOPES, confidential=True, redirect_u
     )
     assert response.status_code == 201, response.content
     body = response.json()
-    return App(
+    app = App(
         client_id=body["client_id"],
         client_secret=body.get("client_secret"),
         redirect_uri=body["redirect_uris"][0],
         scopes=body["scopes"],
     )
+    return body, app
+
+
+def register_app(client, **registered) -> App:
+    """`registration`'s app alone."""
+    return registration(client, **registered)[1]
+
+
+def bearer(access_token: str) -> APIClient:
+    """An API client sending an OAuth access token, as the app does."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token}")
+    return client
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 
 from tests.factories import make_member, make_tenant
 from tests.helpers import API, assert_problem, client_for, member_with_role, owner_of
-from tests.oauth.conftest import APPS, GRANTS
-from tests.oauth.flow import REDIRECT_URI, App, Dance, in_process
+from tests.oauth.conftest import GRANTS, bearer, registration
+from tests.oauth.flow import Dance, in_process
 
 pytestmark = pytest.mark.django_db
 
@@ -23,23 +23,6 @@ GRANT_FIELDS = {"id", "app", "scopes", "created_at", "updated_at"}
 
 def grant_url(grant_id) -> str:
     return f"{GRANTS}{grant_id}/"
-
-
-def bearer(access_token: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token}")
-    return client
-
-
-def registered(client: APIClient, *, name: str, scopes: list[str]) -> tuple[dict, App]:
-    """An app of the client's tenant: its registration's answer, and the app as the dance
-    knows it."""
-    response = client.post(
-        APPS, {"name": name, "redirect_uris": [REDIRECT_URI], "scopes": scopes}, format="json"
-    )
-    assert response.status_code == 201, response.content
-    body = response.json()
-    return body, App(body["client_id"], body["client_secret"], scopes=body["scopes"])
 
 
 @dataclass
@@ -76,7 +59,7 @@ def granted(shop, vendor, wsgi_transport):
     """An editor of Shop who authorized Vendor Labs' app in Shop."""
     tenant, _, _ = shop
     _, vendor_api = vendor
-    body, app = registered(vendor_api, name="Vendor sync", scopes=["catalog.read", "openid"])
+    body, app = registration(vendor_api, name="Vendor sync", scopes=["catalog.read", "openid"])
     person = member_with_role(tenant, "editor")
     dance = in_process(app, wsgi_transport)
     tokens = dance.tokens(email=person.email, scope="catalog.read openid", tenant=tenant.id)

@@ -20,8 +20,6 @@ import httpx
 import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws, jwt
 from joserfc.errors import InvalidClaimError, InvalidKeyIdError
 from joserfc.jwk import KeySet, RSAKey
@@ -29,7 +27,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from kernel.permissions import PERMISSION_DESCRIPTIONS
 from tests.factories import DEFAULT_PASSWORD, make_tenant, make_user
-from tests.helpers import client_for, owner_of
+from tests.helpers import client_for, owner_of, rsa_private_key_pem
 from tests.oauth.conftest import register_app
 from tests.oauth.flow import Dance, code_from, in_process, pkce_pair
 
@@ -106,15 +104,6 @@ def verified_claims(
         sub={"essential": True, "value": subject},
     ).validate(token.claims)
     return token.claims
-
-
-def rsa_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
 
 
 def kid_of(pem: str) -> str:
@@ -303,7 +292,7 @@ def test_a_rotated_signing_key_signs_new_id_tokens_while_the_old_ones_still_veri
 ):
     user, owner_api = person
     app = register_app(owner_api)
-    oldest, old, new = rsa_pem(), rsa_pem(), rsa_pem()
+    oldest, old, new = rsa_private_key_pem(), rsa_private_key_pem(), rsa_private_key_pem()
     before = live_asgi_server_factory(
         OIDC_RSA_PRIVATE_KEY=old, OIDC_RSA_PRIVATE_KEYS_INACTIVE=oldest
     )

@@ -11,89 +11,25 @@ Debian's chromium and chromium-driver drive it, as for the admin's browser test 
 installs them when missing); without them this test fails rather than skips.
 """
 
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.wait import WebDriverWait
 
 from oauth.scopes import all_scopes
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
+from tests.fixtures.browser import WAIT_SECONDS, screenshot_on_failure, wait
 from tests.fixtures.servers import LOOPBACK, free_port
 from tests.oauth.conftest import register_app
 from tests.oauth.flow import Dance, pkce_pair
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER_NAMES = ("chromedriver", "chromium-driver")
-LAUNCH_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-]
-WAIT_SECONDS = 20
-INSTALL_HINT = (
-    "apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver "
-    "(scripts/test does this when it runs as root or with sudo)"
-)
 SCOPES = ["catalog.read", "openid", "profile"]
-
-
-def chromedriver_path() -> str:
-    for name in CHROMEDRIVER_NAMES:
-        if found := shutil.which(name):
-            return found
-    pytest.fail(f"chromedriver is not installed; install Debian's chromium-driver: {INSTALL_HINT}")
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is not installed: {INSTALL_HINT}")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in LAUNCH_FLAGS:
-        options.add_argument(flag)
-    # An explicit driver: Selenium then never tries to download one.
-    service = Service(executable_path=chromedriver_path(), log_output=str(tmp_path / "driver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-@contextmanager
-def screenshot_on_failure(driver: webdriver.Chrome, directory: Path) -> Iterator[None]:
-    """On a failure, the page as the browser showed it goes to `directory` (pytest's tmp_path)."""
-    try:
-        yield
-    except BaseException as failure:
-        screenshot = directory / "failure.png"
-        driver.save_screenshot(str(screenshot))
-        failure.add_note(f"Screenshot of the page at the failure: {screenshot}")
-        raise
-
-
-def wait(driver: webdriver.Chrome) -> WebDriverWait:
-    return WebDriverWait(driver, WAIT_SECONDS)
 
 
 def assert_a_page_of_ours(driver: webdriver.Chrome, *, cookies: dict[str, str]) -> None:

@@ -1,5 +1,5 @@
 """The sign-in page of the authorization server, in this process (WSGI, the test's transaction),
-as a browser uses it: its form, with the CSRF token the page gave.
+as a visitor uses it: its form, with the CSRF token the page gave.
 
 It tells no one which emails have an account, refuses a form posted without its CSRF token,
 locks an account out after repeated failures as the API's sign-in does, never sends a person to
@@ -64,20 +64,20 @@ def alerts_of(response: httpx.Response) -> list[str]:
 
 
 @pytest.fixture
-def browser(wsgi_transport) -> httpx.Client:
+def visitor(wsgi_transport) -> httpx.Client:
     """A person's browser: its own cookies, requests to the application in this process."""
     return httpx.Client(base_url="http://testserver", transport=wsgi_transport)
 
 
 def sign_in(
-    browser: httpx.Client, email: str, password: str, *, next_url: str = AUTHORIZE_NEXT
+    visitor: httpx.Client, email: str, password: str, *, next_url: str = AUTHORIZE_NEXT
 ) -> httpx.Response:
     """Open the sign-in page (with `next`, as the authorization page links it) and post its
     form."""
-    page = browser.get(SIGN_IN, params={"next": next_url})
+    page = visitor.get(SIGN_IN, params={"next": next_url})
     assert page.status_code == 200, page.text
     form = form_of(page.text)
-    return browser.post(
+    return visitor.post(
         SIGN_IN,
         data={
             "csrfmiddlewaretoken": form.inputs["csrfmiddlewaretoken"],
@@ -88,52 +88,52 @@ def sign_in(
     )
 
 
-def signed_in(browser: httpx.Client) -> bool:
+def signed_in(visitor: httpx.Client) -> bool:
     """Whether the browser holds a session: the sign-in page then sends it straight on."""
-    return browser.get(SIGN_IN, params={"next": AUTHORIZE_NEXT}).status_code == 302
+    return visitor.get(SIGN_IN, params={"next": AUTHORIZE_NEXT}).status_code == 302
 
 
-def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(browser):
+def test_a_wrong_password_and_an_unknown_email_get_the_same_answer(visitor):
     person = make_user(email=new_email())
 
-    wrong_password = sign_in(browser, person.email, "not the password")
-    unknown_email = sign_in(browser, new_email(), DEFAULT_PASSWORD)
+    wrong_password = sign_in(visitor, person.email, "not the password")
+    unknown_email = sign_in(visitor, new_email(), DEFAULT_PASSWORD)
 
     assert wrong_password.status_code == unknown_email.status_code == 200
     assert alerts_of(wrong_password) == alerts_of(unknown_email) == [WRONG_ANSWER]
-    assert not signed_in(browser)
+    assert not signed_in(visitor)
 
 
-def test_a_form_posted_without_its_csrf_token_is_refused(browser):
+def test_a_form_posted_without_its_csrf_token_is_refused(visitor):
     person = make_user(email=new_email())
     credentials = {"username": person.email, "password": DEFAULT_PASSWORD, "next": AUTHORIZE_NEXT}
 
     # Neither from a page that never loaded the form (no CSRF cookie either) ...
-    assert browser.post(SIGN_IN, data=credentials).status_code == 403
+    assert visitor.post(SIGN_IN, data=credentials).status_code == 403
     # ... nor with the cookie of the page but without the token in the form
-    assert browser.get(SIGN_IN).status_code == 200
-    assert browser.post(SIGN_IN, data=credentials).status_code == 403
-    assert not signed_in(browser)
+    assert visitor.get(SIGN_IN).status_code == 200
+    assert visitor.post(SIGN_IN, data=credentials).status_code == 403
+    assert not signed_in(visitor)
     # The same person, the same password, with the token: signed in
-    assert sign_in(browser, person.email, DEFAULT_PASSWORD).status_code == 302
-    assert signed_in(browser)
+    assert sign_in(visitor, person.email, DEFAULT_PASSWORD).status_code == 302
+    assert signed_in(visitor)
 
 
 def test_repeated_failures_lock_the_account_out_even_with_the_right_password(
-    browser, wsgi_transport, settings
+    visitor, wsgi_transport, settings
 ):
     settings.LOGIN_FAILURE_LIMIT = 3
     person = make_user(email=new_email())
 
-    failures = [sign_in(browser, person.email, "not the password") for _ in range(3)]
+    failures = [sign_in(visitor, person.email, "not the password") for _ in range(3)]
     assert [response.status_code for response in failures] == [200] * 3
-    locked = sign_in(browser, person.email, DEFAULT_PASSWORD)
+    locked = sign_in(visitor, person.email, DEFAULT_PASSWORD)
 
     assert locked.status_code == 429, locked.text
     assert locked.headers["content-type"].startswith("text/html")
     [refusal] = alerts_of(locked)
     assert refusal.startswith("Too many requests"), refusal
-    assert not signed_in(browser)
+    assert not signed_in(visitor)
     # The same lockout as the API's sign-in: the token endpoint refuses the right password too
     with httpx.Client(base_url="http://testserver", transport=wsgi_transport) as api:
         token = api.post(
@@ -151,49 +151,74 @@ def test_repeated_failures_lock_the_account_out_even_with_the_right_password(
         "https:///evil.example/steal",
     ],
 )
-def test_a_next_to_another_host_is_not_followed_after_signing_in(browser, next_url):
+def test_a_next_to_another_host_is_not_followed_after_signing_in(visitor, next_url):
     person = make_user(email=new_email())
 
-    response = sign_in(browser, person.email, DEFAULT_PASSWORD, next_url=next_url)
+    response = sign_in(visitor, person.email, DEFAULT_PASSWORD, next_url=next_url)
 
     assert response.status_code == 302
     location = urlsplit(response.headers["location"])
     assert location.netloc in ("", "testserver"), response.headers["location"]
     assert "evil.example" not in response.headers["location"]
-    assert signed_in(browser)
+    assert signed_in(visitor)
 
 
-def test_a_next_on_this_server_is_followed_after_signing_in(browser):
+def test_a_next_on_this_server_is_followed_after_signing_in(visitor):
     person = make_user(email=new_email())
 
-    response = sign_in(browser, person.email, DEFAULT_PASSWORD)
+    response = sign_in(visitor, person.email, DEFAULT_PASSWORD)
 
     assert response.status_code == 302
     assert response.headers["location"] == AUTHORIZE_NEXT
 
 
-def test_a_deactivated_person_cannot_sign_in(browser):
+def test_a_deactivated_person_cannot_sign_in(visitor):
     person = make_user(email=new_email(), is_active=False)
 
-    response = sign_in(browser, person.email, DEFAULT_PASSWORD)
+    response = sign_in(visitor, person.email, DEFAULT_PASSWORD)
 
     # Told exactly what a wrong password is told: the page does not say the account exists
     assert response.status_code == 200
     assert alerts_of(response) == [WRONG_ANSWER]
-    assert not signed_in(browser)
+    assert not signed_in(visitor)
 
 
-def test_the_sign_in_consent_and_error_pages_are_never_framed(browser, wsgi_transport, shop):
+def test_the_sign_in_consent_and_error_pages_are_never_framed(visitor, wsgi_transport, shop):
     _, owner, owner_api = shop
     dance = in_process(register_app(owner_api), wsgi_transport)
     _, challenge = pkce_pair()
     consent = dance.consent_page(email=owner.email, scope="catalog.read", challenge=challenge)
     assert consent.text.count('id="authorizationForm"') == 1
-    sign_in_page = browser.get(SIGN_IN, params={"next": AUTHORIZE_NEXT})
-    failed_sign_in = sign_in(browser, new_email(), "not the password")
-    error_page = browser.get("/oauth/authorize/?" + urlencode({"client_id": "nobody"}))
+    sign_in_page = visitor.get(SIGN_IN, params={"next": AUTHORIZE_NEXT})
+    failed_sign_in = sign_in(visitor, new_email(), "not the password")
+    error_page = visitor.get("/oauth/authorize/?" + urlencode({"client_id": "nobody"}))
     assert error_page.status_code == 400
 
     for page in (sign_in_page, failed_sign_in, consent, error_page):
         assert page.headers["content-type"].startswith("text/html")
         assert page.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_consent_page_signs_another_person_out_and_back_to_the_same_request(
+    wsgi_transport, shop
+):
+    _, owner, owner_api = shop
+    dance = in_process(register_app(owner_api), wsgi_transport)
+    _, challenge = pkce_pair()
+    consent = dance.consent_page(email=owner.email, scope="catalog.read", challenge=challenge)
+    sign_out = form_of(consent.text.split('id="authorizationForm"', 1)[1].split("</form>", 1)[1])
+
+    signed_out = dance.browser.post(
+        "/oauth/sign-out/",
+        data={
+            "csrfmiddlewaretoken": sign_out.inputs["csrfmiddlewaretoken"],
+            "next": sign_out.inputs["next"],
+        },
+    )
+
+    # Back to the same authorization request, which now asks who is there.
+    assert signed_out.status_code == 302
+    assert signed_out.headers["location"] == str(consent.url.raw_path.decode())
+    again = dance.browser.get(signed_out.headers["location"])
+    assert again.status_code == 302
+    assert urlsplit(again.headers["location"]).path == SIGN_IN

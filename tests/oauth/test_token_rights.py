@@ -12,8 +12,8 @@ from rest_framework.test import APIClient
 from kernel.tenancy.models import Plan
 from tests.factories import DEFAULT_PASSWORD, make_member, make_role, make_tenant
 from tests.helpers import API, ME, assert_problem, client_for, outcome, owner_of
-from tests.oauth.conftest import APPS
-from tests.oauth.flow import REDIRECT_URI, App, in_process
+from tests.oauth.conftest import bearer, registration
+from tests.oauth.flow import in_process
 
 pytestmark = pytest.mark.django_db
 
@@ -26,27 +26,10 @@ PASSWORD_CHANGE = f"{API}/auth/password/change/"
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining")
 
 
-def bearer(access_token: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token}")
-    return client
-
-
-def registered(client: APIClient, scopes: list[str], *, name: str = "Shop front") -> tuple:
-    """An app of the client's tenant: its registration's answer, and the app as the dance
-    knows it."""
-    response = client.post(
-        APPS, {"name": name, "redirect_uris": [REDIRECT_URI], "scopes": scopes}, format="json"
-    )
-    assert response.status_code == 201, response.content
-    body = response.json()
-    return body, App(body["client_id"], body["client_secret"], scopes=body["scopes"])
-
-
 def authorized(transport, owner_api: APIClient, person, scopes: list[str], **app) -> APIClient:
     """The owner registers an app with `scopes`, `person` grants it all of them: the app's API
     client with the token it was given."""
-    _, flow_app = registered(owner_api, scopes, **app)
+    _, flow_app = registration(owner_api, scopes=scopes, **app)
     tokens = in_process(flow_app, transport).tokens(email=person.email, scope=" ".join(scopes))
     assert sorted(tokens["scope"].split()) == sorted(scopes)
     return bearer(tokens["access_token"])
@@ -237,7 +220,9 @@ def test_what_an_app_writes_is_audited_as_the_person_through_the_app(shop, wsgi_
     # Given an editor's app token, and the editor's own sign-in
     tenant, _, owner_api = shop
     editor = make_member(tenant, roles=["editor"]).user
-    body, flow_app = registered(owner_api, ["catalog.read", "catalog.write"], name="Sync ✓")
+    body, flow_app = registration(
+        owner_api, scopes=["catalog.read", "catalog.write"], name="Sync ✓"
+    )
     tokens = in_process(flow_app, wsgi_transport).tokens(
         email=editor.email, scope="catalog.read catalog.write"
     )
