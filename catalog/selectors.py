@@ -213,6 +213,44 @@ def product_related(*, product: Product, limit: int | None = None) -> list[Produ
     )
 
 
+# Each product's related items (as product_related orders them) for a page of products at once:
+# a lateral join, one query whatever the page's size.
+RELATED_FOR_SQL = (
+    f"SELECT r.id, r.sku, r.name, r.price, r.currency, r.tenant_id, src.id AS source_id"  # noqa: S608
+    f" FROM {PRODUCT_TABLE} src CROSS JOIN LATERAL ("
+    " SELECT p.id, p.sku, p.name, p.price, p.currency, p.tenant_id, p.updated_at,"
+    " jsonb_array_length(p.tags)"
+    " - jsonb_array_length(p.tags - ARRAY(SELECT jsonb_array_elements_text(src.tags)))"
+    " AS shared_tags"
+    f" FROM {PRODUCT_TABLE} p"
+    " WHERE p.tenant_id = src.tenant_id AND p.category_id = src.category_id"
+    " AND p.is_active AND p.id <> src.id"
+    " ORDER BY shared_tags DESC, p.updated_at DESC, p.id LIMIT %s) r"
+    " WHERE src.tenant_id = %s AND src.id = ANY(%s) AND src.category_id IS NOT NULL"
+    " ORDER BY src.id, r.shared_tags DESC, r.updated_at DESC, r.id"
+)
+
+
+def product_related_for(
+    *, products: Sequence[Product], limit: int | None = None
+) -> dict[uuid.UUID, list[Product]]:
+    """`product_related` of each of `products`, by product id. On PostgreSQL one query for all
+    of them (a page of a list); elsewhere (the embedded SQLite default) one per product."""
+    limit = settings.CATALOG_RELATED_LIMIT if limit is None else limit
+    found: dict[uuid.UUID, list[Product]] = {product.pk: [] for product in products}
+    if connection.vendor != "postgresql":
+        for product in products:
+            found[product.pk] = product_related(product=product, limit=limit)
+        return found
+    ids = [product.pk for product in products if product.category_id is not None]
+    if not ids or limit <= 0:
+        return found
+    rows = Product.objects.raw(RELATED_FOR_SQL, [limit, require_tenant_id(), ids])
+    for row in rows:
+        found[row.source_id].append(row)
+    return found
+
+
 # --- vendor-specific pieces --------------------------------------------------------------------
 # PostgreSQL gets full-text search and jsonb containment (both GIN-indexed, migration 0002); the
 # embedded SQLite default gets plain equivalents that need no extension.

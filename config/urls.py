@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from accounts import pages
 from accounts.api.urls import urlpatterns as accounts_urls
 from catalog.api.urls import urlpatterns as catalog_urls
+from graphql_api.urls import urlpatterns as graphql_urls
 from kernel import health
 from notifications.api.urls import urlpatterns as notifications_urls
 from oauth import urls as oauth_urls
@@ -33,6 +34,8 @@ urlpatterns = [
     # URL-path versioning: DRF reads `version`; ALLOWED_VERSIONS limits it to v1, and anything
     # else matches no route, so it is a 404 problem. First: it takes most of the requests.
     re_path(r"^api/(?P<version>v1)/", include(api_v1)),
+    # The GraphQL surface over the same kernel (docs/graphql.md).
+    *graphql_urls,
     path("", health.index, name="index"),
     # The link of an invitation email (INVITATION_ACCEPT_URL).
     path("accept-invitation", pages.accept_invitation, name="accept-invitation"),

@@ -24,6 +24,7 @@ import functools
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,6 +42,105 @@ MAX_CURSOR_LENGTH = 1024
 INVALID_CURSOR = "Invalid cursor: use the `next` or `previous` link of a list response."
 
 
+@dataclass
+class Keyset:
+    """The ordering of a queryset as a keyset (each field and whether it descends, the primary
+    key last), the cursors made for it, and a page read after one. REST's `CursorPagination`
+    and GraphQL's connections both page through it, so that a cursor means the same on both."""
+
+    keys: list[tuple[str, bool]]
+    fields: list[Field]
+    # The name the cursor goes by where it is refused (`cursor` in REST, `after` in GraphQL).
+    param: str = "cursor"
+    has_next: bool = False
+    has_previous: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        queryset: QuerySet,
+        *,
+        default_ordering: str | Sequence[str] | None = None,
+        param: str = "cursor",
+    ) -> "Keyset":
+        keys = _ordering_keys(queryset, default_ordering)
+        return cls(keys, [_concrete_field(queryset.model, name) for name, _ in keys], param)
+
+    def page(self, queryset: QuerySet, *, size: int, cursor: str | None) -> list[Model]:
+        """Up to `size` rows after (or, for a `previous` cursor, before) `cursor`, in order;
+        `has_next` and `has_previous` say what lies beyond them. One query."""
+        position = self.decode(cursor)
+        reverse = bool(position and position["reverse"])
+        order_by = [("-" if descending != reverse else "") + name for name, descending in self.keys]
+        queryset = queryset.order_by(*order_by)
+        if position is not None:
+            queryset = queryset.filter(self._beyond(position["values"], reverse=reverse))
+        rows = list(queryset[: size + 1])
+        has_more = len(rows) > size
+        rows = rows[:size]
+        if reverse:
+            rows.reverse()
+            self.has_previous, self.has_next = has_more, bool(rows)
+        else:
+            self.has_next, self.has_previous = has_more, position is not None and bool(rows)
+        return rows
+
+    def cursor(self, row: Model, *, reverse: bool = False) -> str:
+        """The opaque cursor of the position at `row`: the rows after it, or before it."""
+        values = [_encode_value(field.value_from_object(row)) for field in self.fields]
+        payload = {"o": self.signature(), "v": values, "r": int(reverse)}
+        token = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode())
+        return token.decode().rstrip("=")
+
+    def decode(self, raw: str | None) -> dict[str, Any] | None:
+        if raw is None or raw == "":
+            return None
+        try:
+            if len(raw) > MAX_CURSOR_LENGTH:
+                raise ValueError("too long")
+            payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            values, reverse = payload["v"], payload["r"]
+            if payload["o"] != self.signature() or reverse not in (0, 1):
+                raise ValueError("made for another ordering")
+            if not isinstance(values, list) or len(values) != len(self.fields):
+                raise ValueError("wrong shape")
+            parsed = [
+                field.to_python(value) for field, value in zip(self.fields, values, strict=True)
+            ]
+            if any(value is None for value in parsed):
+                raise ValueError("null position")
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            binascii.Error,
+            DjangoValidationError,
+            decimal.InvalidOperation,
+        ) as exc:
+            raise ValidationError({self.param: [INVALID_CURSOR]}) from exc
+        return {"values": parsed, "reverse": bool(reverse)}
+
+    def signature(self) -> str:
+        return ",".join(("-" if descending else "") + name for name, descending in self.keys)
+
+    def _beyond(self, values: list[Any], *, reverse: bool) -> Q:
+        """Rows strictly after the position in the direction of travel.
+
+        (f1, f2, id) beyond (v1, v2, i): f1 past v1, or f1 = v1 and f2 past v2, or ... The leading
+        `f1 >= v1` (or <=) adds nothing logically; it gives the planner a range on the first
+        index column to start from, instead of an OR it cannot use an index for.
+        """
+        clauses = Q()
+        equal_so_far = Q()
+        for (name, descending), value in zip(self.keys, values, strict=True):
+            lookup = "lt" if descending != reverse else "gt"
+            clauses |= equal_so_far & Q(**{f"{name}__{lookup}": value})
+            equal_so_far &= Q(**{name: value})
+        first_name, first_descending = self.keys[0]
+        bound = "lte" if first_descending != reverse else "gte"
+        return Q(**{f"{first_name}__{bound}": values[0]}) & clauses
+
+
 class CursorPagination(BasePagination):
     page_size = 25
     max_page_size = 100
@@ -55,26 +155,15 @@ class CursorPagination(BasePagination):
         self.request = request
         self.base_url = request.build_absolute_uri()
         self.page_size_value = self.get_page_size(request)
-        model = queryset.model
-        self.keys = self._ordering_keys(queryset)
-        self.fields = [_concrete_field(model, name) for name, _ in self.keys]
-        cursor = self.decode_cursor(request)
-
-        reverse = bool(cursor and cursor["reverse"])
-        order_by = [("-" if descending != reverse else "") + name for name, descending in self.keys]
-        queryset = queryset.order_by(*order_by)
-        if cursor is not None:
-            queryset = queryset.filter(self._beyond(cursor["values"], reverse=reverse))
-        rows = list(queryset[: self.page_size_value + 1])
-        has_more = len(rows) > self.page_size_value
-        rows = rows[: self.page_size_value]
-        if reverse:
-            rows.reverse()
-            self.has_previous, self.has_next = has_more, bool(rows)
-        else:
-            self.has_next, self.has_previous = has_more, cursor is not None and bool(rows)
-        self.page = rows
-        return rows
+        self.keyset = Keyset.of(
+            queryset, default_ordering=self.ordering, param=self.cursor_query_param
+        )
+        self.page = self.keyset.page(
+            queryset,
+            size=self.page_size_value,
+            cursor=request.query_params.get(self.cursor_query_param),
+        )
+        return self.page
 
     def get_paginated_data(self, data: list) -> dict[str, Any]:
         return {
@@ -89,22 +178,18 @@ class CursorPagination(BasePagination):
     # --- links -----------------------------------------------------------------------------------
 
     def get_next_link(self) -> str | None:
-        if not self.has_next:
+        if not self.keyset.has_next:
             return None
         return self._link(self.page[-1], reverse=False)
 
     def get_previous_link(self) -> str | None:
-        if not self.has_previous:
+        if not self.keyset.has_previous:
             return None
         return self._link(self.page[0], reverse=True)
 
     def _link(self, row: Model, *, reverse: bool) -> str:
-        values = [_encode_value(field.value_from_object(row)) for field in self.fields]
-        payload = {"o": self._signature(), "v": values, "r": int(reverse)}
-        token = base64.urlsafe_b64encode(
-            json.dumps(payload, separators=(",", ":")).encode()
-        ).decode()
-        return _replace_query_param(self.base_url, self.cursor_query_param, token.rstrip("="))
+        token = self.keyset.cursor(row, reverse=reverse)
+        return _replace_query_param(self.base_url, self.cursor_query_param, token)
 
     # --- parsing ---------------------------------------------------------------------------------
 
@@ -126,76 +211,6 @@ class CursorPagination(BasePagination):
         return _page_size_of(
             query_string, self.page_size_query_param, self.page_size, self.max_page_size
         )
-
-    def decode_cursor(self, request: Request) -> dict[str, Any] | None:
-        raw = request.query_params.get(self.cursor_query_param)
-        if raw is None or raw == "":
-            return None
-        try:
-            if len(raw) > MAX_CURSOR_LENGTH:
-                raise ValueError("too long")
-            payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-            values, reverse = payload["v"], payload["r"]
-            if payload["o"] != self._signature() or reverse not in (0, 1):
-                raise ValueError("made for another ordering")
-            if not isinstance(values, list) or len(values) != len(self.fields):
-                raise ValueError("wrong shape")
-            parsed = [
-                field.to_python(value) for field, value in zip(self.fields, values, strict=True)
-            ]
-            if any(value is None for value in parsed):
-                raise ValueError("null position")
-        except (
-            ValueError,
-            TypeError,
-            KeyError,
-            binascii.Error,
-            DjangoValidationError,
-            decimal.InvalidOperation,
-        ) as exc:
-            raise ValidationError({self.cursor_query_param: [INVALID_CURSOR]}) from exc
-        return {"values": parsed, "reverse": bool(reverse)}
-
-    # --- ordering --------------------------------------------------------------------------------
-
-    def _ordering_keys(self, queryset: QuerySet) -> list[tuple[str, bool]]:
-        """[(field name, descending)], ending with the primary key."""
-        ordering = list(queryset.query.order_by) or _as_list(self.ordering)
-        if not ordering:
-            ordering = list(queryset.model._meta.ordering) or ["-pk"]
-        keys: list[tuple[str, bool]] = []
-        for term in ordering:
-            if not isinstance(term, str) or term == "?" or "__" in term:
-                raise ImproperlyConfigured(
-                    f"Cursor pagination orders by plain field names, not {term!r}."
-                )
-            name = term.lstrip("-")
-            name = queryset.model._meta.pk.name if name == "pk" else name
-            keys.append((name, term.startswith("-")))
-        pk_name = queryset.model._meta.pk.name
-        if pk_name not in {name for name, _ in keys}:
-            keys.append((pk_name, keys[0][1] if keys else False))
-        return keys
-
-    def _signature(self) -> str:
-        return ",".join(("-" if descending else "") + name for name, descending in self.keys)
-
-    def _beyond(self, values: list[Any], *, reverse: bool) -> Q:
-        """Rows strictly after the position in the direction of travel.
-
-        (f1, f2, id) beyond (v1, v2, i): f1 past v1, or f1 = v1 and f2 past v2, or ... The leading
-        `f1 >= v1` (or <=) adds nothing logically; it gives the planner a range on the first
-        index column to start from, instead of an OR it cannot use an index for.
-        """
-        clauses = Q()
-        equal_so_far = Q()
-        for (name, descending), value in zip(self.keys, values, strict=True):
-            lookup = "lt" if descending != reverse else "gt"
-            clauses |= equal_so_far & Q(**{f"{name}__{lookup}": value})
-            equal_so_far &= Q(**{name: value})
-        first_name, first_descending = self.keys[0]
-        bound = "lte" if first_descending != reverse else "gte"
-        return Q(**{f"{first_name}__{bound}": values[0]}) & clauses
 
     # --- OpenAPI ---------------------------------------------------------------------------------
 
@@ -227,6 +242,28 @@ class CursorPagination(BasePagination):
             "required": ["results", "next", "previous"],
             "properties": {"results": schema, "next": link, "previous": link},
         }
+
+
+def _ordering_keys(
+    queryset: QuerySet, default_ordering: str | Sequence[str] | None
+) -> list[tuple[str, bool]]:
+    """[(field name, descending)], ending with the primary key."""
+    ordering = list(queryset.query.order_by) or _as_list(default_ordering)
+    if not ordering:
+        ordering = list(queryset.model._meta.ordering) or ["-pk"]
+    keys: list[tuple[str, bool]] = []
+    for term in ordering:
+        if not isinstance(term, str) or term == "?" or "__" in term:
+            raise ImproperlyConfigured(
+                f"Cursor pagination orders by plain field names, not {term!r}."
+            )
+        name = term.lstrip("-")
+        name = queryset.model._meta.pk.name if name == "pk" else name
+        keys.append((name, term.startswith("-")))
+    pk_name = queryset.model._meta.pk.name
+    if pk_name not in {name for name, _ in keys}:
+        keys.append((pk_name, keys[0][1] if keys else False))
+    return keys
 
 
 def _as_list(ordering: str | Sequence[str] | None) -> list[str]:

@@ -120,6 +120,36 @@ def product_list_query(request: HttpRequest, *, page_size: int) -> tuple[ListQue
 def _product_list_query(query_string: str, page_size: int) -> tuple[ListQuery, ProductFilters]:
     params = QueryDict(query_string)
     errors: dict[str, list] = {}
+    filters = _product_filters(params, errors)
+    ordering = _collected(
+        errors, lambda: ordering_param(params, PRODUCT_ORDERINGS, DEFAULT_PRODUCT_ORDERING)
+    )
+    fields = _collected(errors, lambda: fields_param(params, PRODUCT_FIELDS))
+    if errors:
+        raise ValidationError(errors)
+    query = ListQuery(
+        filters=MappingProxyType(filters),
+        ordering=ordering,
+        fields=fields,
+        page_size=page_size,
+        cursor=params.get("cursor", ""),
+    )
+    return query, ProductFilters(**query.filters)
+
+
+def product_filters(params: QueryDict) -> ProductFilters:
+    """The product list's filters in `params`, as REST's query string names them: GraphQL's
+    `products(filter:)` is validated here too, so that both surfaces mean the same by each
+    filter and refuse the same values. A ValidationError naming each wrong one."""
+    errors: dict[str, list] = {}
+    filters = _product_filters(params, errors)
+    if errors:
+        raise ValidationError(errors)
+    return ProductFilters(**filters)
+
+
+def _product_filters(params: QueryDict, errors: dict[str, list]) -> dict[str, Any]:
+    """The filters given in `params`, validated and normalized; what is wrong goes to `errors`."""
     filters = _collected(errors, lambda: _validated(ProductFilterSet, params)) or {}
     if filters.get("updated_since") is not None:
         filters["updated_since"] = _collected(
@@ -133,22 +163,7 @@ def _product_list_query(query_string: str, page_size: int) -> tuple[ListQuery, P
         errors["price_max"] = ["Must not be below price_min."]
     if filters.get("search") is not None and not filters["search"].strip():
         filters["search"] = None
-    ordering = _collected(
-        errors, lambda: ordering_param(params, PRODUCT_ORDERINGS, DEFAULT_PRODUCT_ORDERING)
-    )
-    fields = _collected(errors, lambda: fields_param(params, PRODUCT_FIELDS))
-    if errors:
-        raise ValidationError(errors)
-    query = ListQuery(
-        filters=MappingProxyType(
-            {name: value for name, value in filters.items() if value not in (None, "")}
-        ),
-        ordering=ordering,
-        fields=fields,
-        page_size=page_size,
-        cursor=params.get("cursor", ""),
-    )
-    return query, ProductFilters(**query.filters)
+    return {name: value for name, value in filters.items() if value not in (None, "")}
 
 
 def category_list_query(request: HttpRequest, *, page_size: int) -> ListQuery:

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "oauth2_provider",
     "oauth",
     "webhooks",
+    "graphql_api",
 ]
 
 MIDDLEWARE = [
@@ -436,6 +437,20 @@ CATALOG_RELATED_LIMIT = env.int("CATALOG_RELATED_LIMIT", default=5)
 CATALOG_IMPORT_MAX_BYTES = env.int("CATALOG_IMPORT_MAX_BYTES", default=20 * 1024 * 1024)
 CATALOG_IMPORT_BATCH_SIZE = env.int("CATALOG_IMPORT_BATCH_SIZE", default=1000)
 CATALOG_EXPORT_CHUNK_SIZE = env.int("CATALOG_EXPORT_CHUNK_SIZE", default=2000)
+# --- GraphQL (docs/graphql.md) -------------------------------------------------------------------
+# Limits a document must stay within before it runs (graphql_api/limits.py): fields nested in
+# fields, the objects its answer can hold (a connection's `first` multiplies what is under it),
+# aliases of one field, and the document's size. One rate-limit token per request, and one more
+# per GRAPHQL_COST_PER_TOKEN objects of cost beyond the first.
+GRAPHQL_MAX_DEPTH = env.int("GRAPHQL_MAX_DEPTH", default=10)
+GRAPHQL_MAX_COST = env.int("GRAPHQL_MAX_COST", default=1000)
+GRAPHQL_MAX_ALIASES = env.int("GRAPHQL_MAX_ALIASES", default=20)
+GRAPHQL_MAX_DOCUMENT_BYTES = env.int("GRAPHQL_MAX_DOCUMENT_BYTES", default=16 * 1024)
+GRAPHQL_COST_PER_TOKEN = env.int("GRAPHQL_COST_PER_TOKEN", default=100)
+# Introspection answers with the whole schema; off in production unless asked for. The SDL is
+# at /graphql/schema.graphql for signed-in clients either way.
+GRAPHQL_INTROSPECTION = env.bool("GRAPHQL_INTROSPECTION", default=DEBUG)
+
 # How long a response is replayed for a POST retried with the same Idempotency-Key.
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 60 * 60)
 

@@ -37,8 +37,11 @@ def check(
     windows: Sequence[FailureWindow] = (),
     *,
     fail_closed_for_writes: bool = True,
+    cost: int = 1,
 ) -> Decision:
-    """Take a token from every bucket if all have one and no window is locked; one round trip.
+    """Take `cost` tokens from every bucket if all have them and no window is locked; one round
+    trip. A cost above a bucket's capacity is that capacity: the request is possible, once the
+    bucket is full.
 
     The decision is left on the request for the headers. When Redis is unavailable the request
     is allowed, unless it is a write and RATELIMIT_FAIL_OPEN_WRITES is false: then a 503
@@ -46,6 +49,8 @@ def check(
     after the fact, passes False).
     """
     keys, args = _check_call(buckets, windows)
+    if cost != 1:
+        args.append(max(1, min([cost, *(bucket.capacity for bucket in buckets)])))
     reply = backend().run(CHECK, keys, args)
     return _decided(request, buckets, windows, reply, fail_closed=fail_closed_for_writes)
 
@@ -124,9 +129,11 @@ def enforce(
     request: HttpRequest,
     buckets: Sequence[TokenBucket],
     windows: Sequence[FailureWindow] = (),
+    *,
+    cost: int = 1,
 ) -> Decision:
     """`check`, raising the 429 problem (with Retry-After) when the request is refused."""
-    decision = check(request, buckets, windows)
+    decision = check(request, buckets, windows, cost=cost)
     if not decision.allowed:
         raise rate_limited(decision)
     return decision
@@ -159,9 +166,10 @@ def seconds(milliseconds: int) -> int:
 # --- the checks of an API request ----------------------------------------------------------------
 
 
-def limit_api_request(request: Any) -> Decision:
+def limit_api_request(request: Any, *, cost: int = 1) -> Decision:
     """A tenant API request, once authentication has run: its tenant's and credential's buckets,
-    or the address's anonymous bucket when it has no tenant credential."""
+    or the address's anonymous bucket when it has no tenant credential. `cost` tokens from each
+    (a costly GraphQL query takes more than one)."""
     if not settings.RATELIMIT_ENABLED:
         return UNCHECKED_DECISION
     earlier = decision_of(request)
@@ -177,8 +185,8 @@ def limit_api_request(request: Any) -> Decision:
 
     principal = getattr(request, "auth", None)
     if isinstance(principal, Principal):
-        return enforce(request, principal_buckets(principal))
-    return enforce(request, anonymous_buckets(http_request(request)))
+        return enforce(request, principal_buckets(principal), cost=cost)
+    return enforce(request, anonymous_buckets(http_request(request)), cost=cost)
 
 
 def limit_principal_with(

@@ -20,8 +20,10 @@ from kernel.ratelimit.decisions import (
     rate_limited,
 )
 
-# The responses the middleware looks after: the API's, not the admin's, probes' or metrics'.
+# The responses the middleware looks after: the REST API's and GraphQL's, not the admin's,
+# probes' or metrics'.
 API_PATH_PREFIX = "/api/"
+API_PATH_PREFIXES = (API_PATH_PREFIX, "/graphql/")
 
 
 class AnonymousAddressThrottle(BaseThrottle):
@@ -74,7 +76,7 @@ class RateLimitMiddleware:
 
 
 def _applies(request: HttpRequest) -> bool:
-    return settings.RATELIMIT_ENABLED and request.path.startswith(API_PATH_PREFIX)
+    return settings.RATELIMIT_ENABLED and request.path.startswith(API_PATH_PREFIXES)
 
 
 def _check_after_the_fact(request: HttpRequest) -> Decision:

@@ -45,20 +45,22 @@ end
 """
 
 # KEYS: n token buckets, then m failure windows.
-# ARGV: n, m, then capacity and refill-per-second of each bucket, then the limit of each window.
-# Takes one token from every bucket, only if each has one and no window is at its limit.
+# ARGV: n, m, then capacity and refill-per-second of each bucket, then the limit of each window,
+# then (optional, default 1) the tokens the request costs.
+# Takes that many tokens from every bucket, only if each has them and no window is at its limit.
 # Replies (integers: Lua numbers are truncated in replies) {allowed, wait ms, then per bucket
 # tokens left and ms until full, then per window failures counted and ms until it expires}.
 CHECK = Script(
     _BUCKETS
     + """
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cost = tonumber(ARGV[3 + 2 * n + m] or '1')
 local levels, capacities, rates = bucket_levels(n, 3, 0)
 local allowed, wait = 1, 0
 for i = 1, n do
-  if levels[i] < 1 then
+  if levels[i] < cost then
     allowed = 0
-    wait = math.max(wait, (1 - levels[i]) / rates[i])
+    wait = math.max(wait, (cost - levels[i]) / rates[i])
   end
 end
 local counts, ttls = {}, {}
@@ -73,7 +75,7 @@ for j = 1, m do
   counts[j], ttls[j] = count, ttl
 end
 if allowed == 1 then
-  take(levels, capacities, rates, 1)
+  take(levels, capacities, rates, cost)
 end
 local reply = {allowed, math.ceil(wait)}
 report(reply, levels, capacities, rates)

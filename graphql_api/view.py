@@ -1,0 +1,152 @@
+"""The GraphQL endpoint: strawberry's Django view, with the kernel in front of it.
+
+Before any GraphQL runs, the credential is checked by the kernel as REST checks it (any
+registered type: a person's access token, an API key, a third-party app's OAuth token): none or a
+bad one is a 401 problem+json, a suspended tenant a 403. The request then acts in the
+credential's tenant, in one transaction, as a REST request does. The rate limit is taken once the
+document is measured (graphql_api/limits.py), by its cost; a document that never got that far
+(it does not parse) still takes one token.
+
+Errors keep GraphQL's shape (`errors[]` with `extensions`), with the HTTP status a client of
+GraphQL over HTTP expects: 200 when GraphQL answered, 429 (with Retry-After) when the rate limit
+refused, 400 for a request that is no GraphQL request at all (a problem+json).
+"""
+
+from typing import Any
+
+from cross_web import HTTPException
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from rest_framework import exceptions
+from rest_framework.authentication import get_authorization_header
+from strawberry.django.views import GraphQLView as StrawberryView
+from strawberry.django.views import TemporalHttpResponse
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from graphql_api import errors
+from graphql_api.context import Context
+from kernel import credentials, ratelimit
+from kernel.middleware import OWN_ERROR_FORMAT
+from kernel.principals import Principal
+from kernel.problems import Problem, ProblemType, problem_for_exception, problem_response
+from kernel.ratelimit import decision_of
+
+
+class GraphQLView(StrawberryView):
+    allow_queries_via_get = True
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method not in ("GET", "POST"):
+            return problem_response(
+                request,
+                ProblemType.METHOD_NOT_ALLOWED,
+                detail=f'Method "{request.method}" is not allowed here: use GET or POST.',
+                headers={"Allow": "GET, POST"},
+            )
+        if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
+            return self.render_graphql_ide(request)
+        try:
+            principal = authenticate(request)
+        except (Problem, exceptions.APIException) as refused:
+            # A refused credential still costs its address a token, as on REST.
+            return _charged(request, problem_for_exception(request, refused), anonymous=True)
+        self.principal = principal
+        with transaction.atomic():
+            try:
+                response = self.run(request=request)
+            except HTTPException as exc:
+                response = problem_response(
+                    request, ProblemType.MALFORMED_REQUEST, detail=exc.reason
+                )
+        if decision_of(request) is None:
+            # Nothing measured the document (it did not parse, or it was no request at all).
+            response = _charged(request, response)
+        setattr(response, OWN_ERROR_FORMAT, True)
+        return response
+
+    def get_context(self, request: HttpRequest, response: HttpResponse) -> Context:
+        return Context(request=request, response=response, principal=self.principal)
+
+    def execute_single(
+        self, request, request_adapter, sub_response, context, root_value, request_data
+    ):
+        query = request_data.query or ""
+        limit = settings.GRAPHQL_MAX_DOCUMENT_BYTES
+        size = len(query.encode())
+        if size > limit:
+            ratelimit.limit_api_request(request)
+            return ExecutionResult(
+                data=None,
+                errors=[
+                    errors.graphql_error(
+                        ProblemType.VALIDATION_ERROR,
+                        f"The query is too complex: the document is {size} bytes; the limit is "
+                        f"{limit}.",
+                        code=errors.QUERY_TOO_COMPLEX,
+                    )
+                ],
+            )
+        return super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+
+    def process_result(self, request: HttpRequest, result: ExecutionResult) -> GraphQLHTTPResponse:
+        data: GraphQLHTTPResponse = {"data": result.data}
+        if result.errors:
+            data["errors"] = [errors.formatted(error) for error in result.errors]
+        if result.extensions:
+            data["extensions"] = result.extensions
+        return data
+
+    def get_sub_response(self, request: HttpRequest) -> TemporalHttpResponse:
+        return TemporalHttpResponse()
+
+
+def authenticate(request: HttpRequest) -> Principal:
+    """The caller of a GraphQL request, acting from here on in its tenant: a 401 problem without
+    a credential of a registered type (before any GraphQL runs), a 403 for a suspended tenant."""
+    found = credentials.from_header(get_authorization_header(request))
+    if found is None:
+        raise exceptions.NotAuthenticated()
+    credential_type, credential = found
+    principal = credential_type.verify(credential)
+    if not principal.tenant.is_active:
+        raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+    credentials.act_for_request(principal)
+    credential_type.used(principal)
+    request.auth = principal
+    return principal
+
+
+def _charged(
+    request: HttpRequest, response: HttpResponseBase, *, anonymous: bool = False
+) -> HttpResponseBase:
+    """`response`, once the request took its one token; the 429 problem if it could not."""
+    try:
+        if anonymous:
+            ratelimit.limit_anonymous_request(request)
+        else:
+            ratelimit.limit_api_request(request)
+    except Problem as problem:
+        return problem_for_exception(request, problem)
+    return response
+
+
+def schema_sdl(request: HttpRequest, schema: Any) -> HttpResponseBase:
+    """The schema as SDL, for any signed-in client (introspection may be off)."""
+    if request.method not in ("GET", "HEAD"):
+        return problem_response(
+            request,
+            ProblemType.METHOD_NOT_ALLOWED,
+            detail=f'Method "{request.method}" is not allowed here.',
+            headers={"Allow": "GET, HEAD"},
+        )
+    try:
+        authenticate(request)
+    except (Problem, exceptions.APIException) as refused:
+        return _charged(request, problem_for_exception(request, refused), anonymous=True)
+    return _charged(
+        request, HttpResponse(schema.as_str() + "\n", content_type="text/plain; charset=utf-8")
+    )
