@@ -237,6 +237,18 @@ def cached_response(
     return response
 
 
+def store(*, version: str, kind: str, key: str, response: CachedResponse, timeout: int) -> None:
+    """Keep `response` for `key` under `version`: the catalog version read before the data the
+    response holds was read (so that a write in between leaves it unreachable). For a caller that
+    can tell only once it has computed a response that it is one to keep (a GraphQL query)."""
+    _call(
+        "set",
+        entry_key_for(version, kind=kind, key=key),
+        (response.etag, response.body),
+        timeout=timeout,
+    )
+
+
 def servable() -> bool:
     """Whether stored entries may be served without going through `cached_response`: the cache
     is up and this process owes it no version bump (else an entry from before a write made

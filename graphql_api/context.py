@@ -1,7 +1,7 @@
 """What every resolver finds in `info.context`: the request, the caller, and the one way to check
 a permission."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from strawberry.django.context import StrawberryDjangoContext
@@ -14,8 +14,8 @@ from kernel.principals import Principal
 @dataclass
 class Context(StrawberryDjangoContext):
     principal: Principal = None  # type: ignore[assignment]
-    # Per-request memory of resolvers (the batch of related items a page loaded, say).
-    loaded: dict[str, Any] = field(default_factory=dict)
+    # What graphql_api/limits.py measured of the document, once it has.
+    measure: Any = None
 
 
 def principal_of(info: Info, permission: str | None = None) -> Principal:

@@ -63,15 +63,16 @@ def formatted(error: GraphQLError) -> dict[str, Any]:
 def is_unexpected(error: GraphQLError) -> bool:
     """Whether `error` is a bug rather than an answer (what gets logged with a traceback)."""
     original = error.original_error
-    return original is not None and _known(original) is None
+    return original is not None and not _refused_value(error) and _known(original) is None
 
 
 def _shaped(error: GraphQLError) -> GraphQLError:
     if error.extensions and "code" in error.extensions:
         return error  # made here already (graphql_error)
     original = error.original_error
-    if original is None:
-        # The document itself: a syntax error, an unknown field, a wrong argument type.
+    if original is None or _refused_value(error):
+        # The document itself: a syntax error, an unknown field, a wrong argument type, a value
+        # its type refuses (`id: "not-a-uuid"`).
         return _with(error, error.message, _extensions(ProblemType.MALFORMED_REQUEST))
     known = _known(original)
     if known is None:
@@ -82,6 +83,13 @@ def _shaped(error: GraphQLError) -> GraphQLError:
         )
     message, extensions = known
     return _with(error, message, extensions)
+
+
+def _refused_value(error: GraphQLError) -> bool:
+    """A value of the document or of its variables that a scalar refused: GraphQL's own error,
+    before execution (so without a path), around the scalar's own words."""
+    original = error.original_error
+    return isinstance(original, GraphQLError) and not original.extensions and error.path is None
 
 
 def _known(original: Exception) -> tuple[str, dict[str, Any]] | None:

@@ -4,10 +4,11 @@ One walk over the operation (fragments expanded, introspection fields left out: 
 schema, not the database) measures:
 
 - depth: fields nested in fields, the operation's own fields at 1 (GRAPHQL_MAX_DEPTH);
-- cost: the objects the answer can hold, at most. Each field of an object type counts once per
-  object it can appear in: a connection's `first` (its default page size when not given)
-  multiplies what is under it, and so does a list field by its longest length
-  (`LIST_LENGTHS`). GRAPHQL_MAX_COST;
+- cost: the objects the answer can hold, at most. An object field counts once for each object
+  it can appear in; a connection's `edges` count `first` times (its default page size when not
+  given), and a list of objects its longest length (`LIST_LENGTHS`) times; what is under them
+  is multiplied alike. `products(first: 25) { edges { node { category { name } } } }` costs 1
+  (the connection) + 25 (edges) + 25 (nodes) + 25 (categories) = 76. GRAPHQL_MAX_COST;
 - aliases: how often one field is asked for under another name (GRAPHQL_MAX_ALIASES);
 - `first`: at most MAX_PAGE_SIZE, as REST's `page_size`.
 
@@ -23,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -34,8 +36,6 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationContext,
-    ValidationRule,
     VariableNode,
     get_named_type,
     value_from_ast_untyped,
@@ -60,6 +60,9 @@ def _related_limit() -> int:
 # (type, field) -> length, or a function of the settings.
 LIST_LENGTHS: dict[tuple[str, str], int | Callable[[], int]] = {
     ("Product", "related"): _related_limit,
+    # Nothing bounds a member's roles, but a member holds one or two: five is generous, where the
+    # default (a page) would make a page of members with their roles cost 25 times its size.
+    ("Member", "roles"): 5,
 }
 
 
@@ -69,6 +72,10 @@ class Measure:
     cost: int = 0
     aliases: Counter = field(default_factory=Counter)
     refusals: list[str] = field(default_factory=list)
+    # What the operation is (query, mutation) and the fields it asks of the root: what the
+    # response cache decides by (graphql_api/cache.py).
+    operation: str = ""
+    root_fields: set[str] = field(default_factory=set)
 
 
 def tokens_for(cost: int) -> int:
@@ -77,47 +84,31 @@ def tokens_for(cost: int) -> int:
     return 1 + max(cost - 1, 0) // max(settings.GRAPHQL_COST_PER_TOKEN, 1)
 
 
-def limits_rule(
-    variables: Mapping[str, Any] | None,
+def measure(
+    schema: GraphQLSchema,
+    document: DocumentNode,
     operation_name: str | None,
-    on_measured: Callable[[Measure], GraphQLError | None],
-) -> type[ValidationRule]:
-    """A validation rule that measures the operation to run and refuses it if it is over a
-    limit; within them, `on_measured` (the rate limit) may still refuse it."""
-
-    class QueryLimits(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            self.done = False
-
-        def enter_document(self, node, *_args) -> None:
-            if self.done:
-                return
-            self.done = True
-            document = node
-            operations = [
-                definition
-                for definition in document.definitions
-                if isinstance(definition, OperationDefinitionNode)
-            ]
-            operation = _chosen(operations, operation_name)
-            if operation is None:
-                return  # graphql-core's own rules and the executor say what is wrong
-            fragments = {
-                definition.name.value: definition
-                for definition in document.definitions
-                if isinstance(definition, FragmentDefinitionNode)
-            }
-            walker = _Walker(self.context.schema, fragments, variables or {}, operation)
-            root = self.context.schema.get_root_type(operation.operation)
-            measure = walker.measure(operation.selection_set, root)
-            error = _over_limits(measure)
-            if error is None:
-                error = on_measured(measure)
-            if error is not None:
-                self.report_error(error)
-
-    return QueryLimits
+    variables: Mapping[str, Any] | None,
+) -> Measure | None:
+    """The measure of the operation a request runs; None when there is no such operation (which
+    graphql-core reports)."""
+    operations = [
+        definition
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+    operation = _chosen(operations, operation_name)
+    if operation is None:
+        return None
+    fragments = {
+        definition.name.value: definition
+        for definition in document.definitions
+        if isinstance(definition, FragmentDefinitionNode)
+    }
+    walker = _Walker(schema, fragments, variables or {}, operation)
+    result = walker.measure(operation.selection_set, schema.get_root_type(operation.operation))
+    result.operation = operation.operation.value
+    return result
 
 
 def _chosen(
@@ -128,7 +119,7 @@ def _chosen(
     return next((op for op in operations if op.name and op.name.value == name), None)
 
 
-def _over_limits(measure: Measure) -> GraphQLError | None:
+def over_limits(measure: Measure) -> GraphQLError | None:
     reasons = list(measure.refusals)
     if measure.depth > settings.GRAPHQL_MAX_DEPTH:
         reasons.append(f"depth {measure.depth} exceeds {settings.GRAPHQL_MAX_DEPTH}")
@@ -177,55 +168,78 @@ class _Walker:
         depth: int,
         multiplier: int,
         seen: frozenset[str],
+        page_size: int = 1,
     ) -> None:
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                self._field(selection, parent, depth, multiplier, seen)
-            elif isinstance(selection, InlineFragmentNode):
+                self._field(selection, parent, depth, multiplier, seen, page_size)
+                continue
+            if isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 target = self.schema.get_type(condition.name.value) if condition else parent
-                self._walk(
-                    selection.selection_set,
-                    target or parent,
-                    depth=depth,
-                    multiplier=multiplier,
-                    seen=seen,
-                )
+                inner = selection.selection_set
             elif isinstance(selection, FragmentSpreadNode):
                 name = selection.name.value
                 fragment = self.fragments.get(name)
                 if fragment is None or name in seen:
                     continue  # unknown or cyclic: graphql-core's rules report it
                 target = self.schema.get_type(fragment.type_condition.name.value)
-                self._walk(
-                    fragment.selection_set,
-                    target or parent,
-                    depth=depth,
-                    multiplier=multiplier,
-                    seen=seen | {name},
-                )
+                inner = fragment.selection_set
+                seen = seen | {name}
+            else:
+                continue
+            self._walk(
+                inner,
+                target or parent,
+                depth=depth,
+                multiplier=multiplier,
+                seen=seen,
+                page_size=page_size,
+            )
 
     def _field(
-        self, node: FieldNode, parent: Any, depth: int, multiplier: int, seen: frozenset[str]
+        self,
+        node: FieldNode,
+        parent: Any,
+        depth: int,
+        multiplier: int,
+        seen: frozenset[str],
+        page_size: int,
     ) -> None:
         name = node.name.value
         if name.startswith("__"):
             return  # introspection: the schema, not the database
         self.result.depth = max(self.result.depth, depth)
+        if depth == 1:
+            self.result.root_fields.add(name)
+        parent_name = getattr(parent, "name", "?")
         if node.alias is not None:
-            self.result.aliases[f"{getattr(parent, 'name', '?')}.{name}"] += 1
+            self.result.aliases[f"{parent_name}.{name}"] += 1
         definition = getattr(parent, "fields", {}).get(name)
         if definition is None or node.selection_set is None:
             return  # a scalar, or an unknown field (reported by graphql-core)
         named = get_named_type(definition.type)
-        self.result.cost += multiplier
-        inner = multiplier
+        inner_page = 1
         if named.name.endswith(CONNECTION_SUFFIX):
-            inner *= self._page_size(node)
+            # The connection itself is one object; its `edges` are `first` of them.
+            count = multiplier
+            inner_page = self._page_size(node)
+        elif parent_name.endswith(CONNECTION_SUFFIX) and name == "edges":
+            count = multiplier * page_size
         elif _is_list(definition.type):
-            length = LIST_LENGTHS.get((parent.name, name), DEFAULT_PAGE_SIZE)
-            inner *= length() if callable(length) else length
-        self._walk(node.selection_set, named, depth=depth + 1, multiplier=inner, seen=seen)
+            length = LIST_LENGTHS.get((parent_name, name), DEFAULT_PAGE_SIZE)
+            count = multiplier * (length() if callable(length) else length)
+        else:
+            count = multiplier
+        self.result.cost += count
+        self._walk(
+            node.selection_set,
+            named,
+            depth=depth + 1,
+            multiplier=count,
+            seen=seen,
+            page_size=inner_page,
+        )
 
     def _page_size(self, node: FieldNode) -> int:
         argument = next((arg for arg in node.arguments or () if arg.name.value == "first"), None)
@@ -235,6 +249,9 @@ class _Walker:
             value = self.variables.get(argument.value.name.value, DEFAULT_PAGE_SIZE)
         else:
             value = value_from_ast_untyped(argument.value)
+        if isinstance(value, float) and value.is_integer():
+            # JSON's 100.0 (or 1e2) is the Int 100 to graphql-core: measured as what runs.
+            value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             return DEFAULT_PAGE_SIZE  # a wrong type: graphql-core reports it
         if value > MAX_PAGE_SIZE:
@@ -248,11 +265,12 @@ def _is_list(graphql_type: Any) -> bool:
     return isinstance(graphql_type, GraphQLList)
 
 
-def charge(context: Any, cost: int) -> GraphQLError | None:
+def charge(context: Any, measure: Measure) -> GraphQLError | None:
     """Take a measured document's tokens from the caller's buckets: None when they were there,
     the RATE_LIMITED error (and a 429 with Retry-After) when not."""
+    context.measure = measure
     try:
-        ratelimit.limit_api_request(context.request, cost=tokens_for(cost))
+        ratelimit.limit_api_request(context.request, cost=tokens_for(measure.cost))
     except Problem as problem:
         retry_after = problem.headers.get(RETRY_AFTER_HEADER)
         context.response.status_code = problem.status_code

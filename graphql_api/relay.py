@@ -26,7 +26,12 @@ class PageInfo:
 @strawberry.type
 class Edge(Generic[NodeType]):
     node: NodeType
-    cursor: str
+    keyset: strawberry.Private[Keyset]
+
+    @strawberry.field(description="Where this node is: pass it as `after` to read on from it.")
+    def cursor(self) -> str:
+        # Made when asked for only: a cursor is a small JSON document, encoded, for every edge.
+        return self.keyset.cursor(self.node)
 
 
 @strawberry.type
@@ -56,7 +61,7 @@ def connection(
     rows = keyset.page(queryset, size=min(first, MAX_PAGE_SIZE), cursor=after)
     if prepare is not None and rows:
         prepare(rows)
-    edges = [Edge(node=row, cursor=keyset.cursor(row)) for row in rows]
+    edges = [Edge(node=row, keyset=keyset) for row in rows]
     return Connection(
         edges=edges,
         page_info=PageInfo(
@@ -70,7 +75,7 @@ def connection(
 
 
 def _edge_cursor(edges: Sequence[Edge], index: int) -> str | None:
-    return edges[index].cursor if edges else None
+    return edges[index].keyset.cursor(edges[index].node) if edges else None
 
 
 __all__ = ["DEFAULT_PAGE_SIZE", "Connection", "Edge", "PageInfo", "connection"]

@@ -11,18 +11,20 @@ from collections.abc import Iterator
 
 import strawberry
 from django.conf import settings
-from graphql import GraphQLError
+from graphql import ExecutionResult as GraphQLExecutionResult
 from rest_framework.fields import DateTimeField
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from graphql_api import errors, limits
+from graphql_api.accounts import AccountsQuery
 from graphql_api.catalog import CatalogMutation, CatalogQuery
-from graphql_api.limits import Measure, limits_rule
+from graphql_api.notifications import NotificationsMutation, NotificationsQuery
 
 _drf_datetime = DateTimeField()
+DOCUMENTS_REMEMBERED = 1024
 
 DateTime = strawberry.scalar(
     name="DateTime",
@@ -33,17 +35,21 @@ DateTime = strawberry.scalar(
 
 
 class KernelLimits(SchemaExtension):
-    """graphql_api/limits.py's rule, made for this request's variables, then its rate limit."""
+    """The document, once valid, measured against graphql_api/limits.py's limits and charged to
+    the rate limit by its cost; refused (nothing runs) when over a limit or over the rate."""
 
-    def on_validate(self) -> Iterator[None]:
+    def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
-        context = execution.context
-
-        def charge(measure: Measure) -> GraphQLError | None:
-            return limits.charge(context, measure.cost)
-
-        rule = limits_rule(execution.variables, execution.operation_name, charge)
-        execution.validation_rules = (*execution.validation_rules, rule)
+        measured = limits.measure(
+            execution.schema._schema,
+            execution.graphql_document,
+            execution.operation_name,
+            execution.variables,
+        )
+        if measured is not None:
+            error = limits.over_limits(measured) or limits.charge(execution.context, measured)
+            if error is not None:
+                execution.result = GraphQLExecutionResult(data=None, errors=[error])
         yield
 
 
@@ -54,12 +60,19 @@ class Schema(strawberry.Schema):
         errors.log_unexpected(errors_)
 
 
-Query = merge_types("Query", (CatalogQuery,))
-Mutation = merge_types("Mutation", (CatalogMutation,))
+Query = merge_types("Query", (AccountsQuery, CatalogQuery, NotificationsQuery))
+Mutation = merge_types("Mutation", (CatalogMutation, NotificationsMutation))
 
 
 def build_schema(*, introspection: bool) -> Schema:
-    extensions: list = [KernelLimits]
+    # Parsing and validating a document is most of a small query's time: both are remembered
+    # per distinct document (they depend on nothing else); the limits and the rate limit, which
+    # depend on the variables and the caller, run on every request.
+    extensions: list = [
+        lambda: ParserCache(maxsize=DOCUMENTS_REMEMBERED),
+        lambda: ValidationCache(maxsize=DOCUMENTS_REMEMBERED),
+        KernelLimits,
+    ]
     if not introspection:
         extensions.append(DisableIntrospection)
     return Schema(

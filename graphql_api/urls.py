@@ -1,6 +1,5 @@
 """/graphql/ and its SDL."""
 
-from django.conf import settings
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
@@ -12,9 +11,7 @@ urlpatterns = [
         "graphql/",
         # No cookie authenticates here (only the Authorization header), so there is nothing
         # for a cross-site request to ride on.
-        csrf_exempt(
-            GraphQLView.as_view(schema=schema, graphql_ide="graphiql" if settings.DEBUG else None)
-        ),
+        csrf_exempt(GraphQLView.as_view(schema=schema, graphql_ide=None)),
         name="graphql",
     ),
     path("graphql/schema.graphql", schema_sdl, {"schema": schema}, name="graphql-schema"),

@@ -18,6 +18,7 @@ from cross_web import HTTPException
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.template.loader import render_to_string
 from rest_framework import exceptions
 from rest_framework.authentication import get_authorization_header
 from strawberry.django.views import GraphQLView as StrawberryView
@@ -25,10 +26,13 @@ from strawberry.django.views import TemporalHttpResponse
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from graphql_api import cache as graphql_cache
 from graphql_api import errors
 from graphql_api.context import Context
 from kernel import credentials, ratelimit
+from kernel.api import cached_reads
 from kernel.middleware import OWN_ERROR_FORMAT
+from kernel.permissions import Perm
 from kernel.principals import Principal
 from kernel.problems import Problem, ProblemType, problem_for_exception, problem_response
 from kernel.ratelimit import decision_of
@@ -45,14 +49,25 @@ class GraphQLView(StrawberryView):
                 detail=f'Method "{request.method}" is not allowed here: use GET or POST.',
                 headers={"Allow": "GET, POST"},
             )
-        if self.graphql_ide and self.should_render_graphql_ide(self.request_adapter_class(request)):
-            return self.render_graphql_ide(request)
+        if settings.DEBUG and self.should_render_graphql_ide(self.request_adapter_class(request)):
+            # GraphiQL, served with everything it loads (graphql_api/static/): a page in a
+            # browser, before any credential; its requests carry the one typed in its editor.
+            return HttpResponse(render_to_string("graphql_api/graphiql.html", request=request))
+        key = graphql_cache.document_key(request)
+        read = graphql_cache.cached_read(request, key)
+        if read is not None:
+            response = cached_reads.answer(request, read, permission=Perm.CATALOG_READ)
+            if response is not None:
+                setattr(response, OWN_ERROR_FORMAT, True)
+                return response
         try:
             principal = authenticate(request)
         except (Problem, exceptions.APIException) as refused:
             # A refused credential still costs its address a token, as on REST.
             return _charged(request, problem_for_exception(request, refused), anonymous=True)
         self.principal = principal
+        version = graphql_cache.version_before(request, key, cached_reads.missed(request))
+        self.failed, self.context = True, None
         with transaction.atomic():
             try:
                 response = self.run(request=request)
@@ -63,11 +78,22 @@ class GraphQLView(StrawberryView):
         if decision_of(request) is None:
             # Nothing measured the document (it did not parse, or it was no request at all).
             response = _charged(request, response)
+        failed = self.failed or response.status_code != 200
+        measure = self.context.measure if self.context is not None else None
+        graphql_cache.keep(key, version, measure, response.content, failed=failed)
         setattr(response, OWN_ERROR_FORMAT, True)
         return response
 
+    def parse_json(self, data: str | bytes) -> Any:
+        parsed = super().parse_json(data)
+        # Strawberry reads any other JSON (a string, a number) as an object: a 500, not a 400.
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return parsed
+
     def get_context(self, request: HttpRequest, response: HttpResponse) -> Context:
-        return Context(request=request, response=response, principal=self.principal)
+        self.context = Context(request=request, response=response, principal=self.principal)
+        return self.context
 
     def execute_single(
         self, request, request_adapter, sub_response, context, root_value, request_data
@@ -94,6 +120,7 @@ class GraphQLView(StrawberryView):
 
     def process_result(self, request: HttpRequest, result: ExecutionResult) -> GraphQLHTTPResponse:
         data: GraphQLHTTPResponse = {"data": result.data}
+        self.failed = bool(result.errors)
         if result.errors:
             data["errors"] = [errors.formatted(error) for error in result.errors]
         if result.extensions:

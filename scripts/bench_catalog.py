@@ -67,6 +67,7 @@ from benchlib import (
     run_wrk,
     server_url,
     stop,
+    throwaway_signing_key,
     wait_until_serving,
     wrk_version,
 )
@@ -77,6 +78,8 @@ KEY_PREFIX = "bench-catalog"  # every Redis key of the run starts with it
 BATCH = 5_000
 LIST_PATH = "/api/v1/products/?page_size=25"
 TARGET_RATIO = 0.70
+# GraphQL should cost at most this many times what REST costs for the same page.
+GRAPHQL_TARGET = 1.5
 HITS_IN_A_ROW = 200
 
 
@@ -254,6 +257,53 @@ function request()
 end
 """
 )
+
+
+# The cached list's page through GraphQL: the same 25 products with the same fields (the category
+# as `category { id }`, REST's `category`), in one POST.
+GRAPHQL_PAGE_FIELDS = (
+    "id sku name description price currency stock isActive category { id } tags attributes "
+    "version createdAt updatedAt"
+)
+GRAPHQL_LIST_QUERY = (
+    "query Page($filter: ProductFilter) { products(first: 25, filter: $filter) "
+    "{ edges { node { " + GRAPHQL_PAGE_FIELDS + " } } pageInfo { hasNextPage endCursor } } }"
+)
+LUA_GRAPHQL_LIST = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{body}'
+"""
+# The cold list through GraphQL: a priceMin no request asked before, as LUA_COLD_LIST.
+LUA_GRAPHQL_COLD = (
+    LUA_THREAD_INDEX
+    + """
+local counter = 0
+function request()
+  counter = counter + 1
+  local cents = {offset} + counter * {threads} + (thread_index or 0)
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  headers["Content-Type"] = "application/json"
+  local body = string.format('{prefix}"%d.%02d"{suffix}', math.floor(cents / 100), cents % 100)
+  return wrk.format("POST", "/graphql/", headers, body)
+end
+"""
+)
+
+
+def graphql_body(price_min: str | None = None) -> str:
+    variables = {"filter": {"priceMin": price_min}} if price_min is not None else {}
+    return json.dumps({"query": GRAPHQL_LIST_QUERY, "variables": variables})
+
+
+def _graphql_cold_script(offset: int, threads: int) -> str:
+    prefix, suffix = graphql_body("PRICE").split('"PRICE"')
+    return (
+        _fill(LUA_GRAPHQL_COLD, offset=offset, threads=threads)
+        .replace("{prefix}", prefix.replace("%", "%%"))
+        .replace("{suffix}", suffix.replace("%", "%%"))
+    )
 
 
 # --- scenarios ----------------------------------------------------------------------------------
@@ -673,11 +723,26 @@ def ratios_by_round(measured: list[Measured], key: str) -> list[float]:
     ]
 
 
-def ratio_line(ratios: list[float]) -> str:
+def ratios_between(measured: list[Measured], numerator: str, denominator: str) -> list[float]:
+    """requests/s of `numerator` over `denominator`'s, in each round that ran both."""
+    rounds: dict[int, dict[str, float]] = {}
+    for m in measured:
+        rounds.setdefault(m.round, {})[m.scenario.key] = m.result.requests_per_second
+    return [
+        by_key[numerator] / by_key[denominator]
+        for by_key in rounds.values()
+        if {numerator, denominator} <= set(by_key)
+    ]
+
+
+def ratio_line(ratios: list[float], *, percent: bool = True) -> str:
+    def shown(ratio: float) -> str:
+        return f"{ratio:.0%}" if percent else f"{ratio:.2f}x"
+
     if len(ratios) == 1:
-        return f"{ratios[0]:.0%}"
-    each = ", ".join(f"{ratio:.0%}" for ratio in ratios)
-    return f"{statistics.median(ratios):.0%} (the median of {len(ratios)} rounds: {each})"
+        return shown(ratios[0])
+    each = ", ".join(shown(ratio) for ratio in ratios)
+    return f"{shown(statistics.median(ratios))} (the median of {len(ratios)} rounds: {each})"
 
 
 def report(
@@ -731,6 +796,14 @@ def report(
         print(
             f"Cached list / bare view: {ratio_line(ratios)} (target {TARGET_RATIO:.0%}: {verdict})",
         )
+    for graphql, rest in (("gql-list", "list"), ("gql-cold", "cold")):
+        pairs = ratios_between(measured, rest, graphql)
+        if pairs:
+            verdict = "met" if statistics.median(pairs) <= GRAPHQL_TARGET else "missed"
+            print(
+                f"{graphql} costs {ratio_line(pairs, percent=False)} of {rest} per request "
+                f"(REST's requests/s over GraphQL's; target at most {GRAPHQL_TARGET:g}x: {verdict})"
+            )
     floors = ratios_by_round(measured, "rtt")
     if floors:
         print(
@@ -763,9 +836,14 @@ def report(
 # --- main ---------------------------------------------------------------------------------------
 
 
-def scenarios(fixture: Fixture, directory: Path, threads: int, list_etag: str) -> list[Scenario]:
+def scenarios(
+    fixture: Fixture, directory: Path, threads: int, list_etag: str, round_number: int = 1
+) -> list[Scenario]:
     auth = f"Authorization: Bearer {fixture.token}"
     detail = f"/api/v1/products/{fixture.detail_id}/"
+    # The cold lists' prices, in cents: REST's and GraphQL's each their own range, every round
+    # its own 20,000 (a few thousand requests a run, a cent apart).
+    cold = (round_number - 1) * 20_000
 
     def lua(name: str, text: str) -> Path:
         path = directory / name
@@ -794,9 +872,27 @@ def scenarios(fixture: Fixture, directory: Path, threads: int, list_etag: str) -
             "cold list (new price_min each request)",
             "/api/v1/products/",
             [auth],
-            warmup_script=lua("cold-warm.lua", _fill(LUA_COLD_LIST, offset=0, threads=threads)),
-            script=lua("cold.lua", _fill(LUA_COLD_LIST, offset=10_000, threads=threads)),
+            warmup_script=lua("cold-warm.lua", _fill(LUA_COLD_LIST, offset=cold, threads=threads)),
+            script=lua("cold.lua", _fill(LUA_COLD_LIST, offset=cold + 5_000, threads=threads)),
             cache_kind="product_list",
+        ),
+        Scenario(
+            "gql-list",
+            "GraphQL: the cached list's page",
+            "/graphql/",
+            [auth],
+            warmup_script=lua("gql-list.lua", LUA_GRAPHQL_LIST.format(body=graphql_body())),
+            script=directory / "gql-list.lua",
+            cache_kind="graphql",
+        ),
+        Scenario(
+            "gql-cold",
+            "GraphQL: the cold list's page (new priceMin each request)",
+            "/graphql/",
+            [auth],
+            warmup_script=lua("gql-cold-warm.lua", _graphql_cold_script(cold + 10_000, threads)),
+            script=lua("gql-cold.lua", _graphql_cold_script(cold + 15_000, threads)),
+            cache_kind="graphql",
         ),
         Scenario(
             "patch",
@@ -833,6 +929,7 @@ def environment_for(
         # config.settings.production plus /bench/bare/ (scripts/bench_settings.py).
         "DJANGO_SETTINGS_MODULE": "bench_settings",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "OIDC_RSA_PRIVATE_KEY": throwaway_signing_key(),
         "ALLOWED_HOSTS": f"{HOST},localhost",
         "SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": database_url,
@@ -873,7 +970,8 @@ def main() -> int:
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument(
         "--only",
-        help="comma-separated scenario keys: bare,rtt,list,detail,304,cold,patch,create",
+        help="comma-separated scenario keys: "
+        "bare,rtt,list,detail,304,cold,gql-list,gql-cold,patch,create",
     )
     parser.add_argument(
         "--profile",
@@ -960,12 +1058,15 @@ def main() -> int:
 
             wanted = set(options.only.split(",")) if options.only else None
             measured = []
-            selected = [
-                scenario
-                for scenario in scenarios(fixture, directory, options.threads, list_etag)
-                if wanted is None or scenario.key in wanted
-            ]
             for round_number in range(1, options.rounds + 1):
+                # Each round its own cold prices: a price an earlier round asked is cached.
+                selected = [
+                    scenario
+                    for scenario in scenarios(
+                        fixture, directory, options.threads, list_etag, round_number
+                    )
+                    if wanted is None or scenario.key in wanted
+                ]
                 for scenario in selected:
                     print(f"running: {scenario.label} (round {round_number}) ...", flush=True)
                     profiler = None

@@ -60,6 +60,7 @@ from benchlib import (
     recreate_database,
     redis_version,
     stop,
+    throwaway_signing_key,
     wait_until_serving,
 )
 
@@ -76,6 +77,7 @@ def environment_for(*, database_url: str, redis_url: str) -> dict[str, str]:
         "PYTHONPATH": str(REPO),
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": secrets.token_urlsafe(50),
+        "OIDC_RSA_PRIVATE_KEY": throwaway_signing_key(),
         "ALLOWED_HOSTS": f"{HOST},localhost",
         "SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": database_url,

@@ -29,6 +29,21 @@ START_TIMEOUT = 30.0
 # --- servers ----------------------------------------------------------------------------------
 
 
+def throwaway_signing_key() -> str:
+    """A fresh RSA key in PEM, for OIDC_RSA_PRIVATE_KEY: production settings require one (it
+    signs OpenID Connect ID tokens, docs/oauth.md), and a benchmark's server signs nothing that
+    outlives it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))

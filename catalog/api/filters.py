@@ -50,7 +50,11 @@ class StrictBooleanFilter(django_filters.Filter):
 class ProductFilterSet(django_filters.FilterSet):
     """Used for its form: the validation of the filters. The selector applies them."""
 
-    search = django_filters.CharFilter(max_length=MAX_SEARCH_LENGTH)
+    # GraphQL hands these over from JSON, which can hold a lone surrogate (a query string
+    # cannot): refused here, not by PostgreSQL as a 500.
+    search = django_filters.CharFilter(
+        max_length=MAX_SEARCH_LENGTH, validators=[v.validate_storable_text]
+    )
     category = django_filters.UUIDFilter()
     price_min = django_filters.NumberFilter(
         min_value=0, max_digits=v.PRICE_MAX_DIGITS, decimal_places=v.PRICE_DECIMAL_PLACES
@@ -60,7 +64,9 @@ class ProductFilterSet(django_filters.FilterSet):
     )
     in_stock = StrictBooleanFilter()
     is_active = StrictBooleanFilter()
-    tag = django_filters.CharFilter(max_length=v.TAG_MAX_LENGTH)
+    tag = django_filters.CharFilter(
+        max_length=v.TAG_MAX_LENGTH, validators=[v.validate_storable_text]
+    )
     updated_since = django_filters.IsoDateTimeFilter()
 
     class Meta:

@@ -90,6 +90,11 @@ def with_member_details(queryset: QuerySet[Membership]) -> QuerySet[Membership]:
     )
 
 
+def member_list(*, tenant: Tenant) -> QuerySet[Membership]:
+    """The tenant's members, oldest first as GET /members/ lists them, with their details."""
+    return with_member_details(Membership.objects.filter(tenant=tenant)).order_by("created_at")
+
+
 def membership_has_role(*, membership: Membership | None, name: str) -> bool:
     """Whether the membership holds the built-in role `name` (owner, admin, ...)."""
     if membership is None:  # an API key: no membership, no role

@@ -58,7 +58,8 @@ class Command(BaseCommand):
         self.stdout.write(
             "Try, with the owner's access token (valid for a few minutes):\n"
             f'  curl -H "Authorization: Bearer {access}" {base}/api/v1/products/\n'
-            f"The API's documentation: {base}/api/v1/docs/"
+            f"The API's documentation: {base}/api/v1/docs/; GraphQL: {base}/graphql/ "
+            "(GraphiQL there in a browser, with DEBUG=true)"
         )
 
 
