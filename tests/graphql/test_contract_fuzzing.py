@@ -49,7 +49,7 @@ from notifications.models import Notification
 from tests.factories import make_tenant
 from tests.fixtures.servers import LiveServer
 from tests.helpers import owner_of
-from tests.system.test_contract_fuzzing import REQUEST_TIMEOUT, report_tail, sign_in_live
+from tests.system.test_contract_fuzzing import REQUEST_TIMEOUT, assert_clean, sign_in_live
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -323,17 +323,6 @@ def operations(sdl: Path) -> set[str]:
         for root in (schema.query_type, schema.mutation_type)
         for name in root.fields
     }
-
-
-def assert_clean(result: subprocess.CompletedProcess, server: LiveServer) -> None:
-    print(report_tail(result.stdout))
-    if result.returncode != 0:
-        errors = [line for line in server.log().splitlines() if '"level": "error"' in line]
-        pytest.fail(
-            f"schemathesis found failures (exit {result.returncode}):\n"
-            f"{result.stdout}\n{result.stderr[-3_000:]}\n"
-            "errors in the server log:\n" + "\n".join(errors[-20:])
-        )
 
 
 def test_every_field_holds_to_the_contract(fuzz_server, tmp_path):
