@@ -18,6 +18,10 @@ class AccountsAction(StrEnum):
     USER_PASSWORD_RESET = "accounts.user.password_reset"  # noqa: S105  (an action, not a secret)
     USER_PASSWORD_SET = "accounts.user.password_set"  # noqa: S105  (an action, not a secret)
     USER_PRIVILEGES_CHANGED = "accounts.user.privileges_changed"
+    USER_MFA_ENABLED = "accounts.user.mfa_enabled"
+    USER_MFA_DISABLED = "accounts.user.mfa_disabled"
+    USER_RECOVERY_CODES_REGENERATED = "accounts.user.recovery_codes_regenerated"
+    USER_RECOVERY_CODE_USED = "accounts.user.recovery_code_used"
     GROUP_CREATED = "accounts.group.created"
     GROUP_UPDATED = "accounts.group.updated"
     GROUP_DELETED = "accounts.group.deleted"

@@ -9,6 +9,7 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 
 from kernel.tenancy.models import TenantOwnedModel, TenantScopedManager, TenantScopedQuerySet
 
@@ -118,3 +119,54 @@ class ApiKey(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
+
+
+# --- the second factor (accounts/mfa/) ------------------------------------------------------------
+# A person's, not a tenant's: the second factor guards the account in every tenant it belongs to
+# (like the password), so these are not tenant-owned rows; only the person's own requests and the
+# services of accounts/mfa/ read them.
+
+
+class TotpDevice(TimestampMixin, ThrottlingMixin, Device):
+    """django-otp's device (user, name, confirmed) with throttling (each failure doubles the
+    wait before the next code is looked at: 1, 2, 4 … seconds) and the RFC 6238 parameters every
+    authenticator app assumes: SHA-1, 6 digits, 30-second steps. One per person; it verifies
+    nothing until confirmed with a first code."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The 20-byte secret, Fernet-encrypted (accounts/mfa/secrets.py): never stored in clear.
+    encrypted_key = models.TextField()
+    # The time step of the last code accepted: a code (and any older one) is accepted once.
+    last_t = models.BigIntegerField(default=-1)
+
+    class Meta:
+        verbose_name = "TOTP device"
+        constraints = [models.UniqueConstraint(fields=["user"], name="totp_device_one_per_user")]
+
+    def __str__(self) -> str:
+        return f"TOTP of {self.user_id}{'' if self.confirmed else ' (not confirmed)'}"
+
+    def get_throttle_factor(self) -> int:
+        return settings.MFA_THROTTLE_FACTOR
+
+
+class RecoveryCode(models.Model):
+    """One of a person's ten single-use codes, for when their authenticator is gone. Stored as a
+    password is (PASSWORD_HASHERS: argon2), never as text: a copy of the table gives nobody a
+    code. Checking one costs at most ten hashes, and only a code of their shape is checked."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="recovery_codes"
+    )
+    digest = models.CharField(max_length=128)
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "digest"], name="recovery_code_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery code of {self.user_id}{' (used)' if self.used_at else ''}"

@@ -12,6 +12,7 @@ Installed as the default admin site (INSTALLED_APPS names OperatorAdminConfig), 
 models: it is loaded while the app registry is being populated.
 """
 
+import functools
 from functools import update_wrapper
 
 from django.contrib import admin
@@ -26,6 +27,8 @@ class OperatorAdminSite(admin.AdminSite):
     index_title = "Tenants, members and plans"
     # "View site": the API's documentation, what there is to see of the site.
     site_url = "/api/v1/docs/"
+    # Django's sign-in page with a field for the code of a second factor.
+    login_template = "admin/operator_login.html"
 
     def admin_view(self, view, cacheable=False):
         def view_in_operator_scope(request, *args, **kwargs):
@@ -51,6 +54,7 @@ class OperatorAdminSite(admin.AdminSite):
         """The operators' sign-in, held to the failure windows of every password check
         (kernel/ratelimit/sign_ins.py): operators see every tenant, so their passwords are worth
         guessing. Past a window's limit the sign-in is refused (429), right password or not."""
+        self.login_form = operator_login_form()
         if request.method != "POST":
             return super().login(request, extra_context)
         # Imported here: this module is loaded before the models are.
@@ -70,6 +74,41 @@ class OperatorAdminSite(admin.AdminSite):
         else:
             ratelimit.sign_in_failed(request, account=account)
         return response
+
+
+@functools.cache
+def operator_login_form():
+    """Django's admin sign-in form, which also takes the code of the operator's second factor
+    when they have one (kernel/second_factor.py): the password alone signs no such operator in.
+    Made on first use: the form's module loads models."""
+    from django import forms
+    from django.contrib.admin.forms import AdminAuthenticationForm
+    from django.core.exceptions import ValidationError
+
+    from kernel import second_factor
+
+    class OperatorAuthenticationForm(AdminAuthenticationForm):
+        code = forms.CharField(
+            required=False,
+            max_length=32,
+            label="Code",
+            help_text="From your authenticator app, or a recovery code, when your account has "
+            "two-factor authentication.",
+            widget=forms.TextInput(attrs={"autocomplete": "one-time-code"}),
+        )
+
+        def confirm_login_allowed(self, user):
+            # Called once the password is right: only then does the page say a code is needed.
+            super().confirm_login_allowed(user)
+            if second_factor.required(user) and not second_factor.verify(
+                user, self.cleaned_data.get("code") or ""
+            ):
+                raise ValidationError(
+                    "Enter the current code of your authenticator app, or a recovery code.",
+                    code="second_factor",
+                )
+
+    return OperatorAuthenticationForm
 
 
 class OperatorAdminConfig(AdminConfig):

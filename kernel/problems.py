@@ -55,6 +55,12 @@ class ProblemType(Enum):
         401,
         "Authentication credentials were not provided or are not valid.",
     )
+    MFA_REQUIRED = (
+        "mfa-required",
+        "Second factor required",
+        401,
+        "The password is right; send a code of the second factor with the mfa_token.",
+    )
     PERMISSION_DENIED = (
         "permission-denied",
         "Permission denied",

@@ -33,5 +33,6 @@ protocol = [
 # Mounted at /oauth/.
 pages = [
     path("sign-in/", views.sign_in, name="oauth-sign-in"),
+    path("sign-in/code/", views.sign_in_code, name="oauth-sign-in-code"),
     path("sign-out/", views.sign_out, name="oauth-sign-out"),
 ]

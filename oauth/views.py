@@ -22,22 +22,28 @@ import base64
 import binascii
 import functools
 import json
+import time
 import uuid
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render, resolve_url
+from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.functional import cached_property
 from django.views.decorators.clickjacking import xframe_options_deny
+from django.views.generic import FormView
 from oauth2_provider import views as dot_views
 from oauth2_provider.forms import AllowForm
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views.mixins import OAuthLibMixin
 
-from kernel import ratelimit
+from kernel import ratelimit, second_factor
 from kernel.context import operator_scope
 from kernel.middleware import keeps_error_format
 from kernel.problems import InvalidInput, Problem
@@ -55,6 +61,9 @@ def error_page(request: HttpRequest, title: str, detail: str, *, status: int = 4
 
 
 # --- sign-in -----------------------------------------------------------------------------------
+
+# The session's note of a sign-in whose password was right and whose second factor is awaited.
+PENDING_SIGN_IN = "oauth_sign_in_pending"
 
 
 class SignInForm(auth_views.AuthenticationForm):
@@ -92,15 +101,95 @@ class SignInView(auth_views.LoginView):
             for name, value in refused.headers.items():
                 response[name] = value
             return response
+        self.code_asked = False
         response = super().post(request, *args, **kwargs)
         if request.user.is_authenticated:
             ratelimit.sign_in_succeeded(request, account=account)
-        else:
+        elif not self.code_asked:
             ratelimit.sign_in_failed(request, account=account)
         return response
 
+    def form_valid(self, form):
+        user = form.get_user()
+        if not second_factor.required(user):
+            return super().form_valid(form)
+        # The password is right, and the person has a second factor: not signed in until its
+        # code is given too (the next page), within MFA_CHALLENGE_SECONDS.
+        self.code_asked = True
+        self.request.session[PENDING_SIGN_IN] = {
+            "user": str(user.pk),
+            "backend": user.backend,
+            "until": time.time() + settings.MFA_CHALLENGE_SECONDS,
+        }
+        next_page = self.get_redirect_url()
+        query = f"?{urlencode({'next': next_page})}" if next_page else ""
+        return redirect(f"{reverse('oauth-sign-in-code')}{query}")
+
+
+class SignInCodeForm(forms.Form):
+    code = forms.CharField(max_length=32, strip=True)
+
+
+@method_decorator(xframe_options_deny, name="dispatch")
+class SignInCodeView(auth_views.RedirectURLMixin, FormView):
+    """The second step of a sign-in whose password was right: a code of the person's second
+    factor (TOTP or recovery code). Limited and locked out as the password step is, on the same
+    account; a wrong code is a failed sign-in."""
+
+    template_name = "oauth/sign_in_code.html"
+    form_class = SignInCodeForm
+
+    def dispatch(self, request, *args, **kwargs):
+        self.pending_user = _pending_user(request)
+        if self.pending_user is None:
+            # Nothing pending (or it expired): back to the password.
+            next_page = self.get_redirect_url()
+            query = f"?{urlencode({'next': next_page})}" if next_page else ""
+            return redirect(f"{reverse('oauth-sign-in')}{query}")
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "next": self.get_redirect_url()}
+
+    def post(self, request, *args, **kwargs):
+        account = self.pending_user.email
+        try:
+            ratelimit.limit_public_request(
+                request, scope=ratelimit.PublicScope.SIGN_IN, account=account
+            )
+        except Problem as refused:
+            response = self.render_to_response(
+                self.get_context_data(form=self.get_form(), refusal=str(refused.detail)),
+                status=refused.status_code,
+            )
+            for name, value in refused.headers.items():
+                response[name] = value
+            return response
+        form = self.get_form()
+        if form.is_valid() and second_factor.verify(self.pending_user, form.cleaned_data["code"]):
+            pending = request.session.pop(PENDING_SIGN_IN)
+            auth_login(request, self.pending_user, backend=pending["backend"])
+            ratelimit.sign_in_succeeded(request, account=account)
+            return redirect(self.get_success_url())
+        ratelimit.sign_in_failed(request, account=account)
+        form.add_error(None, "The code is not valid.")
+        return self.form_invalid(form)
+
+    def get_default_redirect_url(self):
+        return resolve_url(settings.LOGIN_REDIRECT_URL)
+
+
+def _pending_user(request: HttpRequest):
+    """The person whose password was right moments ago, while their code is awaited."""
+    pending = request.session.get(PENDING_SIGN_IN)
+    if not isinstance(pending, dict) or pending.get("until", 0) < time.time():
+        request.session.pop(PENDING_SIGN_IN, None)
+        return None
+    return get_user_model().objects.filter(pk=pending["user"], is_active=True).first()
+
 
 sign_in = keeps_error_format(SignInView.as_view())
+sign_in_code = keeps_error_format(SignInCodeView.as_view())
 sign_out = auth_views.LogoutView.as_view(next_page="oauth-sign-in")
 
 

@@ -71,6 +71,7 @@ from benchlib import (
     wait_until_serving,
     wrk_version,
 )
+from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
@@ -930,6 +931,7 @@ def environment_for(
         "DJANGO_SETTINGS_MODULE": "bench_settings",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "OIDC_RSA_PRIVATE_KEY": throwaway_signing_key(),
+        "MFA_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": f"{HOST},localhost",
         "SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": database_url,

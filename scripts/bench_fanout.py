@@ -63,6 +63,7 @@ from benchlib import (
     throwaway_signing_key,
     wait_until_serving,
 )
+from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_PREFIX = "bench-fanout"  # every Redis key of the run starts with it
@@ -78,6 +79,7 @@ def environment_for(*, database_url: str, redis_url: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "config.settings.production",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "OIDC_RSA_PRIVATE_KEY": throwaway_signing_key(),
+        "MFA_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": f"{HOST},localhost",
         "SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": database_url,

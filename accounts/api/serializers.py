@@ -11,6 +11,8 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from accounts.mfa import challenges
+from accounts.mfa import services as mfa
 from accounts.models import ApiKey
 from accounts.sessions import TENANT_CLAIM, issue_tokens
 from kernel.api.fields import PermissionCodeField
@@ -141,6 +143,12 @@ class TokenObtainSerializer(serializers.Serializer):
         tenant = candidates[0].tenant
         if not tenant.is_active:
             raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+        if mfa.is_active(user):
+            # No tokens yet: the second step (POST /auth/token/mfa/) takes the code.
+            raise Problem(
+                ProblemType.MFA_REQUIRED,
+                extra={"mfa_token": challenges.issue(user_id=user.pk, tenant_id=tenant.pk)},
+            )
         return issue_tokens(user=user, tenant=tenant)
 
 

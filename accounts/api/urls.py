@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import api_keys, tenant, views
+from accounts.api import api_keys, mfa, tenant, views
 
 # Path converters rather than regexes, so that ids are matched (and documented) as UUIDs.
 router = SimpleRouter(use_regex_path=False)
@@ -15,6 +15,13 @@ urlpatterns = [
     path("auth/signup/", views.SignupView.as_view(), name="auth-signup"),
     path("auth/token/", views.TokenObtainView.as_view(), name="auth-token"),
     path("auth/token/refresh/", views.TokenRefreshRotateView.as_view(), name="auth-token-refresh"),
+    path("auth/token/mfa/", mfa.TokenMfaView.as_view(), name="auth-token-mfa"),
+    path("auth/mfa/", mfa.MfaStatusView.as_view(), name="auth-mfa"),
+    path("auth/mfa/totp/", mfa.TotpView.as_view(), name="auth-mfa-totp"),
+    path("auth/mfa/totp/confirm/", mfa.TotpConfirmView.as_view(), name="auth-mfa-totp-confirm"),
+    path(
+        "auth/mfa/recovery-codes/", mfa.RecoveryCodesView.as_view(), name="auth-mfa-recovery-codes"
+    ),
     path("auth/logout/", views.LogoutView.as_view(), name="auth-logout"),
     path("auth/me/", views.MeView.as_view(), name="auth-me"),
     path("auth/password/change/", views.PasswordChangeView.as_view(), name="auth-password-change"),

@@ -34,14 +34,14 @@ from kernel.tenancy.selectors import tenants_of_user
 User = get_user_model()
 
 
-def _body_field(request, name: str) -> str:
+def body_field(request, name: str) -> str:
     data = request.data
     value = data.get(name) if isinstance(data, Mapping) else None
     return value.strip() if isinstance(value, str) else ""
 
 
 def _email_in_body(request) -> str | None:
-    return _body_field(request, "email").lower() or None
+    return body_field(request, "email").lower() or None
 
 
 class PublicLimitsMixin:
@@ -136,7 +136,7 @@ class TokenRefreshRotateView(PublicLimitsMixin, TokenRefreshView):
         # Only a token we signed names a user to count against: anyone could write another's id
         # into a forged one. The signature is checked here; the rest, database included, later.
         try:
-            payload = token_backend.decode(_body_field(request, "refresh"), verify=True)
+            payload = token_backend.decode(body_field(request, "refresh"), verify=True)
         except TokenBackendError:
             return None
         user_id = payload.get("user_id")

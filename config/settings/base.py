@@ -12,7 +12,12 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config.settings.secrets import development_secret_key, development_signing_key, pem_blocks
+from config.settings.secrets import (
+    development_mfa_key,
+    development_secret_key,
+    development_signing_key,
+    pem_blocks,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -437,6 +442,22 @@ CATALOG_RELATED_LIMIT = env.int("CATALOG_RELATED_LIMIT", default=5)
 CATALOG_IMPORT_MAX_BYTES = env.int("CATALOG_IMPORT_MAX_BYTES", default=20 * 1024 * 1024)
 CATALOG_IMPORT_BATCH_SIZE = env.int("CATALOG_IMPORT_BATCH_SIZE", default=1000)
 CATALOG_EXPORT_CHUNK_SIZE = env.int("CATALOG_EXPORT_CHUNK_SIZE", default=2000)
+# --- The second factor (docs/security.md, "Account security") -------------------------------------
+# Fernet keys that encrypt TOTP secrets at rest, newest first: a secret is encrypted with the first
+# and decrypted with any, so that a key is rotated by putting the new one first and running
+# `manage.py rotate_mfa_keys`. Required in production; a development server derives one from its
+# secret key.
+MFA_ENCRYPTION_KEYS = env.list("MFA_ENCRYPTION_KEYS", default=[]) or [
+    development_mfa_key(SECRET_KEY)
+]
+# The issuer an authenticator app shows beside the account.
+MFA_ISSUER = env.str("MFA_ISSUER", default="tenantapi")
+# How long a sign-in waits for its second factor (the `mfa_token`).
+MFA_CHALLENGE_SECONDS = env.int("MFA_CHALLENGE_SECONDS", default=5 * 60)
+# django-otp's throttling of a device: after n failures in a row, no code is looked at for
+# factor * 2^(n-1) seconds.
+MFA_THROTTLE_FACTOR = env.int("MFA_THROTTLE_FACTOR", default=1)
+
 # --- GraphQL (docs/graphql.md) -------------------------------------------------------------------
 # Limits a document must stay within before it runs (graphql_api/limits.py): fields nested in
 # fields, the objects its answer can hold (a connection's `first` multiplies what is under it),

@@ -55,6 +55,17 @@ def development_signing_key(var_dir: Path) -> str:
     return path.read_text()
 
 
+def development_mfa_key(secret_key: str) -> str:
+    """The key that encrypts second-factor secrets on a development server without
+    MFA_ENCRYPTION_KEYS: a Fernet key derived from its secret key, so that it survives restarts
+    as the secret key does. Production requires its own keys."""
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(f"mfa-encryption:{secret_key}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
 def pem_blocks(text: str) -> list[str]:
     """The PEM private keys in `text`, one after the other (the retired keys' variable)."""
     return [

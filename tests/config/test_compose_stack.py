@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from tests.factories import DEFAULT_PASSWORD, make_user
 from tests.helpers import rsa_private_key_pem
@@ -27,12 +28,14 @@ def compose_environment() -> dict[str, str]:
         "CELERY_BROKER_URL",
         "SECRET_KEY",
         "OIDC_RSA_PRIVATE_KEY",
+        "MFA_ENCRYPTION_KEYS",
     ):
         kept.pop(name)  # the test's services, and secrets of its own
     return {
         **kept,
         "SECRET_KEY": "compose-stack-test-secret-" + "x" * 40,
         "OIDC_RSA_PRIVATE_KEY": rsa_private_key_pem(),
+        "MFA_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
     }
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.fernet import Fernet
 from django.conf import settings
 
 from tests.helpers import rsa_private_key_pem
@@ -24,6 +25,7 @@ def manage(*args: str, **environment: str | None) -> subprocess.CompletedProcess
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1"),
         "OIDC_RSA_PRIVATE_KEY": SIGNING_KEY,
+        "MFA_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -79,6 +81,14 @@ def test_check_deploy_does_fail_on_a_weak_secret():
                 "SECRET_KEY": secrets.token_urlsafe(50),
                 "ALLOWED_HOSTS": "api.example.com",
                 "OIDC_RSA_PRIVATE_KEY": None,
+            },
+        ),
+        (
+            "MFA_ENCRYPTION_KEYS",
+            {
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "ALLOWED_HOSTS": "api.example.com",
+                "MFA_ENCRYPTION_KEYS": None,
             },
         ),
     ],

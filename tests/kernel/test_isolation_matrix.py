@@ -63,6 +63,12 @@ UNGUARDED = {
     ("/api/v1/oauth-grants/", "get"),
     ("/api/v1/oauth-grants/{pk}/", "get"),
     ("/api/v1/oauth-grants/{pk}/", "delete"),
+    # A person's own second factor: theirs alone, whatever their role.
+    ("/api/v1/auth/mfa/", "get"),
+    ("/api/v1/auth/mfa/totp/", "post"),
+    ("/api/v1/auth/mfa/totp/", "delete"),
+    ("/api/v1/auth/mfa/totp/confirm/", "post"),
+    ("/api/v1/auth/mfa/recovery-codes/", "post"),
 }
 
 
@@ -394,6 +400,8 @@ def test_every_other_api_view_is_a_known_public_one():
         "/api/v1/auth/signup/",
         "/api/v1/auth/token/",
         "/api/v1/auth/token/refresh/",
+        # The second step of a sign-in: the mfa_token is the credential.
+        "/api/v1/auth/token/mfa/",
         "/api/v1/auth/logout/",
         "/api/v1/auth/password/reset/",
         "/api/v1/auth/password/reset/confirm/",

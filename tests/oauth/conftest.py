@@ -86,3 +86,9 @@ def _keeping_the_test_connection(handler):
             request_finished.connect(close_old_connections)
 
     return application
+
+
+@pytest.fixture
+def visitor(wsgi_transport) -> httpx.Client:
+    """A person's browser: its own cookies, requests to the application in this process."""
+    return httpx.Client(base_url="http://testserver", transport=wsgi_transport)

@@ -63,12 +63,6 @@ def alerts_of(response: httpx.Response) -> list[str]:
     return parser.alerts
 
 
-@pytest.fixture
-def visitor(wsgi_transport) -> httpx.Client:
-    """A person's browser: its own cookies, requests to the application in this process."""
-    return httpx.Client(base_url="http://testserver", transport=wsgi_transport)
-
-
 def sign_in(
     visitor: httpx.Client, email: str, password: str, *, next_url: str = AUTHORIZE_NEXT
 ) -> httpx.Response:

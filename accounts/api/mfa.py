@@ -1,0 +1,214 @@
+"""The second factor over HTTP: a person's own TOTP and recovery codes, and the second step of a
+sign-in (accounts/mfa/, docs/security.md). Thin: the services do the work.
+
+Only a person signed in themselves manages their second factor (not an API key, not an app
+acting for them). Removing it and renewing the recovery codes take a code, and a wrong one is a
+failed sign-in: it counts in the same failure windows and, past their limit, is refused (429)
+whatever is sent, so that a stolen access token is no way to switch the second factor off.
+"""
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+
+from accounts.api.serializers import TokenPairSerializer
+from accounts.api.views import PublicAPIView, body_field
+from accounts.mfa import challenges, services
+from accounts.sessions import issue_tokens
+from kernel import ratelimit
+from kernel.api.base import IsPerson, TenantAPIView
+from kernel.context import tenant_context
+from kernel.openapi import problem
+from kernel.problems import InvalidInput, Problem, ProblemType
+from kernel.tenancy.models import Membership, Tenant
+
+User = get_user_model()
+# Every way an `mfa_token` can be wrong (unknown, expired, spent) reads the same.
+INVALID_CHALLENGE = "This sign-in has expired or is not valid: sign in with your password again."
+
+
+class CodeSerializer(serializers.Serializer):
+    code = serializers.CharField(
+        max_length=32,
+        trim_whitespace=True,
+        help_text="A code of the authenticator app (6 digits), or a recovery code (XXXXX-XXXXX) "
+        "where one is accepted.",
+    )
+
+
+class TotpStartedSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="The secret, base32, for typing in by hand.")
+    otpauth_url = serializers.CharField(help_text="The same, as authenticator apps read it.")
+
+
+class RecoveryCodesSerializer(serializers.Serializer):
+    recovery_codes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Ten single-use codes, shown this once: keep them somewhere safe.",
+    )
+
+
+class MfaStatusSerializer(serializers.Serializer):
+    totp = serializers.BooleanField()
+    recovery_codes_remaining = serializers.IntegerField()
+
+
+class MfaSignInSerializer(serializers.Serializer):
+    mfa_token = serializers.CharField(max_length=128)
+    code = serializers.CharField(max_length=32)
+
+
+class _OwnSecondFactor(TenantAPIView):
+    permission_classes = [*TenantAPIView.permission_classes, IsPerson]
+
+    def person(self):
+        # The principal's user is a cached snapshot: the row, for what the services write.
+        return User.objects.get(pk=self.request.user.pk)
+
+    def code(self) -> str:
+        serializer = CodeSerializer(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data["code"]
+
+    def checked_as_a_sign_in(self, user, change):
+        """`change()`, a code check that counts as a sign-in: refused while the account or the
+        address is locked out, and a wrong code counted as a failure."""
+        ratelimit.limit_public_request(
+            self.request, scope=ratelimit.PublicScope.SIGN_IN, account=user.email
+        )
+        try:
+            result = change()
+        except InvalidInput:
+            ratelimit.sign_in_failed(self.request, account=user.email)
+            raise
+        ratelimit.sign_in_succeeded(self.request, account=user.email)
+        return result
+
+
+class MfaStatusView(_OwnSecondFactor):
+    """Whether the person has a second factor, and how many recovery codes they have left."""
+
+    required_permissions = {"get": None}
+
+    @extend_schema(responses={200: MfaStatusSerializer})
+    def get(self, request, version):
+        return Response(MfaStatusSerializer(services.status(self.person())).data)
+
+
+class TotpView(_OwnSecondFactor):
+    """POST: a new secret for an authenticator app (in force once confirmed). DELETE: remove the
+    second factor, with a code."""
+
+    required_permissions = {"post": None, "delete": None}
+
+    @extend_schema(
+        request=None,
+        responses={
+            201: TotpStartedSerializer,
+            **problem(409, "A second factor is active already (conflict)."),
+        },
+    )
+    def post(self, request, version):
+        started = services.totp_begin(user=self.person())
+        return Response(TotpStartedSerializer(started).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=CodeSerializer,
+        responses={
+            204: None,
+            **problem(400, "The code is missing or not valid (validation-error)."),
+            **problem(409, "No second factor is active (conflict)."),
+            **problem(429, "Too many failed sign-ins or codes: locked out (rate-limited)."),
+        },
+    )
+    def delete(self, request, version):
+        user = self.person()
+        code = self.code()
+        self.checked_as_a_sign_in(user, lambda: services.totp_remove(user=user, code=code))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TotpConfirmView(_OwnSecondFactor):
+    """Put the new secret in force with a first code; the recovery codes, shown this once."""
+
+    required_permissions = {"post": None}
+
+    @extend_schema(
+        request=CodeSerializer,
+        responses={
+            200: RecoveryCodesSerializer,
+            **problem(400, "The code is missing or not valid (validation-error)."),
+            **problem(409, "No second factor waits for confirmation (conflict)."),
+        },
+    )
+    def post(self, request, version):
+        codes = services.totp_confirm(user=self.person(), code=self.code())
+        return Response(RecoveryCodesSerializer({"recovery_codes": codes}).data)
+
+
+class RecoveryCodesView(_OwnSecondFactor):
+    """Ten new recovery codes, with a code; the old ones stop working."""
+
+    required_permissions = {"post": None}
+
+    @extend_schema(
+        request=CodeSerializer,
+        responses={
+            200: RecoveryCodesSerializer,
+            **problem(400, "The code is missing or not valid (validation-error)."),
+            **problem(409, "No second factor is active (conflict)."),
+            **problem(429, "Too many failed sign-ins or codes: locked out (rate-limited)."),
+        },
+    )
+    def post(self, request, version):
+        user = self.person()
+        code = self.code()
+        codes = self.checked_as_a_sign_in(
+            user, lambda: services.recovery_codes_regenerate(user=user, code=code)
+        )
+        return Response(RecoveryCodesSerializer({"recovery_codes": codes}).data)
+
+
+class TokenMfaView(PublicAPIView):
+    """The second step of a sign-in: the `mfa_token` the password step answered with, and a code
+    (TOTP or recovery). Limited and locked out as the password step is, on the same account."""
+
+    checks_credentials = True
+    rate_limit_scope = ratelimit.PublicScope.SIGN_IN
+
+    def rate_limited_account(self, request) -> str | None:
+        challenge = challenges.pending(body_field(request, "mfa_token"))
+        if challenge is None:
+            return None
+        return User.objects.filter(pk=challenge.user_id).values_list("email", flat=True).first()
+
+    @extend_schema(
+        request=MfaSignInSerializer,
+        responses={200: TokenPairSerializer},
+    )
+    def post(self, request, version):
+        serializer = MfaSignInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token, code = serializer.validated_data["mfa_token"], serializer.validated_data["code"]
+        challenge = challenges.pending(token)
+        if challenge is None:
+            raise exceptions.AuthenticationFailed(INVALID_CHALLENGE)
+        user = User.objects.filter(pk=challenge.user_id, is_active=True).first()
+        tenant = Tenant.objects.filter(pk=challenge.tenant_id, deleted_at__isnull=True).first()
+        if user is None or tenant is None or not _member(user, tenant):
+            raise exceptions.AuthenticationFailed(INVALID_CHALLENGE)
+        if not services.verify_code(user=user, code=code):
+            ratelimit.sign_in_failed(request, account=user.email)
+            raise exceptions.AuthenticationFailed(services.INVALID_CODE)
+        if not challenges.spend(token):
+            raise exceptions.AuthenticationFailed(INVALID_CHALLENGE)
+        if not tenant.is_active:
+            raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+        ratelimit.sign_in_succeeded(request, account=user.email)
+        return Response(issue_tokens(user=user, tenant=tenant))
+
+
+def _member(user, tenant) -> bool:
+    with tenant_context(tenant.id):
+        return Membership.objects.filter(user=user).exists()
