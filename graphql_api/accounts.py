@@ -55,6 +55,9 @@ class TenantSummary:
 @strawberry.type(description="The caller's tenant, with its settings.")
 class Tenant(TenantSummary):
     settings: JSON
+    require_mfa: bool = strawberry.field(
+        description="Whether members who sign in with a password must have a second factor."
+    )
 
 
 @strawberry.type(description="Who is signed in, where, and what they may do.")

@@ -29,7 +29,7 @@ from strawberry.types import ExecutionResult
 from graphql_api import cache as graphql_cache
 from graphql_api import errors
 from graphql_api.context import Context
-from kernel import credentials, ratelimit
+from kernel import access, credentials, ratelimit
 from kernel.api import cached_reads
 from kernel.middleware import OWN_ERROR_FORMAT
 from kernel.permissions import Perm
@@ -141,6 +141,7 @@ def authenticate(request: HttpRequest) -> Principal:
     principal = credential_type.verify(credential)
     if not principal.tenant.is_active:
         raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+    access.admit_second_factor(principal)
     credentials.act_for_request(principal)
     credential_type.used(principal)
     request.auth = principal

@@ -28,6 +28,7 @@ from django.core.cache import cache
 from django.db import transaction
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from kernel import second_factor
 from kernel.context import tenant_context
 from kernel.redis import REDIS_ERRORS
 from kernel.tenancy.models import Membership, Plan, Tenant
@@ -49,9 +50,27 @@ class Principal:
     # Set when a person acts through a third-party app (an OAuth token): the app, whose scopes
     # have already narrowed `permissions`.
     app: Any = None
+    # Whether the person has a second factor (kernel/second_factor.py); known where the tenant
+    # requires one, the only place it is asked.
+    second_factor: bool = False
+
+    @property
+    def held_to_enrolment(self) -> bool:
+        """A person signed in with their password to a tenant that requires a second factor,
+        who has none yet: until they set one up, that is all they may do. Not an API key (no
+        person signs in), nor an app (the person who authorized it signed in where they had
+        to): docs/security.md."""
+        return bool(
+            self.tenant.require_mfa
+            and self.user is not None
+            and self.api_key is None
+            and self.app is None
+            and not self.second_factor
+        )
 
     def has_permission(self, code: str) -> bool:
-        return code in self.permissions
+        # Held to enrolment, no permission holds: a surface that forgot to ask still refuses.
+        return code in self.permissions and not self.held_to_enrolment
 
 
 log = structlog.get_logger(__name__)
@@ -60,12 +79,13 @@ EPOCH_KEY = "access-epoch"
 
 
 def _snapshot_key(user_id: uuid.UUID) -> str:
-    # 3: the tenant's settings travel as JSON text (`tenant_snapshot`), the user's date_joined
-    # too; older snapshots are simply not found, and expire.
-    return f"principal:3:{user_id}"
+    # 4: the tenant's settings travel as JSON text (`tenant_snapshot`), the user's date_joined
+    # too, and whether the tenant requires a second factor and the person has one; older
+    # snapshots are simply not found, and expire.
+    return f"principal:4:{user_id}"
 
 
-_TENANT_FIELDS = ("id", "name", "slug", "status", "created_at", "deleted_at")
+_TENANT_FIELDS = ("id", "name", "slug", "status", "require_mfa", "created_at", "deleted_at")
 _USER_FIELDS = ("id", "email", "name", "is_active", "date_joined")
 
 
@@ -279,6 +299,8 @@ def _from_database(user_id: uuid.UUID, *, epoch, store: bool) -> Resolved:
         **tenant_snapshot(membership.tenant),
         "roles": sorted(name for name, _ in roles),
         "permissions": sorted({code for _, codes in roles for code in codes}),
+        # Read only where the tenant requires one, the one place it matters: no query otherwise.
+        "second_factor": membership.tenant.require_mfa and second_factor.required(membership.user),
     }
     if store:
         try:
@@ -299,6 +321,7 @@ def _from_snapshot(snapshot: dict) -> Resolved:
         membership=membership,
         roles=frozenset(snapshot["roles"]),
         permissions=frozenset(snapshot["permissions"]),
+        second_factor=snapshot["second_factor"],
     )
     return Resolved(
         principal=principal, password_digest=snapshot["password_digest"], epoch=snapshot["epoch"]

@@ -68,6 +68,12 @@ class ProblemType(Enum):
         "You do not have permission to perform this action.",
     )
     TENANT_SUSPENDED = ("tenant-suspended", "Tenant suspended", 403, "This tenant is suspended.")
+    MFA_ENROLLMENT_REQUIRED = (
+        "mfa-enrollment-required",
+        "Second factor required by the tenant",
+        403,
+        "This tenant requires two-factor authentication: set it up first.",
+    )
     QUOTA_EXCEEDED = (
         "quota-exceeded",
         "Quota exceeded",

@@ -105,20 +105,35 @@ def tenant_create(
 
 @transaction.atomic
 def tenant_update(
-    *, tenant: Tenant, actor: Principal, name: str | None = None, settings: dict | None = None
+    *,
+    tenant: Tenant,
+    actor: Principal,
+    name: str | None = None,
+    settings: dict | None = None,
+    require_mfa: bool | None = None,
 ) -> Tenant:
-    """Change what a tenant may change about itself: its name and settings.
+    """Change what a tenant may change about itself: its name, settings and whether its members
+    must have a second factor (the owner's alone to change: it decides who may sign in).
 
     Slug, status and plan are the operators' (the admin); the API never writes them.
     """
     tenant = Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=tenant.pk)
-    before = {"name": tenant.name, "settings": tenant.settings}
+    # Against the locked row: an admin's request authenticated before the owner changed it must
+    # not change it back.
+    if require_mfa is not None and require_mfa != tenant.require_mfa:
+        ensure_owner(
+            actor=actor, detail="Only an owner can change whether a second factor is required."
+        )
+    fields = ("name", "settings", "require_mfa")
+    before = {field: getattr(tenant, field) for field in fields}
     if name is not None:
         tenant.name = name
     if settings is not None:
         tenant.settings = settings
-    tenant.save(update_fields=["name", "settings"])
-    changes = audit.diff(before, {"name": tenant.name, "settings": tenant.settings})
+    if require_mfa is not None:
+        tenant.require_mfa = require_mfa
+    tenant.save(update_fields=list(fields))
+    changes = audit.diff(before, {field: getattr(tenant, field) for field in fields})
     if changes:
         audit.record(
             tenant_id=tenant.id,

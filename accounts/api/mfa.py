@@ -61,6 +61,8 @@ class MfaSignInSerializer(serializers.Serializer):
 
 class _OwnSecondFactor(TenantAPIView):
     permission_classes = [*TenantAPIView.permission_classes, IsPerson]
+    # What a person held to setting one up (their tenant requires it) must be able to reach.
+    allowed_before_second_factor = True
 
     def person(self):
         # The principal's user is a cached snapshot: the row, for what the services write.

@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from accounts.api.serializers import TenantSummarySerializer, UserSerializer
 from kernel.api.fields import PermissionCodeField
+from kernel.fields import StrictBooleanField
 from kernel.tenancy.models import AuditEvent, Invitation, Membership, Permission, Role, Tenant
 from kernel.tenancy.selectors import permission_codes, role_list
 from kernel.validators import validate_json_object
@@ -182,7 +183,7 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "slug", "status", "plan", "settings", "created_at"]
+        fields = ["id", "name", "slug", "status", "plan", "settings", "require_mfa", "created_at"]
         read_only_fields = fields
 
 
@@ -196,6 +197,10 @@ class TenantInputSerializer(serializers.Serializer):
 
     name = serializers.CharField(max_length=200, required=False)
     settings = serializers.DictField(required=False)
+    require_mfa = StrictBooleanField(
+        required=False,
+        help_text="Members who sign in with a password must have a second factor (owner only).",
+    )
 
     def validate_settings(self, value: dict) -> dict:
         # Bounded like a product's attributes: they are read, cached and copied with the tenant

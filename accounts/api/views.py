@@ -174,6 +174,8 @@ class MeView(TenantAPIView):
 
     permission_classes = [*TenantAPIView.permission_classes, IsPerson]
     required_permissions = {"get": None}
+    # Who they are and what they may do, even while held to setting up a second factor.
+    allowed_before_second_factor = True
 
     @extend_schema(responses={200: s.MeSerializer}, auth=[{"bearerAuth": []}])
     def get(self, request, version):

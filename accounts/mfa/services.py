@@ -32,6 +32,7 @@ from accounts.models import RecoveryCode, TotpDevice
 from accounts.tasks import send_email_task
 from kernel import audit
 from kernel.context import tenant_context
+from kernel.principals import access_changed
 from kernel.problems import InvalidInput, Problem, ProblemType
 from kernel.tenancy.selectors import tenants_of_user
 
@@ -250,7 +251,7 @@ def _new_recovery_codes(user) -> list[str]:
 
 def _record(user, action: str) -> None:
     """The event in the log of every tenant the person belongs to, with nothing secret in it; in
-    the platform's log for a person of no tenant (an operator)."""
+    the platform's log for a person of no tenant (an operator). Their access is re-read."""
     tenants = tenants_of_user(user_id=user.id)
     for tenant in tenants:
         with tenant_context(tenant.id):
@@ -261,6 +262,9 @@ def _record(user, action: str) -> None:
                 target_id=user.pk,
                 actor=audit.Actor.user(user),
             )
+        # A tenant that requires a second factor holds the person until they have one, and
+        # holds them again once it is gone: their cached principals must learn of it.
+        access_changed(tenant.id)
     if not tenants:
         audit.record_platform(
             action=action, target_type="user", target_id=user.pk, actor=audit.Actor.user(user)

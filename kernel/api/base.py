@@ -111,6 +111,9 @@ class TenantScopedMixin:
     required_permissions: Mapping[str, Perm | None] = {}
     # Limited in perform_authentication instead: DRF's throttles would run after the permissions.
     throttle_classes: list = []
+    # What a person held to setting up a second factor may still use (kernel.access): their
+    # own account and the second factor's endpoints. Everything else answers 403.
+    allowed_before_second_factor = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -173,6 +176,8 @@ class TenantScopedMixin:
             ratelimit.limit_anonymous_request(request)
             raise
         ratelimit.limit_api_request(request)
+        if isinstance(request.auth, Principal) and not self.allowed_before_second_factor:
+            access.admit_second_factor(request.auth)
 
     @property
     def principal(self) -> Principal:

@@ -53,6 +53,9 @@ class Tenant(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
     settings = models.JSONField(default=dict, blank=True)
+    # Members who sign in with a password must have a second factor (docs/security.md): set by
+    # the owner; until they set one up, they may only do that.
+    require_mfa = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 

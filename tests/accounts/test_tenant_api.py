@@ -52,6 +52,7 @@ def test_any_member_reads_their_tenant(tenant):
         "status": "active",
         "plan": "free",
         "settings": {},
+        "require_mfa": False,
         "created_at": response.json()["created_at"],
     }
 

@@ -5,6 +5,7 @@ before they are parsed, the more so before authentication.
 """
 
 import json
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -24,7 +25,8 @@ TIMEOUT = 10.0
 
 def raw_request(server: LiveServer, head: bytes, body_chunks=()) -> bytes:
     """Send a request as raw bytes (a body the client never finishes sending, a huge declared
-    length) and return what the server answered first."""
+    length) and return the server's first answer: its head and as much of its body as its
+    Content-Length declares (they may come in separate reads)."""
     address = urlsplit(server.url)
     with socket.create_connection((address.hostname, address.port), timeout=TIMEOUT) as conn:
         conn.sendall(head)
@@ -33,7 +35,24 @@ def raw_request(server: LiveServer, head: bytes, body_chunks=()) -> bytes:
                 conn.sendall(chunk)
         except OSError:
             pass  # the server answered and closed while the body was still coming
-        return conn.recv(65_536)
+        answer = b""
+        while not _complete(answer):
+            try:
+                received = conn.recv(65_536)
+            except OSError:
+                break
+            if not received:
+                break
+            answer += received
+        return answer
+
+
+def _complete(answer: bytes) -> bool:
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    match = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return match is None or len(body) >= int(match.group(1))
 
 
 def test_a_declared_oversized_body_is_refused_before_a_byte_of_it_is_read(

@@ -79,6 +79,10 @@ ISOLATED = {
     ("POST", "/api/v1/auth/password/change/"): (
         "a success revokes every session of the user, the run's own included"
     ),
+    ("PATCH", "/api/v1/tenant/"): (
+        "a success may require a second factor of the tenant's members (`require_mfa`), which "
+        "the run's owner has not set up: every later request would be 403"
+    ),
 }
 
 
