@@ -17,5 +17,7 @@ class AccountsConfig(AppConfig):
             second_factor.SecondFactor(
                 is_active=mfa.is_active,
                 verify=lambda user, code: mfa.verify_code(user=user, code=code),
+                begin=mfa.totp_pending_with_qr_code,
+                confirm=lambda user, code: mfa.totp_confirm(user=user, code=code),
             )
         )

@@ -17,6 +17,7 @@ from functools import update_wrapper
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.urls import path
 
 from kernel.context import operator_scope
 
@@ -35,6 +36,9 @@ class OperatorAdminSite(admin.AdminSite):
             # Imported here: this module is loaded before the models are.
             from kernel.audit import Actor, acting_as
 
+            held = self.held_to_enrolment(request)
+            if held is not None:
+                return held
             with (
                 operator_scope("an operator using the Django admin"),
                 acting_as(Actor.operator(request.user)),
@@ -49,6 +53,58 @@ class OperatorAdminSite(admin.AdminSite):
         update_wrapper(view_in_operator_scope, view)
         # Django's wrapper goes outside: the staff check happens before the scope is entered.
         return super().admin_view(view_in_operator_scope, cacheable)
+
+    def get_urls(self):
+        return [
+            path(
+                "second-factor/",
+                self.admin_view(self.second_factor_setup),
+                name="second-factor",
+            ),
+            *super().get_urls(),
+        ]
+
+    def held_to_enrolment(self, request):
+        """With ADMIN_REQUIRE_MFA, an operator signed in without a second factor is sent to set
+        one up (and may sign out); nothing else of the admin answers them until they have."""
+        from django.conf import settings
+        from django.shortcuts import redirect
+        from django.urls import reverse
+
+        from kernel import second_factor
+
+        if not (settings.ADMIN_REQUIRE_MFA and request.user.is_authenticated):
+            return None
+        setup, logout = reverse("admin:second-factor"), reverse("admin:logout")
+        if request.path in (setup, logout) or second_factor.required(request.user):
+            return None
+        return redirect(setup)
+
+    def second_factor_setup(self, request):
+        """An operator's second factor: a new secret (shown as a QR code and as text) and a
+        first code to confirm it, then the recovery codes, shown once."""
+        from django.shortcuts import redirect
+        from django.template.response import TemplateResponse
+        from django.utils.safestring import mark_safe
+
+        from kernel import second_factor
+        from kernel.problems import InvalidInput
+
+        if second_factor.required(request.user):
+            return redirect("admin:index")
+        context = {**self.each_context(request), "title": "Set up two-factor authentication"}
+        if request.method == "POST":
+            try:
+                codes = second_factor.confirm(request.user, request.POST.get("code", "").strip())
+            except InvalidInput:
+                context["error"] = "The code is not valid: enter the one your app shows now."
+            else:
+                context["recovery_codes"] = codes
+                return TemplateResponse(request, "admin/second_factor.html", context)
+        started = second_factor.begin(request.user)
+        # segno's own SVG markup, made from our URL: nothing of a person's input in it.
+        context.update(secret=started["secret"], qr_svg=mark_safe(started["qr_svg"]))  # noqa: S308
+        return TemplateResponse(request, "admin/second_factor.html", context)
 
     def login(self, request, extra_context=None):
         """The operators' sign-in, held to the failure windows of every password check

@@ -17,6 +17,11 @@ class SecondFactor:
     is_active: Callable[[Any], bool]
     # Whether a code (spent if right) is the person's second factor now.
     verify: Callable[[Any, str], bool]
+    # The secret waiting for confirmation, or a new one: {"secret", "otpauth_url", "qr_svg"}.
+    begin: Callable[[Any], dict[str, str]]
+    # Put the new secret in force with a first code: the recovery codes; InvalidInput if the
+    # code is wrong.
+    confirm: Callable[[Any, str], list[str]]
 
 
 _registered: list[SecondFactor] = []
@@ -32,3 +37,17 @@ def required(user: Any) -> bool:
 
 def verify(user: Any, code: str) -> bool:
     return any(factor.verify(user, code) for factor in _registered)
+
+
+def begin(user: Any) -> dict[str, str]:
+    return _the_factor().begin(user)
+
+
+def confirm(user: Any, code: str) -> list[str]:
+    return _the_factor().confirm(user, code)
+
+
+def _the_factor() -> SecondFactor:
+    if not _registered:
+        raise LookupError("No second factor is registered.")
+    return _registered[0]

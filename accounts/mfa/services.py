@@ -16,10 +16,12 @@ used: the two things an attacker holding their password would do.
 """
 
 import base64
+import io
 import re
 import secrets
 from urllib.parse import quote, urlencode
 
+import segno
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import transaction
@@ -91,6 +93,28 @@ def totp_begin(*, user) -> dict[str, str]:
     device.save()
     secret = base64.b32encode(key).decode()
     return {"secret": secret, "otpauth_url": otpauth_url(user, secret)}
+
+
+def totp_pending_with_qr_code(user) -> dict[str, str]:
+    """The secret waiting for confirmation (a new one when none waits), with its URL as a QR
+    code (SVG), for a page that shows it until the person confirms: reloading the page, or a
+    wrong code, keeps the secret their app has already taken."""
+    device = TotpDevice.objects.filter(user=user, confirmed=False).first()
+    if device is None:
+        started = totp_begin(user=user)
+    else:
+        secret = base64.b32encode(mfa_secrets.decrypt(device.encrypted_key)).decode()
+        started = {"secret": secret, "otpauth_url": otpauth_url(user, secret)}
+    return {**started, "qr_svg": qr_svg(started["otpauth_url"])}
+
+
+def qr_svg(text: str) -> str:
+    """`text` as a QR code, an SVG element (no XML declaration) to put in a page."""
+    out = io.BytesIO()
+    segno.make(text, error="m").save(
+        out, kind="svg", xmldecl=False, svgns=True, scale=5, title="QR code of the secret"
+    )
+    return out.getvalue().decode()
 
 
 @transaction.atomic

@@ -454,6 +454,9 @@ MFA_ENCRYPTION_KEYS = env.list("MFA_ENCRYPTION_KEYS", default=[]) or [
 MFA_ISSUER = env.str("MFA_ISSUER", default="tenantapi")
 # How long a sign-in waits for its second factor (the `mfa_token`).
 MFA_CHALLENGE_SECONDS = env.int("MFA_CHALLENGE_SECONDS", default=5 * 60)
+# Operators must have a second factor: one without it is sent to set it up in the admin and can
+# do nothing else there until they have. On by default in production.
+ADMIN_REQUIRE_MFA = env.bool("ADMIN_REQUIRE_MFA", default=False)
 # django-otp's throttling of a device: after n failures in a row, no code is looked at for
 # factor * 2^(n-1) seconds.
 MFA_THROTTLE_FACTOR = env.int("MFA_THROTTLE_FACTOR", default=1)

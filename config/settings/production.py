@@ -12,6 +12,8 @@ SECRET_KEY = env.str("SECRET_KEY")
 SIMPLE_JWT["SIGNING_KEY"] = env.str("JWT_SIGNING_KEY", default="") or SECRET_KEY  # noqa: F405
 # The OpenID Connect signing key (RSA, PEM): required, as the secret key is.
 OAUTH2_PROVIDER["OIDC_RSA_PRIVATE_KEY"] = env.str("OIDC_RSA_PRIVATE_KEY", multiline=True)  # noqa: F405
+# Operators sign in to the admin with a second factor (set up on their first sign-in).
+ADMIN_REQUIRE_MFA = env.bool("ADMIN_REQUIRE_MFA", default=True)
 # The keys that encrypt second-factor secrets (Fernet, newest first): required too.
 MFA_ENCRYPTION_KEYS = env.list("MFA_ENCRYPTION_KEYS")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")

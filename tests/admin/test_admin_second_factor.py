@@ -1,6 +1,7 @@
 """The admin's sign-in asks an operator with a second factor for its code with the password: the
 password alone signs them in no longer, and a wrong code is a failed sign-in."""
 
+import re
 import time
 import uuid
 
@@ -14,6 +15,7 @@ from tests.factories import DEFAULT_PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
 
+SETUP = "/admin/second-factor/"
 SECOND_FACTOR_NEEDED = "Enter the current code of your authenticator app, or a recovery code."
 
 
@@ -93,3 +95,50 @@ def test_the_page_offers_the_code_field_and_an_operator_without_a_factor_needs_n
         email=f"ops-{uuid.uuid4().hex[:8]}@example.com", is_staff=True, is_superuser=True
     )
     assert sign_in(Client(), operator.email).status_code == 302
+
+
+def test_with_admin_require_mfa_an_operator_sets_a_second_factor_up_before_anything_else(
+    settings,
+):
+    settings.ADMIN_REQUIRE_MFA = True
+    operator = make_user(
+        email=f"ops-{uuid.uuid4().hex[:8]}@example.com", is_staff=True, is_superuser=True
+    )
+    client = Client()
+
+    assert sign_in(client, operator.email).status_code == 302
+    # Every page of the admin sends them to set it up first
+    for page in ("/admin/", "/admin/tenants/tenant/", "/admin/accounts/user/"):
+        response = client.get(page)
+        assert response.status_code == 302, page
+        assert response["Location"] == SETUP
+    setup = client.get(SETUP)
+    assert setup.status_code == 200
+    assert "<svg" in setup.content.decode()
+    secret = re.search(r'id="secret">([A-Z2-7]{32})<', setup.content.decode()).group(1)
+    # Reloading the page (or a wrong code) keeps the secret the app has already taken
+    assert secret in client.get(SETUP).content.decode()
+    wrong = client.post(SETUP, {"code": "000000"})
+    assert wrong.status_code == 200
+    assert "The code is not valid" in wrong.content.decode()
+    assert secret in wrong.content.decode()
+
+    done = client.post(SETUP, {"code": pyotp.TOTP(secret).now()})
+
+    assert done.status_code == 200
+    shown = re.findall(r"<li><code>([A-Z2-7]{5}-[A-Z2-7]{5})</code></li>", done.content.decode())
+    assert len(set(shown)) == 10
+    assert client.get("/admin/").status_code == 200
+    # From now on the password alone does not sign them in
+    assert sign_in(Client(), operator.email).status_code == 200
+
+
+def test_without_admin_require_mfa_an_operator_without_one_uses_the_admin(settings):
+    settings.ADMIN_REQUIRE_MFA = False
+    operator = make_user(
+        email=f"ops-{uuid.uuid4().hex[:8]}@example.com", is_staff=True, is_superuser=True
+    )
+    client = Client()
+
+    assert sign_in(client, operator.email).status_code == 302
+    assert client.get("/admin/").status_code == 200

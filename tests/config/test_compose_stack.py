@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 import yaml
 from cryptography.fernet import Fernet
@@ -57,11 +58,26 @@ def test_an_operator_signs_in_to_the_admin_over_http_and_static_files_are_served
             },
             headers={"Referer": f"{server.url}/admin/login/"},
         )
+        # Production requires operators to have a second factor: set up on the first sign-in
+        held = http.get("/admin/")
+        setup = http.get("/admin/second-factor/")
+        secret = re.search(r'id="secret">([A-Z2-7]{32})<', setup.text).group(1)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', setup.text).group(1)
+        enabled = http.post(
+            "/admin/second-factor/",
+            data={"csrfmiddlewaretoken": token, "code": pyotp.TOTP(secret).now()},
+            headers={"Referer": f"{server.url}/admin/second-factor/"},
+        )
         index = http.get("/admin/")
         stylesheet = http.get("/static/admin/css/base.css")
 
     assert form.status_code == 200
     assert signed_in.status_code == 302, signed_in.text[:500]
+    assert held.status_code == 302
+    assert held.headers["location"] == "/admin/second-factor/"
+    assert "<svg" in setup.text
+    assert enabled.status_code == 200
+    assert "recovery codes" in enabled.text
     assert index.status_code == 200
     assert "Site administration" in index.text or "Tenant API operations" in index.text
     assert stylesheet.status_code == 200
