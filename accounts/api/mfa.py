@@ -24,6 +24,8 @@ from kernel.problems import InvalidInput, Problem, ProblemType
 from kernel.tenancy.models import Membership, Tenant
 
 User = get_user_model()
+BAD_CODE = problem(400, "The code is missing or not valid (validation-error).")
+LOCKED_OUT = problem(429, "Too many failed sign-ins or codes: locked out (rate-limited).")
 # Every way an `mfa_token` can be wrong (unknown, expired, spent) reads the same.
 INVALID_CHALLENGE = "This sign-in has expired or is not valid: sign in with your password again."
 
@@ -119,9 +121,9 @@ class TotpView(_OwnSecondFactor):
         request=CodeSerializer,
         responses={
             204: None,
-            **problem(400, "The code is missing or not valid (validation-error)."),
+            **BAD_CODE,
             **problem(409, "No second factor is active (conflict)."),
-            **problem(429, "Too many failed sign-ins or codes: locked out (rate-limited)."),
+            **LOCKED_OUT,
         },
     )
     def delete(self, request, version):
@@ -140,7 +142,7 @@ class TotpConfirmView(_OwnSecondFactor):
         request=CodeSerializer,
         responses={
             200: RecoveryCodesSerializer,
-            **problem(400, "The code is missing or not valid (validation-error)."),
+            **BAD_CODE,
             **problem(409, "No second factor waits for confirmation (conflict)."),
         },
     )
@@ -158,9 +160,9 @@ class RecoveryCodesView(_OwnSecondFactor):
         request=CodeSerializer,
         responses={
             200: RecoveryCodesSerializer,
-            **problem(400, "The code is missing or not valid (validation-error)."),
+            **BAD_CODE,
             **problem(409, "No second factor is active (conflict)."),
-            **problem(429, "Too many failed sign-ins or codes: locked out (rate-limited)."),
+            **LOCKED_OUT,
         },
     )
     def post(self, request, version):
