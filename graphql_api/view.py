@@ -22,7 +22,6 @@ from django.template.loader import render_to_string
 from rest_framework import exceptions
 from rest_framework.authentication import get_authorization_header
 from strawberry.django.views import GraphQLView as StrawberryView
-from strawberry.django.views import TemporalHttpResponse
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
@@ -126,9 +125,6 @@ class GraphQLView(StrawberryView):
         if result.extensions:
             data["extensions"] = result.extensions
         return data
-
-    def get_sub_response(self, request: HttpRequest) -> TemporalHttpResponse:
-        return TemporalHttpResponse()
 
 
 def authenticate(request: HttpRequest) -> Principal:
