@@ -34,5 +34,6 @@ protocol = [
 pages = [
     path("sign-in/", views.sign_in, name="oauth-sign-in"),
     path("sign-in/code/", views.sign_in_code, name="oauth-sign-in-code"),
+    path("second-factor/", views.second_factor_setup, name="oauth-second-factor"),
     path("sign-out/", views.sign_out, name="oauth-sign-out"),
 ]

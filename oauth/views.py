@@ -36,6 +36,7 @@ from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.functional import cached_property
+from django.utils.safestring import mark_safe
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.generic import FormView
 from oauth2_provider import views as dot_views
@@ -179,6 +180,45 @@ class SignInCodeView(auth_views.RedirectURLMixin, FormView):
         return resolve_url(settings.LOGIN_REDIRECT_URL)
 
 
+@method_decorator(xframe_options_deny, name="dispatch")
+class SecondFactorSetupView(auth_views.RedirectURLMixin, FormView):
+    """A person signed in on these pages sets up their second factor, which a tenant of theirs
+    requires before they may authorize an app there: the secret as a QR code and as text, a first
+    code, then the recovery codes (shown once) and the way back to the authorization."""
+
+    template_name = "oauth/second_factor.html"
+    form_class = SignInCodeForm
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            query = urlencode({"next": request.get_full_path()})
+            return redirect(f"{reverse('oauth-sign-in')}?{query}")
+        if second_factor.required(request.user):
+            return redirect(self.get_success_url())
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        started = second_factor.begin(self.request.user)
+        return {
+            **super().get_context_data(**kwargs),
+            "next": self.get_redirect_url(),
+            "secret": started["secret"],
+            # segno's own SVG markup, made from our URL: nothing of a person's input in it.
+            "qr_svg": mark_safe(started["qr_svg"]),  # noqa: S308
+        }
+
+    def form_valid(self, form):
+        try:
+            codes = second_factor.confirm(self.request.user, form.cleaned_data["code"])
+        except InvalidInput:
+            form.add_error(None, "The code is not valid: enter the one your app shows now.")
+            return self.form_invalid(form)
+        return self.render_to_response({"recovery_codes": codes, "next": self.get_success_url()})
+
+    def get_default_redirect_url(self):
+        return resolve_url(settings.LOGIN_REDIRECT_URL)
+
+
 def _pending_user(request: HttpRequest):
     """The person whose password was right moments ago, while their code is awaited."""
     pending = request.session.get(PENDING_SIGN_IN)
@@ -190,6 +230,7 @@ def _pending_user(request: HttpRequest):
 
 sign_in = keeps_error_format(SignInView.as_view())
 sign_in_code = keeps_error_format(SignInCodeView.as_view())
+second_factor_setup = keeps_error_format(SecondFactorSetupView.as_view())
 sign_out = auth_views.LogoutView.as_view(next_page="oauth-sign-in")
 
 
@@ -278,6 +319,9 @@ class AuthorizationView(dot_views.AuthorizationView):
         if application is not None:
             context["app_tenant"] = application.tenant
         context["no_tenant"] = not self.person_tenants
+        requiring = [tenant.name for tenant in self.person_tenants if tenant.require_mfa]
+        if requiring and not second_factor.required(self.request.user):
+            context["tenants_requiring_a_second_factor"] = requiring
         return context
 
     def form_valid(self, form):
