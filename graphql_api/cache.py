@@ -60,9 +60,20 @@ class _Known:
 _known = _Known(KNOWN_DOCUMENTS)
 
 
-def document_key(request: HttpRequest) -> str | None:
-    """The document a request sends, in one canonical text; None when it sends none that the
-    cache could answer (not JSON, no query, a batch)."""
+def json_body(request: HttpRequest) -> Any:
+    """A POST's JSON body, parsed (the view hands it on to Strawberry, which would parse it
+    again); None when it is no JSON request or does not parse (Strawberry says why)."""
+    if request.method != "POST" or request.content_type != "application/json":
+        return None
+    try:
+        return json.loads(request.body)
+    except ValueError:
+        return None
+
+
+def document_key(request: HttpRequest, body: Any) -> str | None:
+    """The document a request sends (`body`: its parsed JSON body, for a POST), in one canonical
+    text; None when it sends none that the cache could answer (not JSON, no query, a batch)."""
     if request.method == "GET":
         query = request.GET.get("query")
         operation = request.GET.get("operationName") or ""
@@ -70,13 +81,7 @@ def document_key(request: HttpRequest) -> str | None:
             variables = json.loads(request.GET.get("variables") or "{}")
         except ValueError:
             return None
-    elif request.method == "POST" and request.content_type == "application/json":
-        try:
-            body = json.loads(request.body)
-        except ValueError:
-            return None
-        if not isinstance(body, dict):
-            return None
+    elif isinstance(body, dict):
         query, operation, variables = (
             body.get("query"),
             body.get("operationName") or "",

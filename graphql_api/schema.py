@@ -88,3 +88,8 @@ def build_schema(*, introspection: bool) -> Schema:
 
 
 schema = build_schema(introspection=settings.GRAPHQL_INTROSPECTION)
+
+
+def sdl() -> str:
+    """The schema as SDL, as /graphql/schema.graphql serves it and the repository keeps it."""
+    return schema.as_str() + "\n"

@@ -3,7 +3,7 @@
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from graphql_api.schema import schema
+from graphql_api.schema import schema, sdl
 from graphql_api.view import GraphQLView, schema_sdl
 
 urlpatterns = [
@@ -14,5 +14,5 @@ urlpatterns = [
         csrf_exempt(GraphQLView.as_view(schema=schema, graphql_ide=None)),
         name="graphql",
     ),
-    path("graphql/schema.graphql", schema_sdl, {"schema": schema}, name="graphql-schema"),
+    path("graphql/schema.graphql", schema_sdl, {"sdl": sdl}, name="graphql-schema"),
 ]

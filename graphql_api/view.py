@@ -12,6 +12,7 @@ GraphQL over HTTP expects: 200 when GraphQL answered, 429 (with Retry-After) whe
 refused, 400 for a request that is no GraphQL request at all (a problem+json).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from cross_web import HTTPException
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.template.loader import render_to_string
+from django.views.decorators.http import require_safe
 from rest_framework import exceptions
 from rest_framework.authentication import get_authorization_header
 from strawberry.django.views import GraphQLView as StrawberryView
@@ -52,7 +54,8 @@ class GraphQLView(StrawberryView):
             # GraphiQL, served with everything it loads (graphql_api/static/): a page in a
             # browser, before any credential; its requests carry the one typed in its editor.
             return HttpResponse(render_to_string("graphql_api/graphiql.html", request=request))
-        key = graphql_cache.document_key(request)
+        self.body = graphql_cache.json_body(request)
+        key = graphql_cache.document_key(request, self.body)
         read = graphql_cache.cached_read(request, key)
         if read is not None:
             response = cached_reads.answer(request, read, permission=Perm.CATALOG_READ)
@@ -84,7 +87,10 @@ class GraphQLView(StrawberryView):
         return response
 
     def parse_json(self, data: str | bytes) -> Any:
-        parsed = super().parse_json(data)
+        # The body parsed once already (graphql_api/cache.py names its document from it).
+        parsed = self.body if data is self.request.body and self.body is not None else None
+        if parsed is None:
+            parsed = super().parse_json(data)
         # Strawberry reads any other JSON (a string, a number) as an object: a 500, not a 400.
         if not isinstance(parsed, dict | list):
             raise HTTPException(400, "The request body must be a JSON object.")
@@ -158,19 +164,11 @@ def _charged(
     return response
 
 
-def schema_sdl(request: HttpRequest, schema: Any) -> HttpResponseBase:
+@require_safe
+def schema_sdl(request: HttpRequest, sdl: Callable[[], str]) -> HttpResponseBase:
     """The schema as SDL, for any signed-in client (introspection may be off)."""
-    if request.method not in ("GET", "HEAD"):
-        return problem_response(
-            request,
-            ProblemType.METHOD_NOT_ALLOWED,
-            detail=f'Method "{request.method}" is not allowed here.',
-            headers={"Allow": "GET, HEAD"},
-        )
     try:
         authenticate(request)
     except (Problem, exceptions.APIException) as refused:
         return _charged(request, problem_for_exception(request, refused), anonymous=True)
-    return _charged(
-        request, HttpResponse(schema.as_str() + "\n", content_type="text/plain; charset=utf-8")
-    )
+    return _charged(request, HttpResponse(sdl(), content_type="text/plain; charset=utf-8"))

@@ -8,6 +8,7 @@ from django.db import DatabaseError, connection, transaction
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
+from config.settings.secrets import rsa_private_key_pem  # noqa: F401  (the tests' key maker)
 from kernel.context import operator_scope
 from kernel.tenancy.models import AuditLogIsAppendOnly, Membership
 from tests.factories import DEFAULT_PASSWORD, make_member
@@ -147,16 +148,3 @@ def backend_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]
-
-
-def rsa_private_key_pem() -> str:
-    """A new RSA private key, PEM: what OIDC_RSA_PRIVATE_KEY holds in production."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()

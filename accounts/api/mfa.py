@@ -75,14 +75,17 @@ class _OwnSecondFactor(TenantAPIView):
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data["code"]
 
-    def checked_as_a_sign_in(self, user, change):
-        """`change()`, a code check that counts as a sign-in: refused while the account or the
-        address is locked out, and a wrong code counted as a failure."""
+    def checked_as_a_sign_in(self, change):
+        """`change(user=…, code=…)` with the person and the body's code, a code check that
+        counts as a sign-in: refused while the account or the address is locked out, and a
+        wrong code counted as a failure."""
+        user = self.person()
         ratelimit.limit_public_request(
             self.request, scope=ratelimit.PublicScope.SIGN_IN, account=user.email
         )
+        code = self.code()
         try:
-            result = change()
+            result = change(user=user, code=code)
         except InvalidInput:
             ratelimit.sign_in_failed(self.request, account=user.email)
             raise
@@ -127,9 +130,7 @@ class TotpView(_OwnSecondFactor):
         },
     )
     def delete(self, request, version):
-        user = self.person()
-        code = self.code()
-        self.checked_as_a_sign_in(user, lambda: services.totp_remove(user=user, code=code))
+        self.checked_as_a_sign_in(services.totp_remove)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -166,11 +167,7 @@ class RecoveryCodesView(_OwnSecondFactor):
         },
     )
     def post(self, request, version):
-        user = self.person()
-        code = self.code()
-        codes = self.checked_as_a_sign_in(
-            user, lambda: services.recovery_codes_regenerate(user=user, code=code)
-        )
+        codes = self.checked_as_a_sign_in(services.recovery_codes_regenerate)
         return Response(RecoveryCodesSerializer({"recovery_codes": codes}).data)
 
 
@@ -182,10 +179,12 @@ class TokenMfaView(PublicAPIView):
     rate_limit_scope = ratelimit.PublicScope.SIGN_IN
 
     def rate_limited_account(self, request) -> str | None:
-        challenge = challenges.pending(body_field(request, "mfa_token"))
-        if challenge is None:
-            return None
-        return User.objects.filter(pk=challenge.user_id).values_list("email", flat=True).first()
+        # Read once, here: the lockouts need the account, and the sign-in below the same two.
+        self.challenge = challenges.pending(body_field(request, "mfa_token"))
+        self.person = None
+        if self.challenge is not None:
+            self.person = User.objects.filter(pk=self.challenge.user_id, is_active=True).first()
+        return self.person.email if self.person is not None else None
 
     @extend_schema(
         request=MfaSignInSerializer,
@@ -195,10 +194,9 @@ class TokenMfaView(PublicAPIView):
         serializer = MfaSignInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         token, code = serializer.validated_data["mfa_token"], serializer.validated_data["code"]
-        challenge = challenges.pending(token)
+        challenge, user = self.challenge, self.person
         if challenge is None:
             raise exceptions.AuthenticationFailed(INVALID_CHALLENGE)
-        user = User.objects.filter(pk=challenge.user_id, is_active=True).first()
         tenant = Tenant.objects.filter(pk=challenge.tenant_id, deleted_at__isnull=True).first()
         if user is None or tenant is None or not _member(user, tenant):
             raise exceptions.AuthenticationFailed(INVALID_CHALLENGE)

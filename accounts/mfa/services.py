@@ -31,12 +31,10 @@ from django_otp.oath import TOTP
 from accounts.actions import AccountsAction
 from accounts.mfa import secrets as mfa_secrets
 from accounts.models import RecoveryCode, TotpDevice
+from accounts.services.users import record_account_change
 from accounts.tasks import send_email_task
 from kernel import audit
-from kernel.context import tenant_context
-from kernel.principals import access_changed
 from kernel.problems import InvalidInput, Problem, ProblemType
-from kernel.tenancy.selectors import tenants_of_user
 
 # RFC 6238 as authenticator apps assume it, whatever they are told: SHA-1, 6 digits, 30 s.
 STEP_SECONDS = 30
@@ -274,22 +272,10 @@ def _new_recovery_codes(user) -> list[str]:
 
 
 def _record(user, action: str) -> None:
-    """The event in the log of every tenant the person belongs to, with nothing secret in it; in
-    the platform's log for a person of no tenant (an operator). Their access is re-read."""
-    tenants = tenants_of_user(user_id=user.id)
-    for tenant in tenants:
-        with tenant_context(tenant.id):
-            audit.record(
-                tenant_id=tenant.id,
-                action=action,
-                target_type="user",
-                target_id=user.pk,
-                actor=audit.Actor.user(user),
-            )
-        # A tenant that requires a second factor holds the person until they have one, and
-        # holds them again once it is gone: their cached principals must learn of it.
-        access_changed(tenant.id)
-    if not tenants:
+    """The event in the log of every tenant the person belongs to (a tenant that requires a
+    second factor holds them without one, so their access is re-read there too), with nothing
+    secret in it; in the platform's log for a person of no tenant (an operator)."""
+    if not record_account_change(user, action):
         audit.record_platform(
             action=action, target_type="user", target_id=user.pk, actor=audit.Actor.user(user)
         )

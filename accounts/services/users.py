@@ -66,18 +66,27 @@ def _set_password(user, new_password: str, *, action: str) -> None:
     password_validation.validate_password(new_password, user)
     user.set_password(new_password)
     user.save(update_fields=["password"])
-    for tenant in tenants_of_user(user_id=user.id):
-        # The password is not a value the log keeps: the marker says only that it changed.
+    # The password is not a value the log keeps: the marker says only that it changed.
+    record_account_change(user, action, changes={"password": [audit.REDACTED, audit.REDACTED]})
+
+
+def record_account_change(user, action: str, *, changes: dict | None = None) -> list[Tenant]:
+    """A change to the person's account (their password, their second factor) in the audit log
+    of every tenant they belong to, and their cached principals there invalidated: it changes
+    what their credentials may do everywhere. The tenants, for a caller with more to do."""
+    tenants = tenants_of_user(user_id=user.id)
+    for tenant in tenants:
         with tenant_context(tenant.id):
             audit.record(
                 tenant_id=tenant.id,
                 action=action,
                 target_type="user",
                 target_id=user.pk,
-                changes={"password": [audit.REDACTED, audit.REDACTED]},
+                changes=changes,
                 actor=audit.Actor.user(user),
             )
         access_changed(tenant.id)
+    return tenants
 
 
 @transaction.atomic

@@ -26,19 +26,7 @@ def development_signing_key(var_dir: Path) -> str:
     path = var_dir / "dev-oidc-signing-key.pem"
     if path.exists():
         return path.read_text()
-    # Imported here: only a development server without OIDC_RSA_PRIVATE_KEY needs it.
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    pem = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        .private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        .decode()
-    )
+    pem = rsa_private_key_pem()
     var_dir.mkdir(parents=True, exist_ok=True)
     # Written whole under a name of its own, then linked into place: a process that starts at
     # the same moment reads one complete key, whichever was linked first.
@@ -53,6 +41,20 @@ def development_signing_key(var_dir: Path) -> str:
     finally:
         staged.unlink()
     return path.read_text()
+
+
+def rsa_private_key_pem() -> str:
+    """A new RSA private key (2048 bits, PKCS#8 PEM): what OIDC_RSA_PRIVATE_KEY holds."""
+    # Imported here: only a server without OIDC_RSA_PRIVATE_KEY (and the tests) need it.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
 
 
 def development_mfa_key(secret_key: str) -> str:

@@ -21,7 +21,6 @@ import pytest
 from django.test import TestCase
 from django.urls import URLResolver, get_resolver
 from rest_framework.test import APIClient
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from accounts.api import tenant as tenant_views
@@ -32,6 +31,7 @@ from tests.catalog_helpers import PRODUCTS, product_body
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
 from tests.helpers import API, ME, assert_problem, error_fields, outcome, owner_of, sign_in
 from tests.kernel.test_quotas import race
+from tests.notifications.test_websocket_auth import closed_with, receive
 from tests.oauth.conftest import registration, wsgi_transport  # noqa: F401 (a fixture)
 from tests.oauth.flow import Dance, in_process, pkce_pair, redirect_params
 
@@ -59,7 +59,6 @@ PRODUCTS_COUNT = "{ products { totalCount } }"
 HELD = "mfa-enrollment-required"
 
 SOCKET = "/ws/v1/notifications/"
-RECEIVE_TIMEOUT = 10
 
 
 @pytest.fixture(autouse=True)
@@ -612,20 +611,6 @@ def test_the_persons_other_tenants_are_unaffected(tenant, member, owner_client):
 
 
 # --- the notifications socket ------------------------------------------------------------------
-
-
-def receive(socket) -> dict:
-    return json.loads(socket.recv(timeout=RECEIVE_TIMEOUT))
-
-
-def closed_with(socket) -> tuple[int, list[dict]]:
-    """Read until the server closes; the close code and the messages before it."""
-    messages = []
-    while True:
-        try:
-            messages.append(receive(socket))
-        except ConnectionClosed as closed:
-            return closed.rcvd.code, messages
 
 
 def socket_url(server, access: str) -> str:

@@ -68,16 +68,21 @@ def sign_in(
 ) -> httpx.Response:
     """Open the sign-in page (with `next`, as the authorization page links it) and post its
     form."""
-    page = visitor.get(SIGN_IN, params={"next": next_url})
+    return fill_in(visitor, SIGN_IN, next_url, username=email, password=password)
+
+
+def fill_in(visitor: httpx.Client, path: str, next_url: str, **fields: str) -> httpx.Response:
+    """Open a page of these forms (with `next`) and post its form with `fields`, its CSRF token
+    and its `next` as the page gave them."""
+    page = visitor.get(path, params={"next": next_url})
     assert page.status_code == 200, page.text
     form = form_of(page.text)
     return visitor.post(
-        SIGN_IN,
+        path,
         data={
             "csrfmiddlewaretoken": form.inputs["csrfmiddlewaretoken"],
             "next": form.inputs["next"],
-            "username": email,
-            "password": password,
+            **fields,
         },
     )
 

@@ -10,10 +10,10 @@ import pytest
 
 from tests.factories import DEFAULT_PASSWORD, make_tenant
 from tests.helpers import client_for, owner_of
-from tests.oauth.flow import form_of
 from tests.oauth.test_sign_in_page import (
     AUTHORIZE_NEXT,
     alerts_of,
+    fill_in,
     new_email,
     sign_in,
     signed_in,
@@ -39,17 +39,7 @@ def person_with_a_second_factor() -> tuple[object, pyotp.TOTP, list[str]]:
 
 
 def give_code(visitor, code: str):
-    page = visitor.get(CODE_PAGE, params={"next": AUTHORIZE_NEXT})
-    assert page.status_code == 200, page.text
-    form = form_of(page.text)
-    return visitor.post(
-        CODE_PAGE,
-        data={
-            "csrfmiddlewaretoken": form.inputs["csrfmiddlewaretoken"],
-            "next": form.inputs["next"],
-            "code": code,
-        },
-    )
+    return fill_in(visitor, CODE_PAGE, AUTHORIZE_NEXT, code=code)
 
 
 def test_the_right_password_leads_to_the_code_page_and_only_the_code_signs_in(visitor):
