@@ -6,12 +6,18 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here: an app's module is loaded before the models the credentials use.
-        from accounts import credentials
+        from accounts import checks, credentials  # noqa: F401  (checks: registered on import)
         from accounts.actions import AccountsAction
         from accounts.mfa import services as mfa
-        from kernel import audit, second_factor
+        from accounts.sso import services as sso
+        from kernel import audit, password_policy, second_factor
 
         credentials.register()
+        password_policy.register(
+            lambda user, tenant, via, record: sso.password_sign_in_refusal(
+                user=user, tenant=tenant, via=via, record=record
+            )
+        )
         audit.register_actions(AccountsAction)
         second_factor.register(
             second_factor.SecondFactor(

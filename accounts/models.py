@@ -170,3 +170,70 @@ class RecoveryCode(models.Model):
 
     def __str__(self) -> str:
         return f"recovery code of {self.user_id}{' (used)' if self.used_at else ''}"
+
+
+# --- single sign-on (accounts/sso/) ---------------------------------------------------------------
+
+
+class SsoConnection(TenantOwnedModel):
+    """A tenant's own OpenID Connect provider: at most one per tenant, set by an owner.
+
+    Its people sign in there; the ones whose verified email is of one of `domains` become members
+    with `default_role` on their first sign-in; with `enforced`, those may no longer sign in with
+    a password (an owner still may: the break-glass path, audited).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    issuer = models.URLField(max_length=255)
+    client_id = models.CharField(max_length=255)
+    # Fernet-encrypted with MFA_ENCRYPTION_KEYS (accounts/mfa/secrets.py); write-only in the API.
+    encrypted_client_secret = models.TextField(editable=False)
+    # Lower-case domain names, as they follow the @ of an email.
+    domains = models.JSONField(default=list)
+    # Where the tenant's own front end takes the one-time code: exact-match.
+    redirect_uris = models.JSONField(default=list)
+    enforced = models.BooleanField(default=False)
+    default_role = models.ForeignKey(
+        "tenants.Role", on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        verbose_name = "single sign-on connection"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant"], name="sso_connection_one_per_tenant")
+        ]
+
+    def __str__(self) -> str:
+        return self.issuer
+
+
+class SsoIdentity(TenantOwnedModel):
+    """Who a subject of the tenant's provider is here: the link made on their first sign-in, so
+    that an email the provider later gives to somebody else never opens the first person's
+    account."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    issuer = models.URLField(max_length=255)
+    subject = models.CharField(max_length=255)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identities"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        verbose_name = "single sign-on identity"
+        verbose_name_plural = "single sign-on identities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "issuer", "subject"], name="sso_identity_unique_subject"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "issuer", "user"], name="sso_identity_one_per_user"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject}@{self.issuer}"

@@ -14,11 +14,16 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 TENANT_CLAIM = "tenant_id"
 SESSION_CLAIM = "sid"
+# Set on the tokens of a sign-in through the tenant's identity provider (accounts/sso/): the
+# provider vouched for the person, their password and second factor were not asked.
+SSO_CLAIM = "sso"
 
 
-def issue_tokens(*, user, tenant) -> dict[str, str]:
+def issue_tokens(*, user, tenant, sso: bool = False) -> dict[str, str]:
     """A new session for `user` in `tenant`: an access and a refresh token."""
     refresh = RefreshToken.for_user(user)
     refresh[TENANT_CLAIM] = str(tenant.id)
     refresh[SESSION_CLAIM] = uuid.uuid4().hex
+    if sso:
+        refresh[SSO_CLAIM] = True
     return {"access": str(refresh.access_token), "refresh": str(refresh)}

@@ -53,18 +53,22 @@ class Principal:
     # Whether the person has a second factor (kernel/second_factor.py); known where the tenant
     # requires one, the only place it is asked.
     second_factor: bool = False
+    # Whether the person signed in through the tenant's own identity provider (single sign-on),
+    # which vouched for them: its own factors are the tenant's to require, not ours.
+    sso: bool = False
 
     @property
     def held_to_enrolment(self) -> bool:
         """A person signed in with their password to a tenant that requires a second factor,
         who has none yet: until they set one up, that is all they may do. Not an API key (no
         person signs in), nor an app (the person who authorized it signed in where they had
-        to): docs/security.md."""
+        to), nor a sign-in through the tenant's identity provider: docs/security.md."""
         return bool(
             self.tenant.require_mfa
             and self.user is not None
             and self.api_key is None
             and self.app is None
+            and not self.sso
             and not self.second_factor
         )
 

@@ -61,6 +61,12 @@ class ProblemType(Enum):
         401,
         "The password is right; send a code of the second factor with the mfa_token.",
     )
+    SSO_FAILED = (
+        "sso-failed",
+        "Single sign-on failed",
+        401,
+        "The identity provider's answer does not sign anybody in: start again.",
+    )
     PERMISSION_DENIED = (
         "permission-denied",
         "Permission denied",
@@ -73,6 +79,12 @@ class ProblemType(Enum):
         "Second factor required by the tenant",
         403,
         "This tenant requires two-factor authentication: set it up first.",
+    )
+    SSO_REQUIRED = (
+        "sso-required",
+        "Single sign-on required",
+        403,
+        "This tenant signs its people in through its identity provider: use single sign-on.",
     )
     QUOTA_EXCEEDED = (
         "quota-exceeded",
@@ -140,6 +152,13 @@ class ProblemType(Enum):
         "Internal server error",
         500,
         "An unexpected error occurred. Quote the request_id when you report it.",
+    )
+    IDENTITY_PROVIDER_UNAVAILABLE = (
+        "identity-provider-unavailable",
+        "Identity provider unavailable",
+        502,
+        "The tenant's identity provider could not be reached, or did not answer as OpenID "
+        "Connect does; nothing was changed. Try again later.",
     )
     SERVICE_UNAVAILABLE = (
         "service-unavailable",

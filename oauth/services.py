@@ -11,7 +11,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken, IDToken, RefreshToken
 from oauth2_provider.models import clear_expired as dot_clear_expired
 
-from kernel import audit, second_factor
+from kernel import audit, password_policy, second_factor
 from kernel.context import operator_scope, tenant_context
 from kernel.principals import Principal, access_changed, revoke_session
 from kernel.problems import InvalidInput, Problem, ProblemType
@@ -176,12 +176,17 @@ def _sessions_changed(tenant_ids: Iterable[uuid.UUID]) -> None:
 
 def consent_record(*, app: App, user, tenant_id: uuid.UUID, scopes: Sequence[str]) -> Consent:
     """The person's consent that `app` act for them in the tenant, within `scopes` (added to
-    what they granted it before). Refused unless the person is a member of that tenant, and, in a
-    tenant that requires a second factor, has one: an app's token is not held to setting one up
-    (docs/security.md), so a person who is may not grant one."""
+    what they granted it before). Refused unless the person is a member of that tenant who may
+    sign in there with the password they signed in with here (not where the tenant enforces
+    single sign-on for them), and, in a tenant that requires a second factor, has one: an app's
+    token is not held to setting one up (docs/security.md), so a person who is may not grant
+    one."""
     tenant = next((t for t in tenants_of_user(user_id=user.pk) if t.id == tenant_id), None)
     if tenant is None:
         raise InvalidInput({"tenant": ["You are not a member of this tenant."]})
+    refusal = password_policy.refusal(user=user, tenant=tenant, via="oauth")
+    if refusal is not None:
+        raise InvalidInput({"tenant": [refusal]})
     if tenant.require_mfa and not second_factor.required(user):
         raise InvalidInput(
             {

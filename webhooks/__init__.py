@@ -4,7 +4,6 @@
     services  endpoints (create, update, delete), the fan-out into delivery rows, redelivery
     delivery  one attempt at one delivery: breaker, SSRF check, signed POST, retry schedule
     breaker   the per-endpoint circuit breaker, kept on the endpoint's row
-    ssrf      which target URLs and addresses may be connected to
     signing   secrets and Standard Webhooks signatures
     tasks     the Celery tasks, on the `webhooks` queue
 

@@ -8,9 +8,9 @@
 3. The attempt is claimed on the row (attempts + 1) before anything is sent, so that an attempt
    cut short by a dying worker still counts, and two copies of the same task message cannot
    both send the same attempt.
-4. The target is resolved and checked again (ssrf.py) and the POST goes to the checked address,
-   signed (signing.py), with connect and read timeouts, following no redirect. Only the status
-   code of the answer is looked at; the body is never read.
+4. The target is resolved and checked again (kernel/outbound.py) and the POST goes to the
+   checked address, signed (signing.py), with connect and read timeouts, following no redirect.
+   Only the status code of the answer is looked at; the body is never read.
 5. 2xx: succeeded. Anything else (a 3xx included), a timeout or a refused target: failed, to be
    retried after an exponential backoff with full jitter, or dead after WEBHOOK_MAX_ATTEMPTS.
 
@@ -28,7 +28,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from webhooks import breaker, selectors, signing, ssrf
+from kernel import outbound
+from webhooks import breaker, selectors, signing
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 log = structlog.get_logger(__name__)
@@ -139,8 +140,10 @@ def attempt(delivery_id: str, *, skip_breaker: bool = False) -> Outcome:
 def post(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> Response:
     """POST the delivery's body to the endpoint, signed; never follows a redirect."""
     try:
-        target = ssrf.resolve_target(endpoint.url)
-    except ssrf.UnsafeTarget as exc:
+        target = outbound.resolve_target(
+            endpoint.url, allow_private=selectors.private_targets_allowed()
+        )
+    except outbound.UnsafeTarget as exc:
         log.warning(
             "webhook_target_refused",
             delivery_id=str(delivery.pk),

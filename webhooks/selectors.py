@@ -4,10 +4,17 @@ import fnmatch
 import uuid
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
 
 from webhooks.models import WebhookDelivery, WebhookEndpoint
+
+
+def private_targets_allowed() -> bool:
+    """Whether targets may be private and plain http (WEBHOOKS_ALLOW_PRIVATE_TARGETS: tests and
+    local development only): the outbound rules of kernel/outbound.py, lifted."""
+    return bool(getattr(settings, "WEBHOOKS_ALLOW_PRIVATE_TARGETS", False))
 
 
 def topic_matches(patterns: Iterable[str], topic: str) -> bool:

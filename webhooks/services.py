@@ -1,7 +1,8 @@
 """Writes on webhook endpoints and deliveries, for the tenant in context. Keyword-only arguments.
 
-- An endpoint's URL is checked against the SSRF rules (ssrf.py) whenever it is set, here, so
-  that every way in (the API, a command, the shell) is held to them; the delivery checks again.
+- An endpoint's URL is checked against the SSRF rules (kernel/outbound.py) whenever it is set,
+  here, so that every way in (the API, a command, the shell) is held to them; the delivery
+  checks again.
 - The fan-out turns a domain event into one delivery row per matching endpoint and queues a
   task for each after commit. It is idempotent: (tenant, endpoint, event) is unique, and running
   it again for the same event (a retried task) creates nothing new.
@@ -20,10 +21,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from kernel import audit
+from kernel import audit, outbound
 from kernel.events import Event
 from kernel.problems import InvalidInput, Problem, ProblemType
-from webhooks import breaker, selectors, signing, ssrf
+from webhooks import breaker, selectors, signing
 from webhooks.actions import WebhooksAction
 from webhooks.delivery import webhook_deliver_task
 from webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -203,8 +204,8 @@ def webhook_delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
 
 def _check_url(url: str) -> None:
     try:
-        ssrf.check_url(url)
-    except ssrf.UnsafeTarget as exc:
+        outbound.check_url(url, allow_private=selectors.private_targets_allowed())
+    except outbound.UnsafeTarget as exc:
         raise InvalidInput({"url": [str(exc)]}, code="invalid") from exc
 
 

@@ -16,6 +16,7 @@ from accounts.api.serializers import TokenPairSerializer
 from accounts.api.views import PublicAPIView, body_field
 from accounts.mfa import challenges, services
 from accounts.sessions import issue_tokens
+from accounts.sso import services as sso
 from kernel import ratelimit
 from kernel.api.base import IsPerson, TenantAPIView
 from kernel.context import tenant_context
@@ -65,6 +66,17 @@ class _OwnSecondFactor(TenantAPIView):
     permission_classes = [*TenantAPIView.permission_classes, IsPerson]
     # What a person held to setting one up (their tenant requires it) must be able to reach.
     allowed_before_second_factor = True
+
+    def initial(self, request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        if request.method != "GET" and self.principal.sso:
+            # The tenant's identity provider speaks for the person in that tenant only; the
+            # second factor guards the account everywhere, and is changed by its owner alone.
+            raise Problem(
+                ProblemType.PERMISSION_DENIED,
+                detail="A session begun with single sign-on cannot change the account's second "
+                "factor: sign in with your password to do that.",
+            )
 
     def person(self):
         # The principal's user is a cached snapshot: the row, for what the services write.
@@ -208,6 +220,7 @@ class TokenMfaView(PublicAPIView):
         if not tenant.is_active:
             raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
         ratelimit.sign_in_succeeded(request, account=user.email)
+        sso.ensure_password_sign_in_allowed(user=user, tenant=tenant, via="api", record=True)
         return Response(issue_tokens(user=user, tenant=tenant))
 
 

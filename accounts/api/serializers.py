@@ -14,7 +14,8 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 from accounts.mfa import challenges
 from accounts.mfa import services as mfa
 from accounts.models import ApiKey
-from accounts.sessions import TENANT_CLAIM, issue_tokens
+from accounts.sessions import SSO_CLAIM, TENANT_CLAIM, issue_tokens
+from accounts.sso import services as sso
 from kernel.api.fields import PermissionCodeField
 from kernel.context import operator_scope, tenant_context
 from kernel.openapi import NOT_ONLY_DIGITS_PATTERN
@@ -143,7 +144,12 @@ class TokenObtainSerializer(serializers.Serializer):
         tenant = candidates[0].tenant
         if not tenant.is_active:
             raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
-        if mfa.is_active(user):
+        second_step = mfa.is_active(user)
+        # Recorded (an owner's break-glass sign-in) only where the tokens are issued.
+        sso.ensure_password_sign_in_allowed(
+            user=user, tenant=tenant, via="api", record=not second_step
+        )
+        if second_step:
             # No tokens yet: the second step (POST /auth/token/mfa/) takes the code.
             raise Problem(
                 ProblemType.MFA_REQUIRED,
@@ -179,6 +185,12 @@ class TokenRefreshSerializer(jwt_serializers.TokenRefreshSerializer):
             raise exceptions.AuthenticationFailed("Invalid token.")
         if not membership.tenant.is_active:
             raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
+        if refresh.get(SSO_CLAIM) is not True:
+            # A password session ends at its next refresh once the tenant enforces single
+            # sign-on for the person's domain.
+            sso.ensure_password_sign_in_allowed(
+                user=user, tenant=membership.tenant, via="api", record=False
+            )
         return super().validate(attrs)
 
 

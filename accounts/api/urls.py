@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from accounts.api import api_keys, mfa, tenant, views
+from accounts.api import api_keys, mfa, sso, tenant, views
 
 # Path converters rather than regexes, so that ids are matched (and documented) as UUIDs.
 router = SimpleRouter(use_regex_path=False)
@@ -16,6 +16,9 @@ urlpatterns = [
     path("auth/token/", views.TokenObtainView.as_view(), name="auth-token"),
     path("auth/token/refresh/", views.TokenRefreshRotateView.as_view(), name="auth-token-refresh"),
     path("auth/token/mfa/", mfa.TokenMfaView.as_view(), name="auth-token-mfa"),
+    path("auth/token/sso/", sso.TokenSsoView.as_view(), name="auth-token-sso"),
+    path("auth/sso/callback/", sso.SsoCallbackView.as_view(), name="auth-sso-callback"),
+    path("auth/sso/<slug:tenant_slug>/start/", sso.SsoStartView.as_view(), name="auth-sso-start"),
     path("auth/mfa/", mfa.MfaStatusView.as_view(), name="auth-mfa"),
     path("auth/mfa/totp/", mfa.TotpView.as_view(), name="auth-mfa-totp"),
     path("auth/mfa/totp/confirm/", mfa.TotpConfirmView.as_view(), name="auth-mfa-totp-confirm"),
@@ -35,6 +38,7 @@ urlpatterns = [
     ),
     path("permissions/", tenant.PermissionListView.as_view(), name="permission-list"),
     path("tenant/", tenant.TenantView.as_view(), name="tenant"),
+    path("tenant/sso/", sso.TenantSsoView.as_view(), name="tenant-sso"),
     path("invitations/accept/", tenant.InvitationAcceptView.as_view(), name="invitation-accept"),
     *router.urls,
 ]

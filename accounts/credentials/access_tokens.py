@@ -19,7 +19,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import Token
 
-from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
+from accounts.sessions import SESSION_CLAIM, SSO_CLAIM, TENANT_CLAIM
 from kernel import credentials, principals, ratelimit
 from kernel.api import cached_reads
 from kernel.api.cached_reads import CachedRead
@@ -63,6 +63,7 @@ class AccessClaims:
     tenant_id: uuid.UUID
     user_id: uuid.UUID
     session_id: str
+    sso: bool
 
 
 def access_claims(raw_token: bytes) -> AccessClaims:
@@ -81,6 +82,7 @@ def _claims_of(token: Token) -> AccessClaims:
             tenant_id=uuid.UUID(token[TENANT_CLAIM]),
             user_id=uuid.UUID(str(token["user_id"])),
             session_id=str(token[SESSION_CLAIM]),
+            sso=token.get(SSO_CLAIM) is True,
         )
     except (KeyError, ValueError) as exc:
         raise exceptions.AuthenticationFailed(INVALID_TOKEN) from exc
@@ -99,7 +101,8 @@ def checked_principal(resolved: Resolved, claims: AccessClaims) -> Principal:
         raise exceptions.AuthenticationFailed(INVALID_TOKEN)
     if not principal.tenant.is_active:
         raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
-    return principal
+    # The principal is the member's, shared by their sessions; how this one began is the token's.
+    return replace(principal, sso=True) if claims.sso else principal
 
 
 # Access tokens whose signature and claims were verified, remembered per process by their bytes:

@@ -461,6 +461,19 @@ ADMIN_REQUIRE_MFA = env.bool("ADMIN_REQUIRE_MFA", default=False)
 # factor * 2^(n-1) seconds.
 MFA_THROTTLE_FACTOR = env.int("MFA_THROTTLE_FACTOR", default=1)
 
+# --- Single sign-on with a tenant's OpenID Connect provider (docs/security.md) -------------------
+# Issuers must be https and resolve to public addresses; true (tests and local development only)
+# also admits http:// and https:// on loopback. Refused by `check --deploy`.
+SSO_ALLOW_INSECURE_ISSUERS = env.bool("SSO_ALLOW_INSECURE_ISSUERS", default=False)
+# How long a provider's discovery document and key set are kept (a key the set lacks is fetched
+# at once, whatever this says).
+SSO_DISCOVERY_SECONDS = env.int("SSO_DISCOVERY_SECONDS", default=60 * 60)
+# How long a person may take at the provider; how long the one-time code waits for the front end.
+SSO_FLOW_SECONDS = env.int("SSO_FLOW_SECONDS", default=10 * 60)
+SSO_CODE_SECONDS = env.int("SSO_CODE_SECONDS", default=60)
+# Seconds to connect to the provider, and again to read each answer.
+SSO_HTTP_TIMEOUT = env.float("SSO_HTTP_TIMEOUT", default=5.0)
+
 # --- GraphQL (docs/graphql.md) -------------------------------------------------------------------
 # Limits a document must stay within before it runs (graphql_api/limits.py): fields nested in
 # fields, the objects its answer can hold (a connection's `first` multiplies what is under it),

@@ -27,7 +27,8 @@ from django.urls.resolvers import RegexPattern, RoutePattern
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from accounts.models import ApiKey
+from accounts.mfa import secrets as mfa_secrets
+from accounts.models import ApiKey, SsoConnection
 from catalog.models import Category, Job, Product
 from kernel import audit
 from kernel.api.base import TenantAPIView, TenantScopedMixin
@@ -234,6 +235,20 @@ def _webhook_endpoint(world: Tenancy, parent: Model | None) -> Model:
         return webhook_services.webhook_endpoint_create(url=PUBLIC_WEBHOOK_URL, topics=["*"])
 
 
+def _sso_connection(world: Tenancy, parent: Model | None) -> Model:
+    # Stored as the service stores one, without asking a provider (its test does:
+    # tests/accounts/test_sso.py).
+    with tenant_context(world.tenant.id):
+        return SsoConnection.objects.create(
+            issuer="https://idp.example",
+            client_id="matrix",
+            encrypted_client_secret=mfa_secrets.encrypt(b"matrix-secret"),
+            domains=["example.com"],
+            redirect_uris=["https://app.example/sso"],
+            default_role=Role.objects.get(name="viewer", is_builtin=True),
+        )
+
+
 def _webhook_delivery(world: Tenancy, parent: Model | None) -> Model:
     endpoint = parent or _webhook_endpoint(world, None)
     event = Event(
@@ -285,6 +300,7 @@ FACTORIES: dict[type[Model], Callable[[Tenancy, Model | None], Model]] = {
     WebhookDelivery: _webhook_delivery,
     App: _oauth_app,
     Consent: _oauth_grant,
+    SsoConnection: _sso_connection,
 }
 
 
@@ -402,6 +418,11 @@ def test_every_other_api_view_is_a_known_public_one():
         "/api/v1/auth/token/refresh/",
         # The second step of a sign-in: the mfa_token is the credential.
         "/api/v1/auth/token/mfa/",
+        # Single sign-on: the browser's way to the tenant's provider and back, and the one-time
+        # code it ends with (the code is the credential).
+        "/api/v1/auth/sso/{tenant_slug}/start/",
+        "/api/v1/auth/sso/callback/",
+        "/api/v1/auth/token/sso/",
         "/api/v1/auth/logout/",
         "/api/v1/auth/password/reset/",
         "/api/v1/auth/password/reset/confirm/",

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from kernel import outbound
 from kernel.context import tenant_context
 from kernel.events import Event
 from kernel.permissions import Perm
@@ -24,7 +25,7 @@ from tests.helpers import (
     outcome,
     owner_of,
 )
-from webhooks import services, ssrf
+from webhooks import services
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = [
@@ -477,7 +478,7 @@ def test_a_name_is_judged_by_every_address_it_resolves_to(admin_client, fake_dns
     assert error_fields(response) == {"url"}
     # One answer whatever the addresses, naming none: no map of our internal DNS for tenants
     (error,) = response.json()["errors"]
-    assert error["message"] == ssrf.NOT_PUBLIC
+    assert error["message"] == outbound.NOT_PUBLIC
     assert "does not resolve, or resolves to an address that is not public" in error["message"]
 
 

@@ -20,6 +20,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from kernel import outbound
 from kernel.context import tenant_context
 from kernel.events import Event, publish
 from kernel.tasks import event_dispatch_task
@@ -27,7 +28,7 @@ from tests.factories import make_tenant
 from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
 from tests.fixtures.webhook_receiver import Answer, ReceivedRequest, WebhookReceiver
 from tests.helpers import API, client_for, member_with_role, outcome, sent_through_the_broker
-from webhooks import delivery, services, ssrf
+from webhooks import delivery, services
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.tasks import webhook_deliver_task, webhook_fan_out_task
 
@@ -397,7 +398,7 @@ def test_a_name_that_resolves_to_a_private_address_by_delivery_time_gets_nothing
     assert result.status == Status.FAILED
     assert receiver.requests == []
     (failed,) = deliveries_of(endpoint)
-    assert failed.last_error == f"Target refused: {ssrf.NOT_PUBLIC}"
+    assert failed.last_error == f"Target refused: {outbound.NOT_PUBLIC}"
     # ...saying no more than that: where an internal name points is none of the tenant's business
     assert "127.0.0.1" not in failed.last_error
     assert failed.last_status_code is None

@@ -251,6 +251,14 @@ def seed_objects(
     }, [viewer["id"]]
 
 
+# Operations with a path parameter that names no object of the run.
+NOT_ON_OBJECTS = {
+    # A tenant's slug, public; its success is a redirect to the tenant's identity provider,
+    # which tests/accounts/test_sso.py follows against a real one.
+    "auth_sso_start_retrieve",
+}
+
+
 def write_config(directory: Path, pins: dict[str, dict[str, str]], role_ids: list[str]) -> Path:
     """A schemathesis.toml that gives each pinned operation its path parameters, and half of
     the role ids in bodies (an invitation's, a member's roles) from roles that exist, so that
@@ -400,7 +408,7 @@ def test_every_operation_holds_to_the_contract(fuzz_server, tmp_path):
     on_objects = {
         operation_id
         for (method, path), operation_id in operations.items()
-        if "{" in path and (method, path) not in ISOLATED
+        if "{" in path and (method, path) not in ISOLATED and operation_id not in NOT_ON_OBJECTS
     }
     unreached = {
         operation_id: dict(statuses[operation_id])

@@ -28,7 +28,7 @@ from kernel.events.topics import MAX_TOPICS, TOPIC_PATTERN
 from kernel.fields import StrictBooleanField
 from kernel.permissions import Perm
 from kernel.problems import Problem, ProblemType
-from webhooks import selectors, services, ssrf
+from webhooks import selectors, services
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 # --- serializers -------------------------------------------------------------------------------
@@ -72,9 +72,8 @@ class WebhookURLField(serializers.CharField):
         # The scheme, in any case (the parser lowercases it): https, or http too where private
         # targets are allowed (development). The host must resolve to public addresses only,
         # which no pattern can say: the example is one that does.
-        scheme = (
-            "[Hh][Tt][Tt][Pp][Ss]?" if ssrf.private_targets_allowed() else "[Hh][Tt][Tt][Pp][Ss]"
-        )
+        private = selectors.private_targets_allowed()
+        scheme = "[Hh][Tt][Tt][Pp][Ss]?" if private else "[Hh][Tt][Tt][Pp][Ss]"
         return {"pattern": f"^{scheme}://", "examples": ["https://93.184.215.14/hooks"]}
 
 

@@ -1,28 +1,32 @@
-"""Which webhook targets may be connected to: a defence against server-side request forgery.
+"""Which hosts our servers may connect to for a tenant: a defence against server-side request
+forgery.
 
-A tenant chooses the URL and our worker makes the request, from inside our network. So a
-target is refused unless every address its host resolves to is a public unicast address: not
-loopback, private, shared (CGNAT), link-local, multicast, reserved, unspecified or a cloud
-metadata address, and not an IPv6 form that embeds such an IPv4 address (::ffff:127.0.0.1,
-6to4, Teredo, NAT64). Host names are resolved with the system resolver, which also reads the
-odd IPv4 spellings (`2130706433`, `0x7f.1`, `127.1`) as the addresses they are, so those are
-judged by their address too.
+A tenant chooses a URL (a webhook's target, its identity provider's issuer) and our processes make
+the request, from inside our network. So a host is refused unless every address it resolves to is
+a public unicast address: not loopback, private, shared (CGNAT), link-local, multicast, reserved,
+unspecified or a cloud metadata address, and not an IPv6 form that embeds such an IPv4 address
+(::ffff:127.0.0.1, 6to4, Teredo, NAT64). Host names are resolved with the system resolver, which
+also reads the odd IPv4 spellings (`2130706433`, `0x7f.1`, `127.1`) as the addresses they are, so
+those are judged by their address too.
 
-The check runs when an endpoint is created or changed, and again before every delivery, because
-DNS can change in between (rebinding). The delivery then connects to the very address that was
-checked (`Target.addresses`), never resolving the name a second time.
+A URL is checked when it is saved, and again before every connection, because DNS can change in
+between (rebinding); the connection then goes to the very address that was checked
+(`Target.addresses`, or `CheckedAddressAdapter` for a `requests` session), never resolving the name
+a second time.
 
-`WEBHOOKS_ALLOW_PRIVATE_TARGETS=true` (tests and local development only) lifts the address
-rules and allows plain http; names are still resolved once and connected to by address.
+`allow_private=True` (each feature's own setting, for tests and local development only) lifts the
+address rules and allows plain http; names are still resolved once and connected to by address.
 """
 
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from django.conf import settings
+import requests
+from requests.adapters import HTTPAdapter
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -61,7 +65,7 @@ NOT_PUBLIC = (
 
 
 class UnsafeTarget(ValueError):
-    """The URL may not be used as a webhook target. The message is for the client; `detail` is
+    """The URL may not be connected to. The message is for the client; `detail` is
     for our logs only (it may name an internal address)."""
 
     def __init__(self, message: str, *, detail: str = "") -> None:
@@ -89,13 +93,8 @@ class Target:
         return self.url.copy_with(host=str(address))
 
 
-def private_targets_allowed() -> bool:
-    return bool(getattr(settings, "WEBHOOKS_ALLOW_PRIVATE_TARGETS", False))
-
-
-def parse_url(url: str, *, allow_private: bool | None = None) -> httpx.URL:
+def parse_url(url: str, *, allow_private: bool = False) -> httpx.URL:
     """The URL, parsed by the same parser the client sends with; UnsafeTarget if refused."""
-    allow_private = private_targets_allowed() if allow_private is None else allow_private
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
@@ -117,9 +116,8 @@ def parse_url(url: str, *, allow_private: bool | None = None) -> httpx.URL:
     return parsed
 
 
-def resolve_target(url: str, *, allow_private: bool | None = None) -> Target:
-    """Parse, resolve and check the URL: what a delivery may connect to, or UnsafeTarget."""
-    allow_private = private_targets_allowed() if allow_private is None else allow_private
+def resolve_target(url: str, *, allow_private: bool = False) -> Target:
+    """Parse, resolve and check the URL: what a connection may go to, or UnsafeTarget."""
     parsed = parse_url(url, allow_private=allow_private)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     literal = _ip_literal(parsed.host)
@@ -134,9 +132,8 @@ def resolve_target(url: str, *, allow_private: bool | None = None) -> Target:
     return Target(url=parsed, addresses=addresses)
 
 
-def check_url(url: str) -> None:
-    """For endpoint creation and updates: refuse what a delivery would refuse."""
-    allow_private = private_targets_allowed()
+def check_url(url: str, *, allow_private: bool = False) -> None:
+    """For a URL being saved: refuse what a connection to it would refuse."""
     if allow_private:
         # Nothing to judge an address by: only the URL's shape, so that a name that only
         # resolves where the worker runs (docker compose, a test) can be saved.
@@ -163,7 +160,7 @@ def resolve_host(host: str, port: int) -> tuple[IPAddress, ...]:
 
 
 def refusal_reason(address: IPAddress) -> str | None:
-    """Why a webhook may not be sent to this address; None if it may."""
+    """Why this address may not be connected to; None if it may."""
     for candidate in (address, *_embedded_ipv4(address)):
         if candidate in METADATA_ADDRESSES:
             return "a cloud metadata address"
@@ -212,3 +209,34 @@ def _is_localhost_name(host: str) -> bool:
     # RFC 6761: `localhost` and every name under it are the local machine, whatever DNS says.
     name = host.rstrip(".").lower()
     return name == "localhost" or name.endswith(".localhost")
+
+
+class CheckedAddressAdapter(HTTPAdapter):
+    """A `requests` transport that connects only where `check(url)` allows: the URL of every
+    request it sends (a redirect's too) is resolved and checked, and the connection goes to the
+    first checked address, with TLS verified for the name as written (SNI and certificate).
+    Proxies are never used: a proxy would resolve the name itself and undo the check."""
+
+    def __init__(self, check: Callable[[str], Target], **kwargs) -> None:
+        self._check = check
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs) -> requests.Response:
+        target = self._check(request.url or "")
+        request.headers["Host"] = target.host_header
+        request.checked_target = target  # type: ignore[attr-defined]  (read just below)
+        return super().send(request, **{**kwargs, "proxies": {}})
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        target: Target = request.checked_target
+        host_params = {**host_params, "host": str(target.addresses[0])}
+        if host_params["scheme"] == "https":
+            pool_kwargs = {
+                **pool_kwargs,
+                "server_hostname": target.host,
+                "assert_hostname": target.host,
+            }
+        return host_params, pool_kwargs
