@@ -9,10 +9,14 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
+from kernel import telemetry
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 # Django must be set up before anything imports models.
 http_application = get_asgi_application()
+# Once Django (and so logging) is set up, before the first request opens a connection.
+telemetry.setup("asgi")
 
 from config.routing import websocket_urlpatterns  # noqa: E402
 from kernel.asgi import BodyLimit, HealthOnly  # noqa: E402
@@ -30,3 +34,5 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
+# Outermost: the server span covers every answer and every socket (kernel/telemetry.py).
+application = telemetry.asgi_application(application)

@@ -30,6 +30,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     worker_init,
+    worker_process_init,
     worker_process_shutdown,
 )
 
@@ -77,6 +78,14 @@ def _capture_task_context(headers: dict[str, Any], **_: Any) -> None:
     headers.setdefault(CONTEXT_HEADER, capture_context())
 
 
+@before_task_publish.connect(dispatch_uid="tenantapi.stamp_sent_at")
+def _stamp_sent_at(headers: dict[str, Any], **_: Any) -> None:
+    # When the message entered its queue: the queue's oldest-message age on /metrics.
+    from kernel import queues
+
+    queues.stamp_sent_at(headers)
+
+
 @task_postrun.connect(dispatch_uid="tenantapi.leave_task_context")
 def _leave_task_context(task: Task, **_: Any) -> None:
     scope = getattr(task.request, _SCOPE_ATTRIBUTE, None)
@@ -104,6 +113,16 @@ def _serve_worker_metrics(**_: Any) -> None:
     from kernel import metrics
 
     metrics.serve_worker_metrics()
+
+
+@worker_init.connect(dispatch_uid="tenantapi.worker_tracing")
+@worker_process_init.connect(dispatch_uid="tenantapi.worker_process_tracing")
+def _set_up_tracing(**_: Any) -> None:
+    # In the worker's main process (the solo and threads pools run tasks there) and in each
+    # process of the prefork pool; set up once per process (kernel/telemetry.py).
+    from kernel import telemetry
+
+    telemetry.setup("worker")
 
 
 @worker_process_shutdown.connect(dispatch_uid="tenantapi.worker_process_metrics")

@@ -9,7 +9,7 @@ gave it a principal (kernel/credentials.py).
 
 from typing import Any
 
-from kernel import ratelimit
+from kernel import ratelimit, tracing
 from kernel.principals import Principal
 from kernel.problems import Problem, ProblemType
 
@@ -32,6 +32,9 @@ def permits(principal: Principal, permission: str | None) -> bool:
 
 def admit_permission(principal: Principal, permission: str | None) -> None:
     """Return if `principal` holds `permission`; else the 403 problem that names it."""
+    if permission is not None:
+        # On the request's span: which permission let it through, or refused it.
+        tracing.set_span_attribute(tracing.PERMISSION_ATTRIBUTE, permission)
     if not permits(principal, permission):
         raise Problem(
             ProblemType.PERMISSION_DENIED,

@@ -8,14 +8,16 @@ no length) passes it.
 
 The WebSocket server is not the API's server (docs/serving.md): with production settings it
 serves WebSockets only (`ASGI_SERVE_HTTP=false`), and its HTTP is `HealthOnly`: `/healthz` and
-`/readyz` for its probes, a 404 problem for everything else. The embedded default and a
-single-process deployment serve both (`ASGI_SERVE_HTTP=true`), behind `BodyLimit`.
+`/readyz` for its probes, `/metrics` for Prometheus, a 404 problem for everything else. The
+embedded default and a single-process deployment serve both (`ASGI_SERVE_HTTP=true`), behind
+`BodyLimit`.
 """
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from kernel import tracing
 from kernel.middleware import body_limit_for
 from kernel.problems import PROBLEM_CONTENT_TYPE, ProblemType
 
@@ -25,7 +27,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PROBES = frozenset({"/healthz", "/readyz"})
+# What the WebSocket server's HTTP answers: its probes, and its metrics for Prometheus (sockets,
+# pushes dropped), which /metrics guards itself (loopback, METRICS_ALLOWED_IPS, the token).
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 async def send_problem(send: Send, scope: Scope, problem_type: ProblemType, detail: str) -> None:
@@ -39,18 +43,26 @@ async def send_problem(send: Send, scope: Scope, problem_type: ProblemType, deta
             "instance": scope.get("path", ""),
         }
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": problem_type.status,
-            "headers": [
-                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    # The server span's, with tracing set up; otherwise the request's trace, or a new one, as
+    # RequestIdMiddleware answers (kernel/tracing.py).
+    token = tracing.enter_trace({"traceparent": _header(scope, b"traceparent")})
+    try:
+        if value := tracing.trace_response():
+            headers.append((tracing.TRACE_RESPONSE_HEADER.encode(), value.encode()))
+    finally:
+        tracing.leave_trace(token)
+    await send({"type": "http.response.start", "status": problem_type.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    value = dict(scope.get("headers") or ()).get(name)
+    return value.decode("latin-1") if value is not None else None
 
 
 class BodyLimit:
@@ -109,7 +121,8 @@ def _counted(receive: Receive, send: Send, scope: Scope, limit: int) -> Receive:
 
 
 class HealthOnly:
-    """The HTTP of the WebSocket server: its probes, and a 404 problem for anything else."""
+    """The HTTP of the WebSocket server: its probes and metrics, a 404 problem for anything
+    else."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

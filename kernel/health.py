@@ -23,7 +23,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from typing import Any
 # imported lazily there; concurrent first imports of redis-py trip Python's import deadlock
 # detection. Importing it here, once, avoids that.
 import redis.asyncio  # noqa: F401
+from asgiref.sync import async_to_sync
 from celery import current_app as celery_app
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
@@ -40,10 +41,13 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
-from django_prometheus.exports import ExportToDjangoView
+from prometheus_client import exposition
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from kernel.metrics import client_may_read_metrics
+from kernel.metrics import client_may_read_metrics, scrape_registry
 from kernel.problems import ProblemType, problem_response
+from kernel.queues import QueueCollector
 
 # --- Liveness -------------------------------------------------------------------------------------
 
@@ -266,5 +270,27 @@ def metrics(request: HttpRequest) -> HttpResponse:
             ProblemType.PERMISSION_DENIED,
             detail="Metrics are readable from allowed addresses or with the metrics token.",
         )
-    # With PROMETHEUS_MULTIPROC_DIR set, the exporter sums every worker's values itself.
-    return ExportToDjangoView(request)
+    # With PROMETHEUS_MULTIPROC_DIR set, the registry sums every worker's values itself.
+    registry = scrape_registry(DependencyCollector(), QueueCollector())
+    if names := request.GET.getlist("name[]"):
+        registry = registry.restricted_registry(names)
+    encoder, content_type = exposition.choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encoder(registry), content_type=content_type)
+
+
+class DependencyCollector(Collector):
+    """`tenantapi_dependency_up{dependency}`: 1 when /readyz's check of the dependency (database,
+    cache, broker, channel_layer) passes, else 0, so that "PostgreSQL is down" is an alert and not
+    only a probe's verdict. Read at scrape time from the same round of checks probes get (run at
+    most once per READINESS_CACHE_SECONDS, each bounded by READINESS_CHECK_TIMEOUT)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            f"{settings.PROMETHEUS_METRIC_NAMESPACE}_dependency_up",
+            "Whether this process's readiness check of a dependency passes (1) or not (0).",
+            labels=["dependency"],
+        )
+        # The view is synchronous (under ASGI it runs in a thread of its own), the checks not.
+        for name, result in async_to_sync(_results)().items():
+            up.add_metric([name], 1.0 if result.status == "ok" else 0.0)
+        yield up

@@ -14,6 +14,15 @@ Celery workers: every task is counted and timed (`task_started`, `task_finished`
 WORKER_METRICS_PORT set a worker serves the values of its pool's processes on that port, under
 the same rule as /metrics (`serve_worker_metrics`). config/celery.py connects them to Celery's
 signals.
+
+Requests by tenant plan (`PlanMetricsMiddleware`): django-prometheus labels requests by view, and
+the plan is what capacity and limits are sold by, so the API's requests are also counted and
+timed by the plan of the tenant whose credential made them. Plans are operators' data, few and
+slow to change; a process still labels at most MAX_PLAN_LABELS of them, the rest as `other`.
+
+`/metrics` is the process's registry (or every process's, in multiprocess mode) joined with
+collectors read at scrape time (`scrape_registry`): facts about shared services, such as the
+broker's queues, that one process measures as well as any other and that no file should sum.
 """
 
 import hmac
@@ -28,9 +37,18 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.http import HttpRequest
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
+from django.http import HttpRequest, HttpResponseBase
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    make_wsgi_app,
+    multiprocess,
+)
+from prometheus_client.registry import Collector
 
 from kernel.problems import ProblemType
 
@@ -197,3 +215,113 @@ def worker_process_exited(pid: int) -> None:
     stop counting."""
     if _multiprocess_dir() is not None:
         multiprocess.mark_process_dead(pid)
+
+
+# --- Requests by tenant plan ---------------------------------------------------------------------
+
+# The requests measured: the REST API's and GraphQL's, which tenants' credentials make; probes,
+# scrapes and the admin would only dilute the anonymous line.
+PLAN_MEASURED_PREFIXES = ("/api/", "/graphql/")
+# Requests without a tenant's credential (sign-in, signup, refused credentials).
+NO_PLAN = "anonymous"
+OTHER_PLAN = "other"
+MAX_PLAN_LABELS = 20
+
+PLAN_REQUESTS = Counter(
+    "tenant_requests_total",
+    "API requests by the plan of the tenant whose credential made them, and response status.",
+    ["plan", "status"],
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+PLAN_REQUEST_SECONDS = Histogram(
+    "tenant_request_duration_seconds",
+    "How long API requests took, by the plan of the tenant whose credential made them.",
+    ["plan"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+_plans_seen: set[str] = set()
+
+
+def plan_label(request: HttpRequest) -> str:
+    """The plan code of the request's tenant credential (DRF and GraphQL leave the principal on
+    Django's request as `auth`), bounded to MAX_PLAN_LABELS codes per process."""
+    tenant = getattr(getattr(request, "auth", None), "tenant", None)
+    if tenant is None:
+        return NO_PLAN
+    # Only a plan already loaded (the rate limit reads it, a cached principal carries it): a
+    # query here would cost every request a round trip for a label.
+    if not type(tenant).plan.is_cached(tenant):
+        return OTHER_PLAN
+    code = tenant.plan.code
+    if code not in _plans_seen:
+        if len(_plans_seen) >= MAX_PLAN_LABELS:
+            return OTHER_PLAN
+        _plans_seen.add(code)
+    return code
+
+
+def _observe_plan(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
+    plan = plan_label(request)
+    PLAN_REQUEST_SECONDS.labels(plan=plan).observe(time.perf_counter() - started)
+    PLAN_REQUESTS.labels(plan=plan, status=str(response.status_code)).inc()
+
+
+class PlanMetricsMiddleware:
+    """Counts and times API requests by tenant plan. Outermost but for django-prometheus' own, so
+    that it sees the status that leaves (a 429, a problem made of an exception)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        if not request.path.startswith(PLAN_MEASURED_PREFIXES):
+            return self.get_response(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        _observe_plan(request, response, started)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        if not request.path.startswith(PLAN_MEASURED_PREFIXES):
+            return await self.get_response(request)
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        _observe_plan(request, response, started)
+        return response
+
+
+# --- What /metrics serves ------------------------------------------------------------------------
+
+
+class _Joined(Collector):
+    def __init__(self, *sources: Collector) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[Any]:
+        for source in self.sources:
+            yield from source.collect()
+
+
+def scrape_registry(*collectors: Collector) -> CollectorRegistry:
+    """The metrics of this process (of every process, in multiprocess mode) and `collectors`,
+    which are read when the registry is."""
+    if _multiprocess_dir() is not None:
+        base = CollectorRegistry()
+        multiprocess.MultiProcessCollector(base)
+    else:
+        base = REGISTRY
+    # Names unknown until collected: "without names", so that `?name[]=` filters still see it.
+    registry = CollectorRegistry(support_collectors_without_names=True)
+    # The scrape-time collectors first: what they touch (the cache, the database) is then
+    # counted in the same scrape.
+    registry.register(_Joined(*collectors, base))
+    return registry

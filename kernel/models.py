@@ -25,6 +25,9 @@ class OutboxEvent(TenantOwnedModel):
     next_attempt_at = models.DateTimeField()
     # How many times the relay sent it.
     attempts = models.PositiveIntegerField(default=0)
+    # The W3C trace context (`traceparent`, `tracestate`) of the request that published it: a
+    # send by the relay, minutes later, still belongs to that request's trace (kernel/tracing.py).
+    trace_context = models.JSONField(default=dict, blank=True)
 
     class Meta(TenantOwnedModel.Meta):
         ordering = ["next_attempt_at"]

@@ -17,9 +17,10 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from opentelemetry.trace import SpanKind
 from rest_framework.exceptions import APIException
 
-from kernel import access, credentials
+from kernel import access, credentials, tracing
 from kernel.context import tenant_context
 from kernel.events import topics as topics_registry
 from kernel.events.topics import MAX_TOPICS
@@ -319,7 +320,18 @@ class NotificationConsumer(AsyncJsonWebsocketConsumer):
             return
         payload = event["notification"]
         if self._wants(payload["topic"]):
-            await self.send_json({"type": "notification", **payload})
+            # In the trace of the change it announces, linked to this socket's span.
+            with tracing.resumed_trace(
+                event,
+                "notification push",
+                kind=SpanKind.CONSUMER,
+                **{
+                    tracing.TENANT_ATTRIBUTE: str(self.principal.tenant.id),
+                    "messaging.system": "channels",
+                    "messaging.message.id": str(payload["id"]),
+                },
+            ):
+                await self.send_json({"type": "notification", **payload})
 
     async def access_changed(self, event: dict) -> None:
         """Who may do what in the tenant changed: verify this socket's token again."""

@@ -11,7 +11,10 @@ import structlog
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
+
+from kernel import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -80,15 +83,23 @@ def push_notifications(tenant_id, pushes: list[tuple]) -> None:
         return
 
     async def send_all() -> None:
+        # The trace of the change travels with the push: the socket's server continues it
+        # (consumers.NotificationConsumer.notification_push).
+        carrier = tracing.trace_carrier()
         # One event loop and one Redis connection for the whole fan-out: a loop per push
         # would open a connection per recipient.
         for user_id, seq, payload in pushes:
             await layer.group_send(
                 user_group(tenant_id, user_id),
-                {"type": "notification.push", "seq": seq, "notification": payload},
+                {"type": "notification.push", "seq": seq, "notification": payload, **carrier},
             )
 
     try:
-        async_to_sync(send_all)()
+        with tracing.span(
+            "notifications push",
+            kind=SpanKind.PRODUCER,
+            **{"messaging.system": "channels", "messaging.batch.message_count": len(pushes)},
+        ):
+            async_to_sync(send_all)()
     except CHANNEL_LAYER_ERRORS:
         log.warning("notification_push_unavailable", tenant_id=str(tenant_id))

@@ -20,13 +20,20 @@ Needs PostgreSQL and Redis on localhost and wrk (docs/benchmarks.md). The script
 5. prints the results as Markdown, then stops the server, drops the database and deletes its
    Redis keys (only those under its own prefix: the Redis server is shared).
 
+Tracing's cost: the scenario `list-traced` is the cached list again, on a second gunicorn
+started the same way but exporting spans (kernel/telemetry.py: OTLP over HTTP, parent-based
+sampling at 10 %) to a sink in this script that answers every export with a 200, so that one run
+gives the cached list with tracing off (`list`, no endpoint set) and on, and their ratio.
+
 `--profile FILE` records the workers with py-spy during the cached-list run (py-spy is not a
 dependency: install it for the run only) and prints where the requests spent their time.
 """
 
 import argparse
 import collections
+import contextlib
 import functools
+import http.server
 import io
 import json
 import os
@@ -79,6 +86,8 @@ KEY_PREFIX = "bench-catalog"  # every Redis key of the run starts with it
 BATCH = 5_000
 LIST_PATH = "/api/v1/products/?page_size=25"
 TARGET_RATIO = 0.70
+# The sampling ratio of the traced server (OTEL_TRACES_SAMPLER_ARG).
+TRACING_RATIO = "0.1"
 # GraphQL should cost at most this many times what REST costs for the same page.
 GRAPHQL_TARGET = 1.5
 HITS_IN_A_ROW = 200
@@ -797,6 +806,12 @@ def report(
         print(
             f"Cached list / bare view: {ratio_line(ratios)} (target {TARGET_RATIO:.0%}: {verdict})",
         )
+    traced = ratios_between(measured, "list-traced", "list")
+    if traced:
+        print(
+            f"Cached list with tracing on / off: {ratio_line(traced)} (requests/s; "
+            f"{float(TRACING_RATIO):.0%} of the traces sampled and exported)"
+        )
     for graphql, rest in (("gql-list", "list"), ("gql-cold", "cold")):
         pairs = ratios_between(measured, rest, graphql)
         if pairs:
@@ -860,6 +875,13 @@ def scenarios(
         Scenario("bare", "bare Django view (ceiling)", "/bench/bare/"),
         Scenario("rtt", "bare view + one Redis round trip", "/bench/round-trip/"),
         Scenario("list", "cached list", LIST_PATH, [auth], cache_kind="product_list"),
+        Scenario(
+            "list-traced",
+            f"cached list, tracing on ({float(TRACING_RATIO):.0%} sampled, OTLP/HTTP)",
+            LIST_PATH,
+            [auth],
+            cache_kind="product_list",
+        ),
         Scenario("detail", "cached detail", detail, [auth], cache_kind="product_detail"),
         Scenario(
             "304",
@@ -973,7 +995,7 @@ def main() -> int:
     parser.add_argument(
         "--only",
         help="comma-separated scenario keys: "
-        "bare,rtt,list,detail,304,cold,gql-list,gql-cold,patch,create",
+        "bare,rtt,list,list-traced,detail,304,cold,gql-list,gql-cold,patch,create",
     )
     parser.add_argument(
         "--profile",
@@ -992,7 +1014,11 @@ def main() -> int:
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     load_start = load_average()
     server = None
-    with tempfile.TemporaryDirectory(prefix="bench-catalog-") as workdir:
+    servers: list[subprocess.Popen] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-catalog-") as workdir,
+        contextlib.ExitStack() as stack,
+    ):
         directory = Path(workdir)
         (directory / "prometheus").mkdir()
         environment = environment_for(
@@ -1025,11 +1051,15 @@ def main() -> int:
             base_url = f"http://{HOST}:{port}"
             log_path = directory / "server.log"
             log = log_path.open("ab")
-            command = [
-                sys.executable, "-m", "gunicorn", "config.wsgi:application",
-                "--config", "config/gunicorn.conf.py",
-                "--bind", f"{HOST}:{port}", "--workers", str(options.workers),
-            ]  # fmt: skip
+
+            def command_for(port: int) -> list[str]:
+                return [
+                    sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                    "--config", "config/gunicorn.conf.py",
+                    "--bind", f"{HOST}:{port}", "--workers", str(options.workers),
+                ]  # fmt: skip
+
+            command = command_for(port)
             server = subprocess.Popen(  # noqa: S603  (a fixed command line)
                 command,
                 cwd=REPO,
@@ -1059,6 +1089,15 @@ def main() -> int:
                 raise RuntimeError(f"If-None-Match got {revalidated.status_code}, not 304")
 
             wanted = set(options.only.split(",")) if options.only else None
+            traced = None
+            if wanted is None or "list-traced" in wanted:
+                sink = stack.enter_context(SpanSink())
+                traced_server, traced = start_traced_server(
+                    command_for, environment, directory, sink, database_url, options
+                )
+                servers.append(traced_server)
+                for _ in range(2):  # every worker's first hit, and the exporter's first batch
+                    httpx.get(traced.url + LIST_PATH, headers=auth, timeout=30).raise_for_status()
             measured = []
             for round_number in range(1, options.rounds + 1):
                 # Each round its own cold prices: a price an earlier round asked is cached.
@@ -1074,7 +1113,11 @@ def main() -> int:
                     profiler = None
                     if options.profile and scenario.key == "list" and round_number == 1:
                         profiler = start_profiler(server.pid, options)
-                    result = measure(scenario, base_url, options, processes)
+                    if scenario.key == "list-traced":
+                        assert traced is not None
+                        result = measure(scenario, traced.url, options, traced.processes)
+                    else:
+                        result = measure(scenario, base_url, options, processes)
                     result.round = round_number
                     measured.append(result)
                     if profiler is not None:
@@ -1101,6 +1144,8 @@ def main() -> int:
         finally:
             if server is not None:
                 stop(server)
+            for other in servers:
+                stop(other)
             try:
                 from django.db import connections
 
@@ -1110,6 +1155,86 @@ def main() -> int:
             drop_database(database_url)
             delete_redis_keys(options.redis_url, KEY_PREFIX)
     return 0
+
+
+class SpanSink:
+    """What a collector is to the traced server: OTLP/HTTP exports, read whole and answered 200
+    (an empty ExportTraceServiceResponse), on a free loopback port, in a thread of this script."""
+
+    def __init__(self) -> None:
+        sink = self
+        self.exports = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.exports += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "SpanSink":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class TracedServer:
+    url: str
+    processes: Processes
+
+
+def start_traced_server(
+    command_for: Callable[[int], list[str]],
+    environment: dict[str, str],
+    directory: Path,
+    sink: SpanSink,
+    database_url: str,
+    options: argparse.Namespace,
+) -> tuple[subprocess.Popen, TracedServer]:
+    """The same gunicorn, exporting spans to `sink` at TRACING_RATIO (kernel/telemetry.py)."""
+    port = free_port()
+    metrics = directory / "prometheus-traced"
+    metrics.mkdir()
+    log_path = directory / "server-traced.log"
+    process = subprocess.Popen(  # noqa: S603  (a fixed command line)
+        command_for(port),
+        cwd=REPO,
+        env={
+            **environment,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_SAMPLER_ARG": TRACING_RATIO,
+            "OTEL_SERVICE_NAME": "bench-catalog",
+        },
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://{HOST}:{port}"
+    wait_until_serving(url, process, log_path)
+    processes = Processes(
+        process.pid, server_url(database_url), options.database, options.redis_url
+    )
+    return process, TracedServer(url, processes)
 
 
 def start_profiler(master_pid: int, options: argparse.Namespace) -> subprocess.Popen:

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from kernel import outbound
 from webhooks import breaker, selectors, signing
+from webhooks.metrics import DELIVERY_ATTEMPTS
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 log = structlog.get_logger(__name__)
@@ -248,6 +249,7 @@ def _finish(
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**changes)
     for name, value in changes.items():
         setattr(delivery, name, value)
+    DELIVERY_ATTEMPTS.labels(outcome=status).inc()
 
 
 def _short(note: str) -> str:

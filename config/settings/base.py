@@ -58,6 +58,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # API requests by tenant plan, with the status that finally leaves (kernel/metrics.py).
+    "kernel.metrics.PlanMetricsMiddleware",
     "kernel.tracing.RequestIdMiddleware",
     "kernel.middleware.TenantScopeMiddleware",
     # Outside ProblemDetailsMiddleware so that the 413 it answers on its own, before anything
@@ -582,11 +584,15 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["kernel.ratelimit.AnonymousAddress
 SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"].append("kernel.ratelimit.add_rate_limit_headers")
 # Browsers let scripts read only the response headers listed here.
 CORS_EXPOSE_HEADERS = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"]
+# ...and the trace a response belongs to (W3C Trace Context level 2, kernel/tracing.py).
+CORS_EXPOSE_HEADERS.append("traceresponse")
 
 # --- Observability ------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | console
 SLOW_QUERY_MS = env.int("SLOW_QUERY_MS", default=100)
+# A request slower than this logs a `slow_request` warning with its route and trace id.
+SLOW_REQUEST_MS = env.int("SLOW_REQUEST_MS", default=1000)
 # Who may read /metrics besides loopback: addresses or CIDR networks. Parsed here so that a typo
 # stops start-up instead of turning every scrape into an error.
 METRICS_ALLOWED_IPS = [
@@ -604,6 +610,8 @@ if WORKER_METRICS_PORT and not env.str("PROMETHEUS_MULTIPROC_DIR", default=""):
         "the metrics, and its main process serves their sum."
     )
 PROMETHEUS_METRIC_NAMESPACE = "tenantapi"
+# The broker queues whose depth and oldest message's age /metrics reports (kernel/queues.py).
+METRICS_QUEUES = env.list("METRICS_QUEUES", default=[CELERY_TASK_DEFAULT_QUEUE, WEBHOOKS_QUEUE])
 # Seconds each /readyz check may take; a probe answers in about this time even if a service hangs.
 READINESS_CHECK_TIMEOUT = env.float("READINESS_CHECK_TIMEOUT", default=2.0)
 # A process runs /readyz's checks at most once in this many seconds; probes in between get the

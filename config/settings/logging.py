@@ -11,11 +11,13 @@ import logging
 import structlog
 
 from kernel.logging import redact_secrets
-from kernel.tracing import add_tenant_id
+from kernel.tracing import add_tenant_id, add_trace_ids
 
 SHARED_PROCESSORS = [
     structlog.contextvars.merge_contextvars,
     add_tenant_id,
+    # The trace and span ids, sampled or not (kernel/tracing.py).
+    add_trace_ids,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

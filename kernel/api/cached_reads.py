@@ -41,7 +41,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from rest_framework import exceptions
 from rest_framework.settings import api_settings as drf_settings
 
-from kernel import credentials, principals, ratelimit
+from kernel import credentials, principals, ratelimit, tracing
 from kernel.context import tenant_context
 from kernel.principals import Principal
 from kernel.redis import REDIS_ERRORS, cache_identity
@@ -88,6 +88,8 @@ def answer(request: HttpRequest, read: CachedRead, *, permission: str) -> HttpRe
         return None
     principal, stored = found
     credentials.act_for_request(principal)
+    # read_cached checked it, as the view would have.
+    tracing.set_span_attribute(tracing.PERMISSION_ATTRIBUTE, permission)
     credential_type.used(principal)
     return read.respond(stored)
 

@@ -33,13 +33,20 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
 
 from kernel.context import current_tenant_id, no_tenant, operator_scope, tenant_context
 from kernel.events import bus as events
 from kernel.events.bus import Event, actor_reference
 from kernel.models import OutboxEvent
-from kernel.tracing import get_request_id
+from kernel.tracing import (
+    TENANT_ATTRIBUTE,
+    get_request_id,
+    resumed_trace,
+    set_span_attribute,
+    trace_carrier,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +95,7 @@ def outbox_event_store(event: events.Event) -> None:
             message=event.as_message(),
             created_at=now,
             next_attempt_at=now + datetime.timedelta(seconds=settings.OUTBOX_RELAY_DELAY_SECONDS),
+            trace_context=trace_carrier(),
         )
 
 
@@ -151,7 +159,19 @@ def outbox_relay(*, now: datetime.datetime | None = None) -> int:
                 created_at=row.created_at.isoformat(),
             )
         try:
-            event_dispatch_task.delay(event=row.message, from_outbox=True)
+            # In the trace of the request that published it, linked to this relay run: the
+            # handlers' spans, a webhook's delivery and a socket's push show under that request.
+            with resumed_trace(
+                row.trace_context,
+                "outbox relay",
+                kind=SpanKind.PRODUCER,
+                **{
+                    TENANT_ATTRIBUTE: str(row.tenant_id),
+                    "messaging.message.id": str(row.id),
+                    "tenantapi.outbox.attempts": row.attempts,
+                },
+            ):
+                event_dispatch_task.delay(event=row.message, from_outbox=True)
         except Exception:
             log.warning("outbox_relay_send_failed", unsent=len(due) - sent, exc_info=True)
             break
@@ -227,6 +247,10 @@ def event_dispatch_task(*, event: dict[str, Any], from_outbox: bool = False) -> 
     flag, and run their handlers as they always did.
     """
     parsed = events.Event.from_message(event)
+    if parsed.tenant_id:
+        # The task's span started before the tenant was known: a message sent by the relay, or
+        # published in operator scope, carries no tenant in its context header.
+        set_span_attribute(TENANT_ATTRIBUTE, parsed.tenant_id)
     # The event names its tenant: publishing in operator scope (the admin) sends no tenant with
     # the task, and a handler must never run with more reach than the event's own tenant.
     with tenant_context(parsed.tenant_id) if parsed.tenant_id else no_tenant():

@@ -30,6 +30,7 @@ def compose_environment() -> dict[str, str]:
         "SECRET_KEY",
         "OIDC_RSA_PRIVATE_KEY",
         "MFA_ENCRYPTION_KEYS",
+        "METRICS_TOKEN",
     ):
         kept.pop(name)  # the test's services, and secrets of its own
     return {

@@ -86,7 +86,7 @@ def test_a_streamed_body_is_cut_off_at_its_limit(live_asgi_server_factory):
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
-def test_with_production_settings_the_websocket_server_answers_its_probes_only(
+def test_with_production_settings_the_websocket_server_answers_its_probes_and_metrics_only(
     live_asgi_server_factory,
 ):
     server = live_asgi_server_factory(ASGI_SERVE_HTTP="false")
@@ -96,11 +96,16 @@ def test_with_production_settings_the_websocket_server_answers_its_probes_only(
         docs = http.get("/api/v1/schema/")
         admin = http.get("/admin/login/")
         probes = [http.get("/healthz"), http.get("/readyz")]
+        metrics = http.get("/metrics")  # from loopback, which /metrics admits
 
     for refused in (api, docs, admin):
         assert refused.status_code == 404, refused.text
         assert refused.headers["Content-Type"] == "application/problem+json"
     assert [probe.status_code for probe in probes] == [200, 200]
+    # Prometheus scrapes the sockets' numbers from this server (deploy/prometheus).
+    assert metrics.status_code == 200
+    assert "tenantapi_websocket_slow_closed_total" in metrics.text
+    assert "tenantapi_channel_layer_dropped_total" in metrics.text
 
 
 def test_a_large_message_before_authentication_closes_the_socket_unparsed(
