@@ -21,6 +21,10 @@ read-only, the API has no write route, and on PostgreSQL a trigger refuses UPDAT
 for everyone but the two database functions that prune old events and purge a deleted tenant's
 (migration tenants/0004). docs/audit.md has the details and the trade-offs.
 
+Each tenant's log is also a hash chain (kernel/audit_chain.py): `record()` links every event to
+the one before under a per-tenant lock, and `prune()` anchors the chain before deleting, so that
+a tenant can prove its log intact with nothing but an export of it.
+
 Changes to what belongs to no tenant (plans, users) go to the platform's log instead, through
 `record_platform()`, on the same terms: same transaction, actor from context, secrets redacted,
 append-only (migration tenants/0005), pruned with the rest.
@@ -43,6 +47,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
+from kernel import audit_chain
 from kernel.clientip import client_ip
 from kernel.context import current_scope, operator_scope, tenant_context
 from kernel.logging import is_secret_key, mask_secrets
@@ -181,6 +186,7 @@ def record(
     `action` is `<app>.<entity>.<verb>` (`catalog.product.updated`). `changes` is a diff,
     `{field: [old, new]}` (see `diff()`); secret fields and secret-looking values are redacted
     here, whatever the caller passes. `actor` defaults to the one in context, else the system.
+    The event joins the tenant's hash chain (kernel/audit_chain.py) under the chain's lock.
     """
     tenant_id = tenant_id if isinstance(tenant_id, uuid.UUID) else uuid.UUID(str(tenant_id))
     event = AuditEvent(
@@ -197,10 +203,11 @@ def record(
     if scope.tenant_id is None and not scope.operator:
         # A public endpoint (signup, logout, ...) knows the tenant only from what it checked.
         with tenant_context(tenant_id):
-            event.save()
+            audit_chain.append(event)
     else:
-        # In another tenant's scope this raises CrossTenantWrite, as any tenant-owned write does.
-        event.save()
+        # In another tenant's scope this raises CrossTenantWrite, as any tenant-owned write does
+        # (the chain head is tenant-owned too).
+        audit_chain.append(event)
     return event
 
 
@@ -346,6 +353,15 @@ def prune(*, before: datetime.datetime | None = None) -> int:
     old, whoever asks.
     """
     cutoff = before or retention_cutoff()
+    with operator_scope("anchoring audit chains before pruning"):
+        tenant_ids = list(
+            AuditEvent.objects.filter(created_at__lt=cutoff)
+            .order_by()
+            .values_list("tenant_id", flat=True)
+            .distinct()
+        )
+    for tenant_id in tenant_ids:
+        _anchor_chain(tenant_id=tenant_id, cutoff=cutoff)
     # The scope outside the transaction: still held when a failure rolls the transaction back.
     with operator_scope("pruning audit events past their retention"), transaction.atomic():
         if connection.vendor == "postgresql":
@@ -359,6 +375,42 @@ def prune(*, before: datetime.datetime | None = None) -> int:
         return sum(
             model.objects.filter(created_at__lt=cutoff)._raw_delete(connection.alias)
             for model in (AuditEvent, PlatformAuditEvent)
+        )
+
+
+PRUNED_ACTION = "tenants.audit.pruned"  # kernel.tenants.TenancyAction.AUDIT_PRUNED
+
+
+def _anchor_chain(*, tenant_id: uuid.UUID, cutoff: datetime.datetime) -> None:
+    """Before a tenant's oldest events go, make the last of them the chain's anchor, and say so
+    in the chain itself (`tenants.audit.pruned`, whose hash then covers the anchor's).
+
+    A transaction per tenant, committed before the deletion: should the prune fail, the events
+    left before the anchor are merely no longer verified, and the next run goes on.
+    """
+    with operator_scope("anchoring an audit chain before pruning"), transaction.atomic():
+        head = audit_chain.locked_head(tenant_id)
+        before = audit_chain.anchor_of(head)
+        point = audit_chain.anchor_before(tenant_id=tenant_id, cutoff=cutoff)
+        if point is None:
+            return
+        record(
+            tenant_id=tenant_id,
+            action=PRUNED_ACTION,
+            target_type="audit_log",
+            target_id=point.event_id,
+            changes={
+                "anchor_event_id": [
+                    str(before.event_id) if before else None,
+                    str(point.event_id),
+                ],
+                "anchor_created_at": [
+                    audit_chain.format_time(before.created_at) if before else None,
+                    audit_chain.format_time(point.created_at),
+                ],
+                "anchor": [before.hash if before else audit_chain.GENESIS, point.hash],
+            },
+            actor=SYSTEM,
         )
 
 

@@ -9,16 +9,23 @@ their task after it.
 import uuid
 
 from celery import shared_task
+from django.core.cache import caches
 from django.db import transaction
 
-from kernel import audit
+from kernel import audit, audit_chain
 from kernel.context import operator_scope
 from kernel.events.outbox import event_dispatch_task, outbox_relay_task
 from kernel.tenancy.models import Tenant
 
 # Defined beside the outbox they work on; named here so that the worker's autodiscovery of
 # `kernel.tasks` registers them.
-__all__ = ["audit_prune_task", "event_dispatch_task", "outbox_relay_task", "tenant_purge_task"]
+__all__ = [
+    "audit_chain_verify_task",
+    "audit_prune_task",
+    "event_dispatch_task",
+    "outbox_relay_task",
+    "tenant_purge_task",
+]
 
 
 def tenant_purge(*, tenant_id: uuid.UUID | str) -> bool:
@@ -61,3 +68,14 @@ def audit_prune_task() -> int:
     message.
     """
     return audit.prune()
+
+
+@shared_task(name="tenants.tasks.audit_chain_verify_task")
+def audit_chain_verify_task() -> int:
+    """Verify each tenant's audit hash chain from where the last run left it (beat); a break is
+    logged (`audit_chain_broken`) and counted (`tenantapi_audit_chain_breaks_total`).
+
+    Where each chain was verified up to is remembered in the platform cache: losing it costs one
+    walk of the whole chain, nothing more.
+    """
+    return audit_chain.verify_recent(cache=caches["platform"])

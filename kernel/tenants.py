@@ -48,6 +48,8 @@ class TenancyAction(StrEnum):
     PLAN_CREATED = "tenants.plan.created"
     PLAN_UPDATED = "tenants.plan.updated"
     PLAN_DELETED = "tenants.plan.deleted"
+    # The tenant's oldest events are about to be pruned: the chain's new anchor (audit_chain).
+    AUDIT_PRUNED = "tenants.audit.pruned"
 
 
 def tenant_slug_from_name(name: str) -> str:

@@ -7,16 +7,20 @@ only what you hold, owner-only rights, the last owner) are the services'.
 """
 
 from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status
+from rest_framework.decorators import action
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from accounts import services
 from accounts.api import tenant_serializers as s
-from kernel import tenants
+from kernel import audit_chain, tenants
 from kernel.api.base import TenantAPIView, TenantViewSet, validated_input
 from kernel.openapi import problem
 from kernel.pagination import CursorPagination
@@ -271,12 +275,34 @@ AUDIT_FILTER_PARAMETERS = [
 ]
 
 
+class NDJSONRenderer(BaseRenderer):
+    """Lets `?format=ndjson` and `Accept: application/x-ndjson` through; the export streams its
+    own body."""
+
+    media_type = "application/x-ndjson"
+    format = "ndjson"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        raise NotImplementedError("The audit export streams its body itself.")
+
+
+class AuditCSVRenderer(NDJSONRenderer):
+    media_type = "text/csv"
+    format = "csv"
+
+
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
     """The tenant's audit log, newest first. Read-only: there is no way to change an event."""
 
     model = AuditEvent
     serializer_class = s.AuditEventSerializer
-    required_permissions = {"list": Perm.AUDIT_READ, "retrieve": Perm.AUDIT_READ}
+    required_permissions = {
+        "list": Perm.AUDIT_READ,
+        "retrieve": Perm.AUDIT_READ,
+        "verify": Perm.AUDIT_READ,
+        "export": Perm.AUDIT_READ,
+    }
 
     def scope_queryset(self, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         if self.action != "list":
@@ -292,3 +318,57 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
     @extend_schema(parameters=AUDIT_FILTER_PARAMETERS)
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        export = getattr(self, "export_body", None)
+        if export is not None and response.status_code == status.HTTP_200_OK:
+            # The first chunk before the status line goes out, after the request's transaction
+            # (super's), in which the stream's own must not nest: a database failing now is a
+            # 503 problem instead of a 200 whose body stops short (catalog/exports.py).
+            export.start()
+        return response
+
+    @extend_schema(responses={200: s.AuditVerificationSerializer})
+    @action(detail=False, methods=["get"])
+    def verify(self, request, *args, **kwargs):
+        """Walk the tenant's whole hash chain and say whether it holds (docs/audit.md)."""
+        result = audit_chain.verify(tenant_id=self.principal.tenant.pk)
+        return Response(result.as_dict())
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "format", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=["ndjson", "csv"]
+            ),
+            *(p for p in AUDIT_FILTER_PARAMETERS if p.name in ("since", "until")),
+        ],
+        responses={
+            (200, NDJSONRenderer.media_type): OpenApiResponse(
+                OpenApiTypes.STR, description="One event per line, in chain order. Streamed."
+            ),
+            (200, AuditCSVRenderer.media_type): OpenApiResponse(
+                OpenApiTypes.STR, description="The same, as CSV with a header. Streamed."
+            ),
+        },
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        renderer_classes=[NDJSONRenderer, AuditCSVRenderer, JSONRenderer],
+    )
+    def export(self, request, *args, **kwargs):
+        """The tenant's events in chain order, hashes included, for checking them elsewhere."""
+        params = s.AuditExportParamsSerializer(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        fmt = request.accepted_renderer.format
+        fmt = "csv" if fmt == "csv" else "ndjson"
+        self.export_body = audit_chain.export_stream(fmt=fmt, **params.validated_data)
+        media_type = AuditCSVRenderer.media_type if fmt == "csv" else NDJSONRenderer.media_type
+        response = StreamingHttpResponse(
+            self.export_body, content_type=f"{media_type}; charset=utf-8"
+        )
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="audit-events-{stamp}.{fmt}"'
+        response["Cache-Control"] = "no-store"
+        return response

@@ -241,8 +241,14 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "ip",
             "user_agent",
             "created_at",
+            "prev_hash",
+            "hash",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "prev_hash": {"help_text": "The previous event's hash (64 zeros for the first)."},
+            "hash": {"help_text": "SHA-256 of the canonical JSON and `prev_hash` (docs/audit.md)."},
+        }
 
 
 class AuditEventFilterSerializer(serializers.Serializer):
@@ -268,3 +274,35 @@ class AuditEventFilterSerializer(serializers.Serializer):
         if since is not None and until is not None and since >= until:
             raise serializers.ValidationError({"until": ["Must be later than since."]})
         return attrs
+
+
+class AuditExportParamsSerializer(serializers.Serializer):
+    """The query parameters of the export (`?format=` is content negotiation's)."""
+
+    since = serializers.DateTimeField(required=False, help_text="At or after this time (RFC 3339).")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (RFC 3339).")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since >= until:
+            raise serializers.ValidationError({"until": ["Must be later than since."]})
+        return attrs
+
+
+class AuditVerificationSerializer(serializers.Serializer):
+    """What `GET /audit-events/verify/` answers (docs/audit.md, "Verifying")."""
+
+    valid = serializers.BooleanField()
+    events = serializers.IntegerField(help_text="How many events were checked.")
+    head = serializers.CharField(
+        required=False, help_text="The last event's hash, when the chain is valid."
+    )
+    broken_at = serializers.UUIDField(
+        required=False, help_text="The first event that does not check out, when it is not."
+    )
+    reason = serializers.ChoiceField(
+        choices=["prev_hash", "hash", "head"],
+        required=False,
+        help_text="prev_hash: an event before it was removed or inserted; hash: the event was "
+        "altered; head: events are missing at the end of the chain.",
+    )

@@ -74,7 +74,9 @@ def record_account_change(user, action: str, *, changes: dict | None = None) -> 
     """A change to the person's account (their password, their second factor) in the audit log
     of every tenant they belong to, and their cached principals there invalidated: it changes
     what their credentials may do everywhere. The tenants, for a caller with more to do."""
-    tenants = tenants_of_user(user_id=user.id)
+    # In one order, the tenants' ids: each event locks its tenant's audit chain head until the
+    # transaction ends, and two transactions locking the same heads in another order deadlock.
+    tenants = sorted(tenants_of_user(user_id=user.id), key=lambda tenant: tenant.id)
     for tenant in tenants:
         with tenant_context(tenant.id):
             audit.record(
@@ -284,7 +286,8 @@ def user_delete(*, user) -> None:
 def _record_in_users_tenants(user, events: dict[str, dict]) -> None:
     if not events:
         return
-    for tenant in tenants_of_user(user_id=user.pk):
+    # In the tenants' ids' order, as record_account_change and for the same reason.
+    for tenant in sorted(tenants_of_user(user_id=user.pk), key=lambda tenant: tenant.id):
         _record_in_tenant(tenant.id, user.pk, events)
 
 

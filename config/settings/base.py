@@ -277,6 +277,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "tenants.tasks.audit_prune_task",
         "schedule": timedelta(hours=1),
     },
+    # Each tenant's audit hash chain, from where the last run left it (kernel/audit_chain.py).
+    "audit-chain-verify": {
+        "task": "tenants.tasks.audit_chain_verify_task",
+        "schedule": timedelta(minutes=15),
+        "options": {"expires": 14 * 60},
+    },
 }
 
 # --- Auth -----------------------------------------------------------------------------------------

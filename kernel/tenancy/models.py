@@ -369,6 +369,12 @@ class AuditEvent(TenantOwnedModel, AuditRecord):
     but the retention functions (migration 0004, docs/audit.md).
     """
 
+    # The tenant's hash chain (kernel/audit_chain.py): SHA-256 of this event's canonical JSON
+    # followed by the previous event's hash, which is `prev_hash` (64 zeros for the first).
+    # Public by design: whoever holds a copy of the log can check it with them.
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
+
     objects = TenantScopedManager.from_queryset(AuditEventQuerySet)()
 
     class Meta(TenantOwnedModel.Meta):
@@ -391,6 +397,37 @@ class AuditEvent(TenantOwnedModel, AuditRecord):
             # The retention job, across tenants.
             models.Index(fields=["created_at"], name="audit_created_idx"),
         ]
+
+
+class AuditChainHead(TenantOwnedModel):
+    """Where a tenant's audit hash chain ends, and where it starts once old events are pruned.
+
+    One row per tenant, locked (`SELECT … FOR UPDATE`) by every event appended to the chain, so
+    that concurrent writers of one tenant line up instead of forking it (kernel/audit_chain.py).
+    Unlike the events it is updated in place: it is a cursor over the log, not part of it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The last event of the chain: its hash, id and time (the next event's created_at is later).
+    hash = models.CharField(max_length=64)
+    event_id = models.UUIDField(null=True, blank=True)
+    event_created_at = models.DateTimeField(null=True, blank=True)
+    # The last event pruned (docs/audit.md, "Pruning"): verification starts after it, from its
+    # hash. 64 zeros and no event while nothing was pruned.
+    anchor_hash = models.CharField(max_length=64)
+    anchor_event_id = models.UUIDField(null=True, blank=True)
+    anchor_created_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantScopedManager()
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant"], name="audit_chain_head_tenant_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"audit chain head {self.hash[:12]}"
 
 
 class PlatformAuditEvent(AuditRecord):

@@ -567,6 +567,8 @@ def test_the_log_is_newest_first_and_cursor_paginated(tenant, owner_agent):
         "ip",
         "user_agent",
         "created_at",
+        "prev_hash",
+        "hash",
     }
 
 

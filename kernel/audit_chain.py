@@ -1,0 +1,446 @@
+"""The tenants' audit logs as hash chains: each event proves every event before it.
+
+Each event of a tenant carries `hash` = SHA-256 (hex) of its canonical JSON followed by the
+previous event's `hash`, which it also carries as `prev_hash` (64 zeros for the tenant's first
+event). Altering, inserting or removing an event changes a hash that every later event depends
+on, so whoever holds a copy of the log (the tenant, through the export) can tell.
+
+**Canonical JSON** (`canonical()`): the object of the event's fields in `CANONICAL_FIELDS`, keys
+sorted, no whitespace (`,` and `:` as separators), UTF-8 and not ASCII-escaped, as Python's
+`json.dumps(…, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` writes it. Ids are
+lower-case hyphenated UUID strings, `created_at` is RFC 3339 UTC with microseconds
+(`2026-12-07T17:02:58.123456Z`), absent values are `null`. docs/audit.md has a 20-line script
+that checks an export with nothing but this definition.
+
+**One chain per tenant, never forked.** `append()` runs in the transaction of the event and
+first locks the tenant's chain head row (`AuditChainHead`, `SELECT … FOR UPDATE`): a second
+writer of the same tenant waits there until the first commits, then reads the new head. A row
+rather than `pg_advisory_xact_lock(hashtext(tenant_id))`: the row holds what the next event
+needs (the head's hash and time: one indexed read instead of looking for the newest event), it
+keeps the pruning anchor, it lets verification notice events missing at the end of the chain,
+and it works unchanged on SQLite, the embedded default (where `FOR UPDATE` is a no-op and
+writes are serialised by the database anyway). It is tenant-owned, under row-level security
+like every such table. Writers of different tenants never wait for each other.
+
+**Chain order is time order.** Under the lock, an event's `created_at` is moved, if need be, to
+just after the head's (by a microsecond): the order in which events join the chain (commit
+order) is then also `(created_at, id)`, the order verification and the export walk in, whatever
+the clocks of the writers.
+"""
+
+import csv
+import datetime
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from prometheus_client import Counter
+
+from kernel.context import require_tenant_id, tenant_context
+from kernel.tenancy.models import AuditChainHead, AuditEvent
+
+log = structlog.get_logger(__name__)
+
+GENESIS = "0" * 64
+# What an event's hash covers: every field the event has, but its hashes.
+CANONICAL_FIELDS = (
+    "action",
+    "actor_app_id",
+    "actor_app_label",
+    "actor_id",
+    "actor_label",
+    "actor_type",
+    "changes",
+    "created_at",
+    "id",
+    "ip",
+    "request_id",
+    "target_id",
+    "target_type",
+    "tenant_id",
+    "user_agent",
+)
+# Verification and the export read this many events per round trip (a server-side cursor on
+# PostgreSQL): memory holds one chunk, whatever the log's length.
+CHUNK_SIZE = 2000
+_ROW_FIELDS = (*CANONICAL_FIELDS, "prev_hash", "hash")
+# The verification job walks each chain whole at least this often (verify_recent).
+FULL_WALK_SECONDS = 24 * 60 * 60
+_TICK = datetime.timedelta(microseconds=1)
+
+BREAKS = Counter(
+    "audit_chain_breaks",
+    "Breaks found in tenants' audit hash chains by the verification job.",
+    namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
+)
+
+
+# --- the hash ----------------------------------------------------------------------------------
+
+
+def format_time(value: datetime.datetime) -> str:
+    """RFC 3339, UTC, always with microseconds: one spelling per instant."""
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _plain(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "created_at":
+        return format_time(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if name == "ip":
+        return str(value)
+    return value
+
+
+def event_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The canonical fields of an event (a mapping of field names, `tenant_id` included), as
+    JSON values."""
+    return {name: _plain(name, row[name]) for name in CANONICAL_FIELDS}
+
+
+def canonical(values: Mapping[str, Any]) -> bytes:
+    return json.dumps(
+        values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def event_hash(values: Mapping[str, Any], prev_hash: str) -> str:
+    return hashlib.sha256(canonical(values) + prev_hash.encode("ascii")).hexdigest()
+
+
+# --- appending ---------------------------------------------------------------------------------
+
+
+def locked_head(tenant_id: uuid.UUID) -> AuditChainHead:
+    """The tenant's chain head, locked until the transaction ends (made on first use)."""
+    heads = AuditChainHead.objects.select_for_update().filter(tenant_id=tenant_id)
+    head = heads.first()
+    if head is None:
+        # ON CONFLICT DO NOTHING: a writer that raced us to the first event made it; the lock
+        # below then waits for that writer's commit.
+        AuditChainHead.objects.bulk_create(
+            [AuditChainHead(tenant_id=tenant_id, hash=GENESIS, anchor_hash=GENESIS)],
+            ignore_conflicts=True,
+        )
+        head = heads.get()
+    return head
+
+
+def append(event: AuditEvent) -> AuditEvent:
+    """Chain `event` to its tenant's log and save it, in the caller's transaction and scope."""
+    head = locked_head(event.tenant_id)
+    if head.event_created_at is not None and event.created_at <= head.event_created_at:
+        event.created_at = head.event_created_at + _TICK
+    event.prev_hash = head.hash
+    event.hash = event_hash(event_values(_fields_of(event)), head.hash)
+    event.save()
+    head.hash, head.event_id, head.event_created_at = event.hash, event.pk, event.created_at
+    head.save(update_fields=["hash", "event_id", "event_created_at", "updated_at"])
+    return event
+
+
+def _fields_of(event: AuditEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in CANONICAL_FIELDS}
+
+
+# --- verifying ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPoint:
+    """An event of the chain, as much of it as a walk needs to start after it."""
+
+    event_id: uuid.UUID
+    created_at: datetime.datetime
+    hash: str
+
+    def as_cache(self) -> dict[str, str]:
+        return {
+            "event_id": str(self.event_id),
+            "created_at": self.created_at.isoformat(),
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_cache(cls, value: Mapping[str, str] | None) -> "ChainPoint | None":
+        if not value:
+            return None
+        return cls(
+            event_id=uuid.UUID(value["event_id"]),
+            created_at=datetime.datetime.fromisoformat(value["created_at"]),
+            hash=value["hash"],
+        )
+
+    def key(self) -> tuple[datetime.datetime, uuid.UUID]:
+        return (self.created_at, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    valid: bool
+    events: int
+    head: str
+    broken_at: uuid.UUID | None = None
+    # prev_hash (the link to the event before is wrong: one was removed or inserted), hash
+    # (the event is not what was written), head (events are missing at the end of the chain).
+    reason: str = ""
+    last: ChainPoint | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.valid:
+            return {"valid": True, "events": self.events, "head": self.head}
+        return {
+            "valid": False,
+            "events": self.events,
+            "broken_at": str(self.broken_at) if self.broken_at else None,
+            "reason": self.reason,
+        }
+
+
+def anchor_of(head: AuditChainHead | None) -> ChainPoint | None:
+    if head is None or head.anchor_event_id is None:
+        return None
+    return ChainPoint(head.anchor_event_id, head.anchor_created_at, head.anchor_hash)
+
+
+def chain_events(tenant_id: uuid.UUID, *, after: ChainPoint | None = None) -> QuerySet[AuditEvent]:
+    """The tenant's events in chain order, those after `after` only if given."""
+    events = AuditEvent.objects.filter(tenant_id=tenant_id)
+    if after is not None:
+        events = events.filter(
+            Q(created_at__gt=after.created_at)
+            | Q(created_at=after.created_at, id__gt=after.event_id)
+        )
+    return events.order_by("created_at", "id")
+
+
+def verify(
+    *, tenant_id: uuid.UUID, start: ChainPoint | None = None, chunk_size: int = CHUNK_SIZE
+) -> Verification:
+    """Walk the tenant's chain from its anchor (or from `start`, if later) to its head.
+
+    Constant memory: the events come `chunk_size` at a time, only the columns the hash needs.
+    Call it in the tenant's scope (or the operator's).
+    """
+    with transaction.atomic():
+        head = AuditChainHead.objects.filter(tenant_id=tenant_id).first()
+        point = anchor_of(head)
+        if start is not None and (point is None or start.key() > point.key()):
+            point = start
+        events = chain_events(tenant_id, after=point)
+        if head is not None and head.event_created_at is not None:
+            # Events appended after the head was read are for the next walk (they are later).
+            events = events.filter(created_at__lte=head.event_created_at)
+        rows = events.values_list(*_ROW_FIELDS).iterator(chunk_size=chunk_size)
+        return _walk(rows, head=head, prev=point.hash if point else GENESIS, last=point)
+
+
+def _walk(
+    rows: Iterable[tuple], *, head: AuditChainHead | None, prev: str, last: ChainPoint | None
+) -> Verification:
+    count = 0
+    for row in rows:
+        count += 1
+        values = dict(zip(_ROW_FIELDS, row, strict=True))
+        reason = ""
+        if values["prev_hash"] != prev:
+            reason = "prev_hash"
+        elif event_hash(event_values(values), prev) != values["hash"]:
+            reason = "hash"
+        if reason:
+            return Verification(
+                valid=False, events=count, head=prev, broken_at=values["id"], reason=reason
+            )
+        prev = values["hash"]
+        last = ChainPoint(values["id"], values["created_at"], prev)
+    if head is not None and head.event_id is not None and head.hash != prev:
+        return Verification(
+            valid=False, events=count, head=prev, broken_at=head.event_id, reason="head"
+        )
+    return Verification(valid=True, events=count, head=prev, last=last)
+
+
+def verify_recent(*, cache) -> int:
+    """Verify each tenant's chain from where the last run left it (beat); return the breaks.
+
+    A tenant's last verified event is remembered in `cache` for a day at most: at least once a
+    day each chain is walked whole again, so that an old event altered since is found too. A
+    break is logged
+    (`audit_chain_broken`, error) and counted (`tenantapi_audit_chain_breaks_total`) at every
+    run until someone looks, and the remembered point does not move past it.
+    """
+    from kernel.context import operator_scope
+
+    with operator_scope("listing the tenants whose audit chains to verify"):
+        tenant_ids = list(AuditChainHead.objects.values_list("tenant_id", flat=True))
+    breaks = 0
+    for tenant_id in tenant_ids:
+        key = f"audit-chain:verified:{tenant_id}"
+        start = ChainPoint.from_cache(cache.get(key))
+        with tenant_context(tenant_id):
+            result = verify(tenant_id=tenant_id, start=start)
+        if result.valid:
+            if result.last is not None:
+                cache.set(key, result.last.as_cache(), timeout=FULL_WALK_SECONDS)
+            continue
+        breaks += 1
+        BREAKS.inc()
+        log.error(
+            "audit_chain_broken",
+            tenant_id=str(tenant_id),
+            event_id=str(result.broken_at),
+            reason=result.reason,
+        )
+    return breaks
+
+
+# --- pruning -----------------------------------------------------------------------------------
+
+
+def anchor_before(*, tenant_id: uuid.UUID, cutoff: datetime.datetime) -> ChainPoint | None:
+    """Move the tenant's anchor to its last event older than `cutoff`, before those are pruned.
+
+    Verification then starts after that event, from its hash. Returns the new anchor, or None
+    when nothing of the tenant is to be pruned (or it is anchored there already). In the
+    caller's transaction and scope; the head stays locked until it commits.
+    """
+    head = locked_head(tenant_id)
+    last = (
+        AuditEvent.objects.filter(tenant_id=tenant_id, created_at__lt=cutoff)
+        .order_by("-created_at", "-id")
+        .values_list("id", "created_at", "hash")
+        .first()
+    )
+    if last is None:
+        return None
+    point = ChainPoint(*last)
+    current = anchor_of(head)
+    if current is not None and point.key() <= current.key():
+        return None
+    head.anchor_event_id = point.event_id
+    head.anchor_created_at = point.created_at
+    head.anchor_hash = point.hash
+    head.save(update_fields=["anchor_event_id", "anchor_created_at", "anchor_hash", "updated_at"])
+    return point
+
+
+# --- exporting ---------------------------------------------------------------------------------
+
+# Rows are sent when the buffer holds this much text: a socket write per event would cost more.
+FLUSH_CHARS = 64 * 1024
+EXPORT_COLUMNS = (*CANONICAL_FIELDS, "prev_hash", "hash")
+
+
+class ChainExport:
+    """The body of a streamed response (as catalog/exports.py's): `start()` produces the first
+    chunk before the response begins, so that a database failure is still an error response;
+    `close()` ends the stream's transaction whether or not it was read to the end."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._first: bytes | None = None
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._first = next(self._chunks, None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.start()
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._chunks
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
+def export_stream(
+    *,
+    fmt: str,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> ChainExport:
+    """The tenant in context's events in chain order, as NDJSON or CSV, hashes included."""
+    tenant_id = require_tenant_id()
+    return ChainExport(_in_tenant(tenant_id, _chunks(tenant_id, fmt, since, until, chunk_size)))
+
+
+def _in_tenant(tenant_id: uuid.UUID, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    # A streamed body is read after the request's transaction and scope have ended: each step
+    # enters the tenant again, so the scoped manager and row-level security both apply.
+    try:
+        while True:
+            with tenant_context(tenant_id):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        with tenant_context(tenant_id):
+            chunks.close()
+
+
+def _chunks(
+    tenant_id: uuid.UUID,
+    fmt: str,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    chunk_size: int,
+) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if fmt == "csv":
+        writer.writerow(EXPORT_COLUMNS)
+    with transaction.atomic():
+        events = chain_events(tenant_id)
+        if since is not None:
+            events = events.filter(created_at__gte=since)
+        if until is not None:
+            events = events.filter(created_at__lt=until)
+        for row in events.values_list(*_ROW_FIELDS).iterator(chunk_size=chunk_size):
+            values = dict(zip(_ROW_FIELDS, row, strict=True))
+            line = {
+                **event_values(values),
+                "prev_hash": values["prev_hash"],
+                "hash": values["hash"],
+            }
+            if fmt == "csv":
+                writer.writerow(_csv_cells(line))
+            else:
+                buffer.write(canonical(line).decode("utf-8"))
+                buffer.write("\n")
+            if buffer.tell() >= FLUSH_CHARS:
+                yield buffer.getvalue().encode("utf-8")
+                buffer.seek(0)
+                buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode("utf-8")
+
+
+def _csv_cells(line: Mapping[str, Any]) -> list[str]:
+    # `changes` as its canonical JSON; null as an empty cell (the fields that may be null, ids
+    # and the address, are never empty strings). Cells are not defused for spreadsheets: any
+    # change would break the hash they are checked against (docs/audit.md).
+    cells = []
+    for name in EXPORT_COLUMNS:
+        value = line[name]
+        if name == "changes":
+            cells.append(canonical(value).decode("utf-8"))
+        else:
+            cells.append("" if value is None else str(value))
+    return cells
