@@ -45,6 +45,7 @@ from django.db.models import Q, QuerySet
 from prometheus_client import Counter
 
 from kernel.context import require_tenant_id, tenant_context
+from kernel.streaming import TenantStream, flushed
 from kernel.tenancy.models import AuditChainHead, AuditEvent
 
 log = structlog.get_logger(__name__)
@@ -337,35 +338,7 @@ def anchor_before(*, tenant_id: uuid.UUID, cutoff: datetime.datetime) -> ChainPo
 
 # --- exporting ---------------------------------------------------------------------------------
 
-# Rows are sent when the buffer holds this much text: a socket write per event would cost more.
-FLUSH_CHARS = 64 * 1024
 EXPORT_COLUMNS = (*CANONICAL_FIELDS, "prev_hash", "hash")
-
-
-class ChainExport:
-    """The body of a streamed response (as catalog/exports.py's): `start()` produces the first
-    chunk before the response begins, so that a database failure is still an error response;
-    `close()` ends the stream's transaction whether or not it was read to the end."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._first: bytes | None = None
-        self._started = False
-
-    def start(self) -> None:
-        if not self._started:
-            self._started = True
-            self._first = next(self._chunks, None)
-
-    def __iter__(self) -> Iterator[bytes]:
-        self.start()
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-        yield from self._chunks
-
-    def close(self) -> None:
-        self._chunks.close()
 
 
 def export_stream(
@@ -374,25 +347,9 @@ def export_stream(
     since: datetime.datetime | None = None,
     until: datetime.datetime | None = None,
     chunk_size: int = CHUNK_SIZE,
-) -> ChainExport:
+) -> TenantStream:
     """The tenant in context's events in chain order, as NDJSON or CSV, hashes included."""
-    tenant_id = require_tenant_id()
-    return ChainExport(_in_tenant(tenant_id, _chunks(tenant_id, fmt, since, until, chunk_size)))
-
-
-def _in_tenant(tenant_id: uuid.UUID, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    # A streamed body is read after the request's transaction and scope have ended: each step
-    # enters the tenant again, so the scoped manager and row-level security both apply.
-    try:
-        while True:
-            with tenant_context(tenant_id):
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        with tenant_context(tenant_id):
-            chunks.close()
+    return TenantStream(_chunks(require_tenant_id(), fmt, since, until, chunk_size))
 
 
 def _chunks(
@@ -424,12 +381,10 @@ def _chunks(
             else:
                 buffer.write(canonical(line).decode("utf-8"))
                 buffer.write("\n")
-            if buffer.tell() >= FLUSH_CHARS:
-                yield buffer.getvalue().encode("utf-8")
-                buffer.seek(0)
-                buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue().encode("utf-8")
+            if (chunk := flushed(buffer)) is not None:
+                yield chunk
+    if (chunk := flushed(buffer, at_least=1)) is not None:
+        yield chunk
 
 
 def _csv_cells(line: Mapping[str, Any]) -> list[str]:

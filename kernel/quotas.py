@@ -69,8 +69,12 @@ def enforce_quota(
         )
     resource = Resource(resource)
     tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
+    # FOR NO KEY UPDATE: it serialises quota checks as FOR UPDATE would, but leaves alone the
+    # key-share locks that inserting a row referencing the tenant takes (an audit event, written
+    # under its chain head's lock): FOR UPDATE would make those wait, and a writer holding the
+    # head while its insert waits on us, as we wait on the head, is a deadlock.
     limit = (
-        Tenant.objects.select_for_update(of=("self",))
+        Tenant.objects.select_for_update(of=("self",), no_key=True)
         .filter(pk=tenant_id)
         .values_list(f"plan__{_PLAN_FIELDS[resource]}", flat=True)
         .get()

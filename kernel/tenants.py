@@ -119,7 +119,11 @@ def tenant_update(
 
     Slug, status and plan are the operators' (the admin); the API never writes them.
     """
-    tenant = Tenant.objects.select_for_update(of=("self",)).select_related("plan").get(pk=tenant.pk)
+    tenant = (
+        Tenant.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("plan")
+        .get(pk=tenant.pk)
+    )
     # Against the locked row: an admin's request authenticated before the owner changed it must
     # not change it back.
     if require_mfa is not None and require_mfa != tenant.require_mfa:
@@ -187,7 +191,7 @@ def tenant_set_status(*, tenant_ids: Iterable[uuid.UUID], status: Tenant.Status)
         tenants = Tenant.objects.filter(pk__in=list(tenant_ids), deleted_at__isnull=True).exclude(
             status=status
         )
-        changed = list(tenants.select_for_update().values_list("pk", "status"))
+        changed = list(tenants.select_for_update(no_key=True).values_list("pk", "status"))
         Tenant.objects.filter(pk__in=[pk for pk, _ in changed]).update(status=status)
         for tenant_id, previous in changed:
             audit.record(
@@ -214,7 +218,11 @@ def tenant_operator_save(*, tenant: Tenant, changed_fields: Iterable[str]) -> Te
         adding = tenant._state.adding
         before = {}
         if not adding:
-            stored = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+            stored = (
+                Tenant.objects.select_for_update(no_key=True)
+                .select_related("plan")
+                .get(pk=tenant.pk)
+            )
             before = _operator_values(stored, fields)
         tenant.save()
         after = _operator_values(tenant, fields)

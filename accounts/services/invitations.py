@@ -210,7 +210,11 @@ def invitation_accept(*, token: str, password: str | None = None, name: str = ""
             raise Problem(ProblemType.TENANT_SUSPENDED, detail="This tenant is suspended.")
         user = _user_for_invitation(email=invitation.email, password=password, name=name)
         # Serialises joins to this tenant, so that two acceptances cannot both fit the last seat.
-        list(Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True))
+        list(
+            Tenant.objects.select_for_update(no_key=True)
+            .filter(pk=tenant.pk)
+            .values_list("pk", flat=True)
+        )
         if Membership.objects.filter(tenant=tenant, user=user).exists():
             raise Problem(ProblemType.CONFLICT, detail="You are a member of this tenant already.")
         ensure_room_for_a_member(tenant=tenant)

@@ -28,6 +28,7 @@ from rest_framework.test import APIClient
 
 from kernel import audit, audit_chain
 from kernel.context import operator_scope, tenant_context
+from kernel.quotas import Resource, enforce_quota
 from kernel.tasks import audit_chain_verify_task
 from kernel.tenancy.models import AuditChainHead, AuditEvent, Plan, Tenant
 from tests.factories import DEFAULT_PASSWORD, make_member, make_tenant
@@ -488,3 +489,52 @@ def test_the_migration_chains_the_events_written_before_it(tenant, owner_client)
     }
     # The definition frozen in the migration is the application's.
     assert migration.CANONICAL_FIELDS == audit_chain.CANONICAL_FIELDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_audited_write_does_not_wait_behind_a_quota_check_of_its_tenant():
+    """A quota check locks the tenant's row until its transaction ends; an audited write locks
+    the chain head, then inserts an event that references the tenant. Were the quota's lock one
+    that key-share locks wait for, the write would wait for the quota holder while holding the
+    head, and the quota holder's own event would wait for the head: a deadlock (503)."""
+    tenant = make_tenant()
+    holding, release = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def check_the_quota_then_record() -> None:
+        try:
+            with transaction.atomic():
+                enforce_quota(tenant=tenant, resource=Resource.API_KEYS, count=lambda: 0)
+                holding.set()
+                release.wait(timeout=60)
+                with tenant_context(tenant.id):
+                    audit.record(tenant_id=tenant.id, action="tests.thing.done", target_type="t")
+            outcomes["quota"] = "committed"
+        except Exception as exc:
+            outcomes["quota"] = exc
+        finally:
+            connections.close_all()
+
+    def record() -> None:
+        try:
+            with tenant_context(tenant.id), transaction.atomic():
+                audit.record(tenant_id=tenant.id, action="tests.thing.done", target_type="t")
+            outcomes["record"] = "committed"
+        except Exception as exc:
+            outcomes["record"] = exc
+        finally:
+            connections.close_all()
+
+    quota = threading.Thread(target=check_the_quota_then_record)
+    quota.start()
+    assert holding.wait(timeout=30)
+    writer = threading.Thread(target=record)
+    writer.start()
+    writer.join(timeout=30)  # it need not wait for the quota holder: it commits at once
+    release.set()
+    quota.join(timeout=30)
+    writer.join(timeout=30)
+
+    assert outcomes == {"record": "committed", "quota": "committed"}
+    with tenant_context(tenant.id):
+        assert audit_chain.verify(tenant_id=tenant.id).valid
