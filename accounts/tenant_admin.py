@@ -60,8 +60,27 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["status", "plan"]
     search_fields = ["name", "slug"]
     list_select_related = ["plan"]
-    readonly_fields = ["id", "created_at", "deleted_at"]
-    fields = ["id", "name", "slug", "status", "plan", "settings", "created_at", "deleted_at"]
+    # The retentions the tenant chose (kernel/retention.py) are its owner's to set, through the
+    # API; shown here beside the plan that bounds them.
+    readonly_fields = [
+        "id",
+        "audit_retention_days",
+        "notification_retention_days",
+        "created_at",
+        "deleted_at",
+    ]
+    fields = [
+        "id",
+        "name",
+        "slug",
+        "status",
+        "plan",
+        "settings",
+        "audit_retention_days",
+        "notification_retention_days",
+        "created_at",
+        "deleted_at",
+    ]
     inlines = [MembershipInline]
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
@@ -111,6 +130,8 @@ class PlanAdmin(admin.ModelAdmin):
         "max_api_keys",
         "max_products",
         "max_invitations_per_day",
+        "audit_retention_days",
+        "notification_retention_days",
     ]
     search_fields = ["code", "name"]
 

@@ -59,6 +59,26 @@ class Tenant(TenantSummary):
         description="Whether members who sign in with a password must have a second factor."
     )
 
+    @strawberry.field(
+        description="Days audit events are kept: the tenant's choice, at most the plan's."
+    )
+    def audit_retention_days(self, root: strawberry.Parent[TenantModel]) -> int:
+        return root.audit_retention
+
+    @strawberry.field(
+        description="Days notifications are kept: the tenant's choice, at most the plan's."
+    )
+    def notification_retention_days(self, root: strawberry.Parent[TenantModel]) -> int:
+        return root.notification_retention
+
+    @strawberry.field(description="The most the plan keeps audit events, and its default.")
+    def plan_audit_retention_days(self, root: strawberry.Parent[TenantModel]) -> int:
+        return root.plan.audit_retention_days
+
+    @strawberry.field(description="The most the plan keeps notifications, and its default.")
+    def plan_notification_retention_days(self, root: strawberry.Parent[TenantModel]) -> int:
+        return root.plan.notification_retention_days
+
 
 @strawberry.type(description="Who is signed in, where, and what they may do.")
 class Me:

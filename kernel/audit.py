@@ -18,8 +18,9 @@ Who acted and from where is not passed around: it lives in a request-scoped cont
 
 The log is append-only: the model and its queryset refuse updates and deletes, the admin is
 read-only, the API has no write route, and on PostgreSQL a trigger refuses UPDATE and DELETE
-for everyone but the two database functions that prune old events and purge a deleted tenant's
-(migration tenants/0004). docs/audit.md has the details and the trade-offs.
+for everyone but the database functions that prune old events (each tenant's at its own
+retention, kernel/retention.py) and purge a deleted tenant's (migrations tenants/0004,
+0011). docs/audit.md has the details and the trade-offs.
 
 Each tenant's log is also a hash chain (kernel/audit_chain.py): `record()` links every event to
 the one before under a per-tenant lock, and `prune()` anchors the chain before deleting, so that
@@ -47,10 +48,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from kernel import audit_chain
+from kernel import audit_chain, retention
 from kernel.clientip import client_ip
 from kernel.context import current_scope, operator_scope, tenant_context
 from kernel.logging import is_secret_key, mask_secrets
+from kernel.retention import AUDIT
 from kernel.tenancy.models import AuditEvent, PlatformAuditEvent
 from kernel.tracing import ContextPropagator, get_request_id, register_propagator
 
@@ -331,50 +333,79 @@ def _plain(value: Any) -> Any:
 
 # --- retention ---------------------------------------------------------------------------------
 
-# Created by migrations tenants/0004 and 0005 on PostgreSQL; they run as the tables' owner, the
-# only role the trigger lets delete.
-PRUNE_FUNCTION = "tenants_auditevent_prune"
+# Created by migrations tenants/0004, 0005 and 0011 on PostgreSQL; they run as the audit
+# functions' owner, the only role the trigger lets delete (kernel/tenancy/rls.py).
+PRUNE_FUNCTION = "tenants_auditevent_prune"  # every tenant at one cut-off: no longer called
+PRUNE_TENANTS_FUNCTION = "tenants_auditevent_prune_tenants"
 PLATFORM_PRUNE_FUNCTION = "tenants_platformauditevent_prune"
 PURGE_TENANT_FUNCTION = "tenants_auditevent_purge_tenant"
 
 
 def retention_cutoff() -> datetime.datetime:
+    """The platform log's cut-off (AUDIT_RETENTION_DAYS); tenants' logs follow their plans."""
     days = settings.AUDIT_RETENTION_DAYS
     if days < 1:
         raise ImproperlyConfigured("AUDIT_RETENTION_DAYS must be at least 1.")
     return timezone.now() - datetime.timedelta(days=days)
 
 
-def prune(*, before: datetime.datetime | None = None) -> int:
-    """Delete every tenant's events, and the platform's, older than `before` (default: the
-    retention setting).
+def prune() -> int:
+    """Delete each tenant's events older than its retention (kernel/retention.py), and the
+    platform's older than AUDIT_RETENTION_DAYS. Returns how many were deleted.
 
-    Returns how many were deleted. On PostgreSQL the database refuses a cut-off less than a day
-    old, whoever asks.
+    Tenants are taken `RETENTION_BATCH_SIZE` at a time: a query for their cut-offs, one for
+    those of them with anything to prune, the anchoring of each of those (a transaction each,
+    committed first: kernel/audit_chain.py) and one call of the database function that deletes
+    the batch's events, each tenant's at its own cut-off, the very one its chain was anchored at.
+    On PostgreSQL the database refuses a cut-off less than a day old, whoever asks, and never
+    deletes an event its tenant's retention still keeps.
     """
-    cutoff = before or retention_cutoff()
-    with operator_scope("anchoring audit chains before pruning"):
+    deleted_count = sum(_prune_tenants(batch) for batch in retention.cutoff_batches(AUDIT))
+    return deleted_count + _prune_platform(retention_cutoff())
+
+
+def _prune_tenants(batch: retention.Cutoffs) -> int:
+    with operator_scope("finding the tenants whose audit events are past their retention"):
+        # Each tenant once, however many of its events are to go.
         tenant_ids = list(
-            AuditEvent.objects.filter(created_at__lt=cutoff)
+            AuditEvent.objects.filter(batch.q())
             .order_by()
             .values_list("tenant_id", flat=True)
             .distinct()
         )
-    for tenant_id in tenant_ids:
+    if not tenant_ids:
+        return 0
+    cutoffs = [batch.by_tenant[tenant_id] for tenant_id in tenant_ids]
+    for tenant_id, cutoff in zip(tenant_ids, cutoffs, strict=True):
         _anchor_chain(tenant_id=tenant_id, cutoff=cutoff)
     # The scope outside the transaction: still held when a failure rolls the transaction back.
-    with operator_scope("pruning audit events past their retention"), transaction.atomic():
+    with (
+        operator_scope("pruning tenants' audit events past their retention"),
+        transaction.atomic(),
+    ):
         if connection.vendor == "postgresql":
-            deleted_count = 0
             with connection.cursor() as cursor:
-                for function in (PRUNE_FUNCTION, PLATFORM_PRUNE_FUNCTION):
-                    cursor.execute(f"SELECT {function}(%s)", [cutoff])
-                    deleted_count += cursor.fetchone()[0]
-            return int(deleted_count)
+                cursor.execute(
+                    f"SELECT {PRUNE_TENANTS_FUNCTION}(%s::uuid[], %s::timestamptz[])",
+                    [tenant_ids, cutoffs],
+                )
+                return int(cursor.fetchone()[0])
         # SQLite (the embedded default) has no trigger to get past.
-        return sum(
-            model.objects.filter(created_at__lt=cutoff)._raw_delete(connection.alias)
-            for model in (AuditEvent, PlatformAuditEvent)
+        pruned = retention.Cutoffs(dict(zip(tenant_ids, cutoffs, strict=True)))
+        return AuditEvent.objects.filter(pruned.q())._raw_delete(connection.alias)
+
+
+def _prune_platform(cutoff: datetime.datetime) -> int:
+    with (
+        operator_scope("pruning platform audit events past their retention"),
+        transaction.atomic(),
+    ):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {PLATFORM_PRUNE_FUNCTION}(%s)", [cutoff])
+                return int(cursor.fetchone()[0])
+        return PlatformAuditEvent.objects.filter(created_at__lt=cutoff)._raw_delete(
+            connection.alias
         )
 
 

@@ -89,7 +89,17 @@ def _snapshot_key(user_id: uuid.UUID) -> str:
     return f"principal:4:{user_id}"
 
 
-_TENANT_FIELDS = ("id", "name", "slug", "status", "require_mfa", "created_at", "deleted_at")
+_TENANT_FIELDS = (
+    "id",
+    "name",
+    "slug",
+    "status",
+    "require_mfa",
+    "audit_retention_days",
+    "notification_retention_days",
+    "created_at",
+    "deleted_at",
+)
 _USER_FIELDS = ("id", "email", "name", "is_active", "date_joined")
 
 

@@ -61,8 +61,9 @@ def tenant_purge_task(*, tenant_id: str) -> bool:
 
 @shared_task(name="tenants.tasks.audit_prune_task")
 def audit_prune_task() -> int:
-    """Delete the audit events older than AUDIT_RETENTION_DAYS, every tenant's and the
-    platform's (beat, hourly).
+    """Delete each tenant's audit events older than its retention (its plan's, or less if it
+    chose less: kernel/retention.py), and the platform's older than AUDIT_RETENTION_DAYS (beat,
+    hourly).
 
     Enters the operator scope itself (kernel.audit.prune): the scope never travels in a task
     message.

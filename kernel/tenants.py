@@ -14,15 +14,18 @@ Members, roles and invitations are the accounts feature's (accounts/services/).
 import uuid
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from rest_framework.exceptions import ErrorDetail
 
 from kernel import audit
 from kernel.context import operator_scope
 from kernel.permissions import BUILTIN_ROLES, OWNER, ensure_owner
 from kernel.principals import Principal, access_changed
+from kernel.problems import InvalidInput
 from kernel.tasks import tenant_purge_task
 from kernel.tenancy.models import (
     Membership,
@@ -105,6 +108,11 @@ def tenant_create(
     return tenant
 
 
+# A keyword left out leaves the field as it is; None is a value for some (the plan's retention).
+_UNCHANGED: Any = object()
+_RETENTION_FIELDS = ("audit_retention_days", "notification_retention_days")
+
+
 @transaction.atomic
 def tenant_update(
     *,
@@ -113,9 +121,14 @@ def tenant_update(
     name: str | None = None,
     settings: dict | None = None,
     require_mfa: bool | None = None,
+    audit_retention_days: int | None = _UNCHANGED,
+    notification_retention_days: int | None = _UNCHANGED,
 ) -> Tenant:
-    """Change what a tenant may change about itself: its name, settings and whether its members
-    must have a second factor (the owner's alone to change: it decides who may sign in).
+    """Change what a tenant may change about itself: its name, settings, whether its members
+    must have a second factor (the owner's alone to change: it decides who may sign in), and how
+    long its audit events and notifications are kept (kernel/retention.py: at most its plan's,
+    None for the plan's; keeping audit events less long is the owner's alone too: it decides
+    what evidence is kept).
 
     Slug, status and plan are the operators' (the admin); the API never writes them.
     """
@@ -130,14 +143,33 @@ def tenant_update(
         ensure_owner(
             actor=actor, detail="Only an owner can change whether a second factor is required."
         )
-    fields = ("name", "settings", "require_mfa")
+    retention = {
+        field: value
+        for field, value in zip(
+            _RETENTION_FIELDS, (audit_retention_days, notification_retention_days), strict=True
+        )
+        if value is not _UNCHANGED
+    }
+    _check_retention(tenant, retention)
+    fields = ("name", "settings", "require_mfa", *_RETENTION_FIELDS)
     before = {field: getattr(tenant, field) for field in fields}
+    if "audit_retention_days" in retention:
+        kept = tenant.audit_retention
+        tenant.audit_retention_days = retention["audit_retention_days"]
+        # Keeping less is the owner's; keeping more (up to the plan's) is anyone's who manages
+        # the tenant: it loses nothing.
+        if tenant.audit_retention < kept:
+            ensure_owner(
+                actor=actor, detail="Only an owner can keep the audit log for a shorter time."
+            )
     if name is not None:
         tenant.name = name
     if settings is not None:
         tenant.settings = settings
     if require_mfa is not None:
         tenant.require_mfa = require_mfa
+    for field, value in retention.items():
+        setattr(tenant, field, value)
     tenant.save(update_fields=list(fields))
     changes = audit.diff(before, {field: getattr(tenant, field) for field in fields})
     if changes:
@@ -150,6 +182,23 @@ def tenant_update(
         )
     access_changed(tenant.id)
     return tenant
+
+
+def _check_retention(tenant: Tenant, retention: dict[str, int | None]) -> None:
+    """A tenant keeps its data at most as long as its plan does: a longer choice is refused,
+    naming the plan's limit (the input serializer has checked the minimum)."""
+    errors = {}
+    for field, days in retention.items():
+        limit = getattr(tenant.plan, field)
+        if days is not None and days > limit:
+            errors[field] = [
+                ErrorDetail(
+                    f"At most {limit} days on the {tenant.plan.name} plan; null keeps the plan's.",
+                    code="max_value",
+                )
+            ]
+    if errors:
+        raise InvalidInput(errors)
 
 
 @transaction.atomic

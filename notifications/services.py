@@ -1,10 +1,13 @@
-"""Writes on notifications: fan-out of domain events, reading, acknowledging, preferences."""
+"""Writes on notifications: fan-out of domain events, reading, acknowledging, preferences,
+pruning."""
 
 import uuid
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from kernel import retention
+from kernel.context import operator_scope
 from kernel.events import Event
 from kernel.locks import lock_for_transaction
 from notifications import realtime
@@ -101,3 +104,18 @@ def preferences_set(*, user_id, topics: list[str]) -> NotificationPreference:
 def preferences_clear(*, user_id) -> None:
     """Back to the default: every topic."""
     NotificationPreference.objects.filter(user_id=user_id).delete()
+
+
+def notifications_prune() -> int:
+    """Delete each tenant's notifications older than its retention (kernel/retention.py: its
+    plan's, or less if it chose less). Returns how many were deleted (beat, hourly).
+
+    Per batch of tenants, one query reads their cut-offs and one statement deletes what is past
+    them; read or not, acknowledged or not, a notification past its tenant's retention goes.
+    """
+    deleted_count = 0
+    for batch in retention.cutoff_batches(retention.NOTIFICATION):
+        with operator_scope("pruning tenants' notifications past their retention"):
+            # No signals or cascades hang on a notification: a plain DELETE, no rows fetched.
+            deleted_count += Notification.objects.filter(batch.q())._raw_delete(connection.alias)
+    return deleted_count

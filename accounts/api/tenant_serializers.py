@@ -11,7 +11,16 @@ from rest_framework import serializers
 from accounts.api.serializers import TenantSummarySerializer, UserSerializer
 from kernel.api.fields import PermissionCodeField
 from kernel.fields import StrictBooleanField
-from kernel.tenancy.models import AuditEvent, Invitation, Membership, Permission, Role, Tenant
+from kernel.tenancy.models import (
+    MIN_AUDIT_RETENTION_DAYS,
+    MIN_NOTIFICATION_RETENTION_DAYS,
+    AuditEvent,
+    Invitation,
+    Membership,
+    Permission,
+    Role,
+    Tenant,
+)
 from kernel.tenancy.selectors import permission_codes, role_list
 from kernel.validators import validate_json_object
 
@@ -180,10 +189,43 @@ class InvitationAcceptResponseSerializer(serializers.Serializer):
 
 class TenantSerializer(serializers.ModelSerializer):
     plan = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    audit_retention_days = serializers.IntegerField(
+        source="audit_retention",
+        read_only=True,
+        help_text="Days audit events are kept: the tenant's choice, at most the plan's.",
+    )
+    notification_retention_days = serializers.IntegerField(
+        source="notification_retention",
+        read_only=True,
+        help_text="Days notifications are kept: the tenant's choice, at most the plan's.",
+    )
+    plan_audit_retention_days = serializers.IntegerField(
+        source="plan.audit_retention_days",
+        read_only=True,
+        help_text="The most the plan keeps audit events, and what it keeps by default.",
+    )
+    plan_notification_retention_days = serializers.IntegerField(
+        source="plan.notification_retention_days",
+        read_only=True,
+        help_text="The most the plan keeps notifications, and what it keeps by default.",
+    )
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "slug", "status", "plan", "settings", "require_mfa", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "status",
+            "plan",
+            "settings",
+            "require_mfa",
+            "audit_retention_days",
+            "notification_retention_days",
+            "plan_audit_retention_days",
+            "plan_notification_retention_days",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
@@ -200,6 +242,20 @@ class TenantInputSerializer(serializers.Serializer):
     require_mfa = StrictBooleanField(
         required=False,
         help_text="Members who sign in with a password must have a second factor (owner only).",
+    )
+    # The plan's limit is the service's to check (the plan is read with the tenant's row locked).
+    audit_retention_days = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=MIN_AUDIT_RETENTION_DAYS,
+        help_text="Keep audit events this many days, at most the plan's; null for the plan's. "
+        "Keeping them less long is for owners only.",
+    )
+    notification_retention_days = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=MIN_NOTIFICATION_RETENTION_DAYS,
+        help_text="Keep notifications this many days, at most the plan's; null for the plan's.",
     )
 
     def validate_settings(self, value: dict) -> dict:

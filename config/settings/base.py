@@ -272,9 +272,15 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "oauth.tasks.oauth_clear_expired_task",
         "schedule": timedelta(hours=1),
     },
-    # Audit events past AUDIT_RETENTION_DAYS; hourly, so that each run deletes little.
+    # Audit events past their tenant's retention (its plan's, or less: kernel/retention.py), and
+    # the platform's past AUDIT_RETENTION_DAYS; hourly, so that each run deletes little.
     "audit-prune": {
         "task": "tenants.tasks.audit_prune_task",
+        "schedule": timedelta(hours=1),
+    },
+    # Notifications past their tenant's retention (kernel/retention.py).
+    "notifications-prune": {
+        "task": "notifications.tasks.notifications_prune_task",
         "schedule": timedelta(hours=1),
     },
     # Each tenant's audit hash chain, from where the last run left it (kernel/audit_chain.py).
@@ -653,7 +659,8 @@ INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
 INVITATION_ACCEPT_URL = env.str(
     "INVITATION_ACCEPT_URL", default="http://localhost:8000/accept-invitation?token={token}"
 )
-# Audit events older than this many days are deleted by the hourly beat job (docs/audit.md).
+# The platform audit log's events older than this many days are deleted by the hourly beat job;
+# tenants' logs are kept as long as their plans say (docs/audit.md, "Retention").
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="no-reply@localhost")

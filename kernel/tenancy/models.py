@@ -7,11 +7,19 @@ that any table can be distributed by tenant id (see docs/tenancy.md).
 import uuid
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from kernel.context import current_scope, require_tenant_id
+
+# The shortest retentions a plan or a tenant may set (docs/audit.md, "Retention"). A week of audit
+# events: the verification job walks every chain whole at least once a day, so each event is
+# checked several times, against the chain around it, before it may go; and a week leaves an
+# incident noticed after a weekend its trail. Notifications are the tenant's inbox, nothing more.
+MIN_AUDIT_RETENTION_DAYS = 7
+MIN_NOTIFICATION_RETENTION_DAYS = 1
 
 
 class CrossTenantWrite(RuntimeError):
@@ -32,6 +40,28 @@ class Plan(models.Model):
     # tenant addresses (the invitee's address is the tenant's choice).
     max_invitations_per_day = models.PositiveIntegerField(default=20)
     max_oauth_apps = models.PositiveIntegerField(default=2)
+    # How long a tenant's audit events and notifications are kept, in days (kernel/retention.py):
+    # the most a tenant on the plan may keep, and what it keeps unless it chose less.
+    audit_retention_days = models.PositiveIntegerField(
+        default=365, validators=[MinValueValidator(MIN_AUDIT_RETENTION_DAYS)]
+    )
+    notification_retention_days = models.PositiveIntegerField(
+        default=90, validators=[MinValueValidator(MIN_NOTIFICATION_RETENTION_DAYS)]
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(audit_retention_days__gte=MIN_AUDIT_RETENTION_DAYS),
+                name="plan_audit_retention_min",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    notification_retention_days__gte=MIN_NOTIFICATION_RETENTION_DAYS
+                ),
+                name="plan_notification_retention_min",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -56,6 +86,14 @@ class Tenant(models.Model):
     # Members who sign in with a password must have a second factor (docs/security.md): set by
     # the owner; until they set one up, they may only do that.
     require_mfa = models.BooleanField(default=False)
+    # Shorter retentions than the plan's, chosen by the tenant; null keeps the plan's. The plan's
+    # always bounds them (`audit_retention`): a move to a smaller plan shortens them too.
+    audit_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(MIN_AUDIT_RETENTION_DAYS)]
+    )
+    notification_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(MIN_NOTIFICATION_RETENTION_DAYS)]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
@@ -63,6 +101,18 @@ class Tenant(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(audit_retention_days__gte=MIN_AUDIT_RETENTION_DAYS),
+                name="tenant_audit_retention_min",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    notification_retention_days__gte=MIN_NOTIFICATION_RETENTION_DAYS
+                ),
+                name="tenant_notification_retention_min",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.slug
@@ -70,6 +120,21 @@ class Tenant(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE and self.deleted_at is None
+
+    @property
+    def audit_retention(self) -> int:
+        """The days the tenant's audit events are kept: its own choice, bounded by its plan."""
+        return _effective(self.audit_retention_days, self.plan.audit_retention_days)
+
+    @property
+    def notification_retention(self) -> int:
+        """The days the tenant's notifications are kept: its own choice, bounded by its plan."""
+        return _effective(self.notification_retention_days, self.plan.notification_retention_days)
+
+
+def _effective(chosen: int | None, plan_limit: int) -> int:
+    # kernel/retention.py computes the same in SQL for the prune jobs.
+    return plan_limit if chosen is None else min(chosen, plan_limit)
 
 
 class TenantScopedQuerySet(models.QuerySet):

@@ -9,17 +9,29 @@ from kernel.permissions import PERMISSION_DESCRIPTIONS
 
 PLANS = [
     # code, name, requests/minute, burst, members, api keys, products, invitations a day,
-    # OAuth apps
-    ("free", "Free", 120, 30, 5, 2, 1_000, 10, 2),
-    ("pro", "Pro", 1_200, 200, 50, 20, 100_000, 100, 20),
-    ("enterprise", "Enterprise", 12_000, 2_000, 1_000, 200, 10_000_000, 1_000, 100),
+    # OAuth apps, days of audit events kept, days of notifications kept
+    ("free", "Free", 120, 30, 5, 2, 1_000, 10, 2, 365, 30),
+    ("pro", "Pro", 1_200, 200, 50, 20, 100_000, 100, 20, 730, 90),
+    ("enterprise", "Enterprise", 12_000, 2_000, 1_000, 200, 10_000_000, 1_000, 100, 2555, 365),
 ]
 
 
 def seed_reference_data(plan_model, permission_model) -> None:
     # A migration passes the model as it was then: only the fields it had are set.
     fields = {field.name for field in plan_model._meta.get_fields()}
-    for code, name, rpm, burst, members, keys, products, invitations, oauth_apps in PLANS:
+    for (
+        code,
+        name,
+        rpm,
+        burst,
+        members,
+        keys,
+        products,
+        invitations,
+        oauth_apps,
+        audit_days,
+        notification_days,
+    ) in PLANS:
         defaults = {
             "name": name,
             "requests_per_minute": rpm,
@@ -29,6 +41,8 @@ def seed_reference_data(plan_model, permission_model) -> None:
             "max_products": products,
             "max_invitations_per_day": invitations,
             "max_oauth_apps": oauth_apps,
+            "audit_retention_days": audit_days,
+            "notification_retention_days": notification_days,
         }
         plan_model.objects.get_or_create(
             code=code, defaults={key: value for key, value in defaults.items() if key in fields}

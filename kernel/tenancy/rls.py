@@ -84,13 +84,14 @@ def enable_row_level_security(cursor, table: str) -> None:
     )
 
 
-# The audit log's SECURITY DEFINER functions (migrations tenants/0004 to 0006): owned by a role
-# of their own, so that row-level security applies inside them (their owner is neither superuser
-# nor BYPASSRLS), and executable by the application's role alone.
+# The audit log's SECURITY DEFINER functions (migrations tenants/0004 to 0006, 0011): owned by a
+# role of their own, so that row-level security applies inside them (their owner is neither
+# superuser nor BYPASSRLS), and executable by the application's role alone.
 AUDIT_FUNCTIONS = (
     "tenants_auditevent_prune(timestamptz)",
     "tenants_platformauditevent_prune(timestamptz)",
     "tenants_auditevent_purge_tenant(uuid)",
+    "tenants_auditevent_prune_tenants(uuid[], timestamptz[])",
 )
 
 
@@ -109,10 +110,14 @@ def secure_audit_functions(cursor) -> None:
         # role cannot switch to it.
         "GRANT USAGE, CREATE ON SCHEMA public TO {audit}",
         "GRANT SELECT, DELETE ON tenants_auditevent, tenants_platformauditevent TO {audit}",
-        "GRANT SELECT ON tenants_tenant TO {audit}",
+        # The per-tenant prune reads each tenant's retention, and its plan's.
+        "GRANT SELECT ON tenants_tenant, tenants_plan TO {audit}",
     ):
         cursor.execute(sql.SQL(statement).format(audit=audit_role))
     for function in AUDIT_FUNCTIONS:
+        cursor.execute("SELECT to_regprocedure(%s)", [function])
+        if cursor.fetchone()[0] is None:
+            continue  # a database migrated only part of the way: its later functions come later
         name = sql.SQL(function)  # constants of this module, not input
         cursor.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(name, audit_role))
         cursor.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(name))

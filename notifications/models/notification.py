@@ -48,6 +48,8 @@ class Notification(TenantOwnedModel):
                 condition=models.Q(read_at__isnull=True),
                 name="notification_user_unread",
             ),
+            # The retention job: each tenant's notifications older than its cut-off.
+            models.Index(fields=["tenant", "created_at"], name="notification_tenant_created"),
         ]
 
     def __str__(self) -> str:

@@ -53,6 +53,11 @@ def test_any_member_reads_their_tenant(tenant):
         "plan": "free",
         "settings": {},
         "require_mfa": False,
+        # The free plan's retentions, the tenant having chosen none (tests/kernel/test_retention.py)
+        "audit_retention_days": 365,
+        "notification_retention_days": 30,
+        "plan_audit_retention_days": 365,
+        "plan_notification_retention_days": 30,
         "created_at": response.json()["created_at"],
     }
 

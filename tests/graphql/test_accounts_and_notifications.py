@@ -30,7 +30,10 @@ ME_QUERY = """{ me {
   roles permissions
   tenants { id name slug status plan createdAt }
 } }"""
-TENANT_QUERY = "{ tenant { id name slug status plan settings requireMfa createdAt } }"
+TENANT_QUERY = (
+    "{ tenant { id name slug status plan settings requireMfa auditRetentionDays"
+    " notificationRetentionDays planAuditRetentionDays planNotificationRetentionDays createdAt } }"
+)
 MEMBERS_QUERY = """query($first: Int!, $after: String) {
   members(first: $first, after: $after) {
     edges { cursor node { id user { id email name } roles { id name } createdAt } }

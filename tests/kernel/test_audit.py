@@ -715,11 +715,12 @@ def test_the_prune_flag_is_no_key_for_the_application_role(tenant):
 # --- retention -----------------------------------------------------------------------------------
 
 
-def test_the_prune_job_deletes_only_events_past_retention(tenant, settings):
-    settings.AUDIT_RETENTION_DAYS = 30
+def test_the_prune_job_deletes_only_events_past_retention(tenant):
+    # The pro plan keeps a tenant's events two years, the free plan one
+    # (tests/kernel/test_retention.py has the rest: tenants' own choices, plan changes).
     other = make_tenant(name="Other")
-    old = [add_event(tenant, days_ago=31), add_event(other, days_ago=400)]
-    kept = [add_event(tenant, days_ago=29), add_event(other), add_event(tenant, days_ago=1)]
+    old = [add_event(tenant, days_ago=731), add_event(other, days_ago=366)]
+    kept = [add_event(tenant, days_ago=729), add_event(other, days_ago=364), add_event(tenant)]
 
     with tasks_run_inline():
         deleted = audit_prune_task.delay().get()
@@ -736,8 +737,16 @@ def test_the_database_never_prunes_the_last_day(tenant):
         pytest.skip("the guard is the database function's")
     event = add_event(tenant)
 
-    with pytest.raises(DatabaseError, match="never pruned"):
-        audit.prune(before=timezone.now())
+    with (
+        operator_scope("test: the prune's own guard"),
+        pytest.raises(DatabaseError, match="never pruned"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            f"SELECT {audit.PRUNE_TENANTS_FUNCTION}(%s::uuid[], %s::timestamptz[])",
+            [[tenant.id], [timezone.now()]],
+        )
 
     with outcome():
         assert AuditEvent.objects.filter(pk=event.id).exists()

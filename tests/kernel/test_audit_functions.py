@@ -29,6 +29,8 @@ CALLS = [
     "SELECT tenants_auditevent_prune(now() - interval '2 days')",
     "SELECT tenants_platformauditevent_prune(now() - interval '2 days')",
     "SELECT tenants_auditevent_purge_tenant('{tenant}'::uuid)",
+    "SELECT tenants_auditevent_prune_tenants("
+    "ARRAY['{tenant}'::uuid], ARRAY[now() - interval '2 days'])",
 ]
 
 

@@ -102,6 +102,8 @@ def plan_form(plan: Plan, **overrides) -> dict:
             "max_products",
             "max_invitations_per_day",
             "max_oauth_apps",
+            "audit_retention_days",
+            "notification_retention_days",
         )
     }
     return {**values, **overrides}
@@ -148,6 +150,8 @@ def test_creating_a_plan_is_recorded_as_the_operators(operator_agent, operator):
             "max_products": 5000,
             "max_invitations_per_day": 30,
             "max_oauth_apps": 3,
+            "audit_retention_days": 180,
+            "notification_retention_days": 60,
         },
     )
 
@@ -165,6 +169,8 @@ def test_creating_a_plan_is_recorded_as_the_operators(operator_agent, operator):
         "max_products": [None, 5000],
         "max_invitations_per_day": [None, 30],
         "max_oauth_apps": [None, 3],
+        "audit_retention_days": [None, 180],
+        "notification_retention_days": [None, 60],
     }
     assert_by_operator(event, operator, response)
 

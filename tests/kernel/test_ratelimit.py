@@ -294,6 +294,8 @@ def test_editing_a_plan_in_the_admin_applies_to_its_tenants_at_once(
         "max_products": plan.max_products,
         "max_invitations_per_day": plan.max_invitations_per_day,
         "max_oauth_apps": plan.max_oauth_apps,
+        "audit_retention_days": plan.audit_retention_days,
+        "notification_retention_days": plan.notification_retention_days,
     }
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(url, fields)
