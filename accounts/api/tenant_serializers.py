@@ -307,7 +307,21 @@ class AuditEventSerializer(serializers.ModelSerializer):
         }
 
 
-class AuditEventFilterSerializer(serializers.Serializer):
+class AuditTimeRangeSerializer(serializers.Serializer):
+    """`since` and `until`, the latter after the former: the export's parameters (`?format=` is
+    content negotiation's), and part of the list's."""
+
+    since = serializers.DateTimeField(required=False, help_text="At or after this time (RFC 3339).")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (RFC 3339).")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since >= until:
+            raise serializers.ValidationError({"until": ["Must be later than since."]})
+        return attrs
+
+
+class AuditEventFilterSerializer(AuditTimeRangeSerializer):
     """The query parameters of the audit log. A bad value is a 400 naming the parameter."""
 
     actor_id = serializers.UUIDField(required=False)
@@ -322,27 +336,6 @@ class AuditEventFilterSerializer(serializers.Serializer):
     )
     target_type = serializers.CharField(max_length=64, required=False)
     target_id = serializers.CharField(max_length=64, required=False)
-    since = serializers.DateTimeField(required=False, help_text="At or after this time (RFC 3339).")
-    until = serializers.DateTimeField(required=False, help_text="Before this time (RFC 3339).")
-
-    def validate(self, attrs):
-        since, until = attrs.get("since"), attrs.get("until")
-        if since is not None and until is not None and since >= until:
-            raise serializers.ValidationError({"until": ["Must be later than since."]})
-        return attrs
-
-
-class AuditExportParamsSerializer(serializers.Serializer):
-    """The query parameters of the export (`?format=` is content negotiation's)."""
-
-    since = serializers.DateTimeField(required=False, help_text="At or after this time (RFC 3339).")
-    until = serializers.DateTimeField(required=False, help_text="Before this time (RFC 3339).")
-
-    def validate(self, attrs):
-        since, until = attrs.get("since"), attrs.get("until")
-        if since is not None and until is not None and since >= until:
-            raise serializers.ValidationError({"until": ["Must be later than since."]})
-        return attrs
 
 
 class AuditVerificationSerializer(serializers.Serializer):

@@ -44,7 +44,7 @@ SECRET_CHANGED = "changed"  # noqa: S105  (a marker, not a secret)
 def connection_of(tenant: Tenant | uuid.UUID) -> SsoConnection | None:
     tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
     with tenant_context(tenant_id):
-        return SsoConnection.objects.select_related("default_role").filter().first()
+        return SsoConnection.objects.select_related("default_role").first()
 
 
 @transaction.atomic
