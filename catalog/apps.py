@@ -8,11 +8,13 @@ class CatalogConfig(AppConfig):
     def ready(self) -> None:
         # Imported here: an app's module is loaded before the models these modules use.
         from catalog.actions import CatalogAction
+        from catalog.jobs import PRODUCTS_IMPORT
         from catalog.topics import CatalogTopic
-        from kernel import audit
+        from kernel import audit, jobs
         from kernel.events import topics
         from kernel.permissions import Perm
 
         audit.register_actions(CatalogAction)
         # The events carry products and import jobs: readable by whoever may read the catalog.
         topics.register(CatalogTopic, read_permission=Perm.CATALOG_READ)
+        jobs.register_kind(PRODUCTS_IMPORT)

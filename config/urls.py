@@ -7,6 +7,7 @@ from accounts.api.urls import urlpatterns as accounts_urls
 from catalog.api.urls import urlpatterns as catalog_urls
 from graphql_api.urls import urlpatterns as graphql_urls
 from kernel import health
+from kernel.api.urls import urlpatterns as kernel_urls
 from notifications.api.urls import urlpatterns as notifications_urls
 from oauth import urls as oauth_urls
 from oauth.api.urls import urlpatterns as oauth_api_urls
@@ -21,6 +22,7 @@ api_v1 = [
     *notifications_urls,
     *oauth_api_urls,
     *webhooks_urls,
+    *kernel_urls,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

@@ -1,4 +1,5 @@
-"""Bulk work over HTTP: the product import (a job), the jobs themselves, and the CSV export.
+"""Bulk work over HTTP: the product import (a job, followed at /jobs/: kernel/api/jobs.py) and
+the CSV export.
 
 Thin: the file checks and the import are in catalog/imports/, the export in catalog/exports.py.
 """
@@ -11,20 +12,19 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, status
+from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.reverse import reverse
 
 from catalog import exports, imports
 from catalog.api import filters
 from catalog.api import serializers as s
 from catalog.api.views import PRODUCT_LIST_PARAMETERS
-from catalog.models import Job
-from kernel.api.base import TenantAPIView, TenantViewSet
+from kernel.api.base import TenantAPIView
+from kernel.api.jobs import JobSerializer, job_accepted
 from kernel.permissions import Perm
 from kernel.problems import PROBLEM_CONTENT_TYPE, Problem, ProblemType
 
@@ -62,7 +62,7 @@ class ProductImportView(TenantAPIView):
         request={"multipart/form-data": s.ProductImportSerializer},
         responses={
             202: OpenApiResponse(
-                s.JobSerializer, description="The job, pending; `Location` is its URL."
+                JobSerializer, description="The job, pending; `Location` is its URL."
             ),
             **_problem(
                 413,
@@ -85,12 +85,7 @@ class ProductImportView(TenantAPIView):
             name=upload.name or "", content_type=upload.content_type, content=upload.read()
         )
         job = imports.import_start(actor=self.principal, source=source)
-        location = reverse("job-detail", kwargs={"pk": job.pk}, request=request)
-        return Response(
-            s.JobSerializer(job).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": location},
-        )
+        return job_accepted(job, request)
 
 
 class ProductExportView(TenantAPIView):
@@ -137,14 +132,3 @@ class ProductExportView(TenantAPIView):
         response["Content-Disposition"] = f'attachment; filename="products-{stamp}.csv"'
         response["Cache-Control"] = "no-store"
         return response
-
-
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
-    """Background jobs of the caller's tenant (bulk imports), newest first."""
-
-    model = Job
-    serializer_class = s.JobSerializer
-    required_permissions = {"list": Perm.CATALOG_READ, "retrieve": Perm.CATALOG_READ}
-
-    def scope_queryset(self, queryset):
-        return queryset.order_by("-created_at")

@@ -21,7 +21,7 @@ from catalog.inputs import (  # noqa: F401  (the API's input shapes)
     ProductInputSerializer,
     TextField,
 )
-from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Job, Product
+from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Product
 
 
 class SparseFieldsMixin:
@@ -102,41 +102,6 @@ class ProductDetailSerializer(ProductSerializer):
 PRODUCT_FIELDS = tuple(ProductSerializer.Meta.fields)
 PRODUCT_DETAIL_FIELDS = tuple(ProductDetailSerializer.Meta.fields)
 CATEGORY_FIELDS = tuple(CategorySerializer.Meta.fields)
-
-
-class JobErrorSerializer(serializers.Serializer):
-    row = serializers.IntegerField(read_only=True, help_text="The data row, from 1 (no header).")
-    field = serializers.CharField(read_only=True, help_text="The field, when the error is one's.")
-    message = serializers.CharField(read_only=True)
-
-
-class JobSerializer(serializers.ModelSerializer):
-    errors = JobErrorSerializer(many=True, read_only=True)
-    errors_omitted = serializers.IntegerField(
-        read_only=True, help_text="Errors beyond those listed (the list keeps the first 1,000)."
-    )
-    detail = serializers.CharField(
-        read_only=True, help_text="Why the job itself failed; empty otherwise."
-    )
-
-    class Meta:
-        model = Job
-        fields = [
-            "id",
-            "kind",
-            "status",
-            "total",
-            "processed",
-            "succeeded",
-            "failed",
-            "errors",
-            "errors_omitted",
-            "detail",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
-        read_only_fields = fields
 
 
 class ProductImportSerializer(serializers.Serializer):

@@ -9,7 +9,6 @@ from catalog.api import bulk, views
 router = SimpleRouter(use_regex_path=False)
 router.register("products", views.ProductViewSet, basename="product")
 router.register("categories", views.CategoryViewSet, basename="category")
-router.register("jobs", bulk.JobViewSet, basename="job")
 
 urlpatterns = [
     *router.urls,

@@ -20,7 +20,6 @@ from django.db.models import F, Q
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
-from catalog import jobs
 from catalog import validators as v
 from catalog.cache import catalog_changed
 from catalog.imports.files import (
@@ -38,11 +37,13 @@ from catalog.imports.files import (
     restored,
 )
 from catalog.inputs import ProductInputSerializer, TextField
-from catalog.models import Category, Job, JobFile, Product
+from catalog.models import Category, Product
 from catalog.selectors import product_total
 from catalog.services import default_currency, tenant_settings
 from catalog.topics import CatalogTopic
+from kernel import jobs
 from kernel.context import require_tenant_id
+from kernel.models import Job, JobFile
 from kernel.problems import Problem, ProblemType, validation_errors
 from kernel.quotas import Resource, enforce_quota
 

@@ -346,8 +346,7 @@ SPECTACULAR_SETTINGS = {
         "TenantStatusEnum": "kernel.tenancy.models.Tenant.Status",
         "InvitationStatusEnum": "kernel.tenancy.models.Invitation.Status",
         "WebhookDeliveryStatusEnum": "webhooks.models.WebhookDelivery.Status",
-        "JobStatusEnum": "catalog.models.Job.Status",
-        "JobKindEnum": "catalog.models.Job.Kind",
+        "JobStatusEnum": "kernel.models.Job.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -13,9 +13,10 @@ from rest_framework.test import APIClient
 
 from catalog import imports
 from catalog.imports import worker as import_worker
-from catalog.models import Job, JobFile, Product
+from catalog.models import Product
 from catalog.tasks import catalog_import_task
 from kernel.context import tenant_context
+from kernel.models import Job, JobFile
 from kernel.tenancy.models import Plan
 from tests.catalog_helpers import (
     PRODUCTS,
@@ -512,11 +513,16 @@ def test_jobs_are_listed_newest_first_with_cursor_pages(tenant, editor, run_impo
     assert second["next"] is None
 
 
-def test_jobs_need_catalog_read(tenant):
-    assert viewer_client(tenant).get(JOBS).status_code == 200
+def test_import_jobs_need_catalog_read(tenant, editor, run_import):
+    job = run_import(editor, csv_file("sku,name,price\nJR-1,A,1\n"))
+    viewer = viewer_client(tenant)
+    assert [row["id"] for row in viewer.get(JOBS).json()["results"]] == [job["id"]]
+    assert viewer.get(f"{JOBS}{job['id']}/").status_code == 200
 
+    # Without catalog.read the import's job, which lists the file's rows, is not there at all.
     outsider = client_without_catalog_read(tenant)
-    assert_problem(outsider.get(JOBS), 403, "permission-denied")
+    assert outsider.get(JOBS).json()["results"] == []
+    assert_problem(outsider.get(f"{JOBS}{job['id']}/"), 404, "not-found")
     assert_problem(APIClient().get(JOBS), 401, "not-authenticated")
 
 
