@@ -24,7 +24,9 @@ retention, kernel/retention.py) and purge a deleted tenant's (migrations tenants
 
 Each tenant's log is also a hash chain (kernel/audit_chain.py): `record()` links every event to
 the one before under a per-tenant lock, and `prune()` anchors the chain before deleting, so that
-a tenant can prove its log intact with nothing but an export of it.
+a tenant can prove its log intact with nothing but an export of it. A tenant whose webhook
+endpoints take `audit.event` also gets each event published as it is recorded (the chain's
+`append()`), so that a copy leaves us as it is written.
 
 Changes to what belongs to no tenant (plans, users) go to the platform's log instead, through
 `record_platform()`, on the same terms: same transaction, actor from context, secrets redacted,
@@ -51,7 +53,9 @@ from django.utils import timezone
 from kernel import audit_chain, retention
 from kernel.clientip import client_ip
 from kernel.context import current_scope, operator_scope, tenant_context
+from kernel.events import topics
 from kernel.logging import is_secret_key, mask_secrets
+from kernel.permissions import Perm
 from kernel.retention import AUDIT
 from kernel.tenancy.models import AuditEvent, PlatformAuditEvent
 from kernel.tracing import ContextPropagator, get_request_id, register_propagator
@@ -147,9 +151,15 @@ def request_context(request) -> Iterator[AuditContext]:
 def _valid_ip(address: str) -> str | None:
     # The column is an inet: a socket that gives no address (or not one) must not fail a write.
     try:
-        return str(ipaddress.ip_address(address))
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    # An IPv4 client seen through an IPv6 socket (`::ffff:1.2.3.4`) is that IPv4 client; and
+    # Python and PostgreSQL spell the mapped form differently (`::ffff:102:304`), which would
+    # make the hash computed here differ from the one computed over what is read back.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 def set_request_actor(actor: Actor) -> None:
@@ -501,5 +511,7 @@ def _restore(captured: Mapping[str, Any]) -> Iterator[None]:
 
 
 def register() -> None:
-    """A task records its events as the request that sent it (called from TenantsConfig)."""
+    """A task records its events as the request that sent it; the log's stream is a topic that
+    needs `audit.read`, for webhooks only (called from KernelConfig)."""
     register_propagator(ContextPropagator(name="audit", capture=_capture, restore=_restore))
+    topics.register(audit_chain.AuditTopic, read_permission=Perm.AUDIT_READ, notified=False)

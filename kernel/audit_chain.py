@@ -26,6 +26,14 @@ like every such table. Writers of different tenants never wait for each other.
 just after the head's (by a microsecond): the order in which events join the chain (commit
 order) is then also `(created_at, id)`, the order verification and the export walk in, whatever
 the clocks of the writers.
+
+**Streamed as it is written.** While some webhook endpoint of the tenant takes the topic
+`audit.event` (`set_streamed()`, called by the webhooks app under the same lock), `append()`
+also publishes every event as a domain event of that topic, in the event's transaction (the
+outbox: sent once it commits, never lost), its data exactly the event's export line
+(`export_line()`). A receiver can therefore check the chain from the deliveries alone. Whether
+to publish is a column of the head row that `append()` reads anyway: a tenant that streams
+nothing pays no query for it. docs/audit.md, "Streaming to a SIEM".
 """
 
 import csv
@@ -34,8 +42,9 @@ import hashlib
 import io
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -45,6 +54,7 @@ from django.db.models import Q, QuerySet
 from prometheus_client import Counter
 
 from kernel.context import require_tenant_id, tenant_context
+from kernel.events import publish
 from kernel.streaming import TenantStream, flushed
 from kernel.tenancy.models import AuditChainHead, AuditEvent
 
@@ -76,6 +86,14 @@ _ROW_FIELDS = (*CANONICAL_FIELDS, "prev_hash", "hash")
 # The verification job walks each chain whole at least this often (verify_recent).
 FULL_WALK_SECONDS = 24 * 60 * 60
 _TICK = datetime.timedelta(microseconds=1)
+
+
+class AuditTopic(StrEnum):
+    """The domain event every appended event of a streamed tenant is published as (registered
+    from KernelConfig.ready(), readable with `audit.read`, never a notification)."""
+
+    EVENT = "audit.event"
+
 
 BREAKS = Counter(
     "audit_chain_breaks",
@@ -120,6 +138,12 @@ def event_hash(values: Mapping[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical(values) + prev_hash.encode("ascii")).hexdigest()
 
 
+def export_line(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as the export writes it, and as `audit.event` carries it: its canonical fields
+    and its two hashes."""
+    return {**event_values(row), "prev_hash": row["prev_hash"], "hash": row["hash"]}
+
+
 # --- appending ---------------------------------------------------------------------------------
 
 
@@ -148,11 +172,36 @@ def append(event: AuditEvent) -> AuditEvent:
     event.save()
     head.hash, head.event_id, head.event_created_at = event.hash, event.pk, event.created_at
     head.save(update_fields=["hash", "event_id", "event_created_at", "updated_at"])
+    if head.streamed:
+        _publish(event)
     return event
 
 
 def _fields_of(event: AuditEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in CANONICAL_FIELDS}
+
+
+def _publish(event: AuditEvent) -> None:
+    # The values the hash was computed from, as they are in memory: the very bytes the export
+    # reads back. No actor: the event names its own, and publishing records nothing in the log.
+    line = export_line({**_fields_of(event), "prev_hash": event.prev_hash, "hash": event.hash})
+    publish(topic=AuditTopic.EVENT, data=line, tenant_id=event.tenant_id)
+
+
+def set_streamed(*, tenant_id: uuid.UUID, wanted: Callable[[], bool]) -> bool:
+    """Turn the tenant's stream on or off, as `wanted()` says, and return what it says.
+
+    `wanted()` is asked once the chain head is locked: two writers of subscriptions (webhook
+    endpoints) take turns, and each decides on what the one before committed. Appenders wait on
+    the same lock, so an event appended after the change commits sees it. In the caller's
+    transaction and scope.
+    """
+    head = locked_head(tenant_id)
+    streamed = bool(wanted())
+    if head.streamed != streamed:
+        head.streamed = streamed
+        head.save(update_fields=["streamed", "updated_at"])
+    return streamed
 
 
 # --- verifying ---------------------------------------------------------------------------------
@@ -370,12 +419,7 @@ def _chunks(
         if until is not None:
             events = events.filter(created_at__lt=until)
         for row in events.values_list(*_ROW_FIELDS).iterator(chunk_size=chunk_size):
-            values = dict(zip(_ROW_FIELDS, row, strict=True))
-            line = {
-                **event_values(values),
-                "prev_hash": values["prev_hash"],
-                "hash": values["hash"],
-            }
+            line = export_line(dict(zip(_ROW_FIELDS, row, strict=True)))
             if fmt == "csv":
                 writer.writerow(_csv_cells(line))
             else:

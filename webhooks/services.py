@@ -6,6 +6,9 @@
 - The fan-out turns a domain event into one delivery row per matching endpoint and queues a
   task for each after commit. It is idempotent: (tenant, endpoint, event) is unique, and running
   it again for the same event (a retried task) creates nothing new.
+- The tenant's audit log is streamed (`audit.event`, kernel/audit_chain.py) while some active
+  endpoint takes that topic: every write that could change that is followed, in its
+  transaction, by `_stream_audit_log_if_wanted()`.
 - Redelivery puts a finished delivery (succeeded or dead) back in the queue with its attempts
   reset, under the same `webhook-id`; also one whose task is evidently lost (overdue by
   OVERDUE_AFTER: the broker was down when it was queued, or a process died between its commit
@@ -21,7 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from kernel import audit, outbound
+from kernel import audit, audit_chain, outbound
 from kernel.events import Event
 from kernel.problems import InvalidInput, Problem, ProblemType
 from webhooks import breaker, selectors, signing
@@ -47,6 +50,9 @@ def webhook_endpoint_create(
         is_active=is_active,
         secret=signing.secret_generate(),
     )
+    # Before the event of its creation: a stream's first delivery is the subscription itself.
+    if _takes_audit_log(endpoint):
+        _stream_audit_log_if_wanted(endpoint)
     _audit(WebhooksAction.WEBHOOK_CREATED, endpoint, audit.created(_audited(endpoint)))
     return endpoint
 
@@ -66,9 +72,12 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> Web
         changes.get("is_active") is True and not endpoint.is_active
     )
     before = _audited(endpoint)
+    took_audit_log = _takes_audit_log(endpoint)
     for name, value in changes.items():
         setattr(endpoint, name, value)
     endpoint.save(update_fields=[*changes, "updated_at"])
+    if took_audit_log or _takes_audit_log(endpoint):
+        _stream_audit_log_if_wanted(endpoint)
     _audit(WebhooksAction.WEBHOOK_UPDATED, endpoint, audit.diff(before, _audited(endpoint)))
     if fresh_start:
         breaker.reset(endpoint.pk)
@@ -80,7 +89,31 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> Web
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     # Its deliveries go with it; a task already queued for one finds nothing and stops.
     _audit(WebhooksAction.WEBHOOK_DELETED, endpoint, audit.deleted(_audited(endpoint)))
+    took_audit_log = _takes_audit_log(endpoint)
     endpoint.delete()
+    if took_audit_log:
+        _stream_audit_log_if_wanted(endpoint)
+
+
+def _takes_audit_log(endpoint: WebhookEndpoint) -> bool:
+    return endpoint.is_active and selectors.topic_matches(
+        endpoint.topics, audit_chain.AuditTopic.EVENT
+    )
+
+
+def _stream_audit_log_if_wanted(endpoint: WebhookEndpoint) -> None:
+    """Stream the tenant's audit log while one of its active endpoints takes `audit.event`.
+
+    The endpoints are read once the chain head is locked (`set_streamed`): of two changes at
+    once, the second decides on what the first committed. An endpoint that neither took the
+    topic nor takes it now changes nothing, and is not asked about.
+    """
+    audit_chain.set_streamed(
+        tenant_id=endpoint.tenant_id,
+        wanted=lambda: bool(
+            selectors.webhook_endpoints_for_topic(topic=audit_chain.AuditTopic.EVENT)
+        ),
+    )
 
 
 def _audited(endpoint: WebhookEndpoint) -> dict[str, Any]:

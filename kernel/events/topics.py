@@ -10,6 +10,9 @@ known when it matches at least one registered topic.
 A topic may need a permission to be read (`catalog.*` needs `catalog.read`): an event carries
 the data of its domain, so whoever receives it, as a notification, through a webhook they set up,
 or in a delivery listing, must be allowed to read that domain's data through the API too.
+
+A topic may be for machines only (`audit.event`, the audit log's stream: one per change, of
+every change): it is sent to webhooks and never made a notification.
 """
 
 import fnmatch
@@ -25,16 +28,28 @@ MAX_TOPICS = 50
 _topics: set[str] = set()
 # The permission each topic needs to be read, if any.
 _read_permissions: dict[str, str] = {}
+# The topics no notification is made of.
+_not_notified: set[str] = set()
 
 
-def register(topics: type[StrEnum], *, read_permission: str | None = None) -> None:
-    """Make every member of `topics` a known topic, readable by holders of `read_permission`."""
+def register(
+    topics: type[StrEnum], *, read_permission: str | None = None, notified: bool = True
+) -> None:
+    """Make every member of `topics` a known topic, readable by holders of `read_permission`,
+    and made a notification for people unless `notified` is false."""
     for topic in topics:
         if not TOPIC_PATTERN.fullmatch(topic) or "*" in topic:
             raise ValueError(f"{topic!r} is not a topic: dotted lower-case words.")
         _topics.add(str(topic))
         if read_permission is not None:
             _read_permissions[str(topic)] = read_permission
+        if not notified:
+            _not_notified.add(str(topic))
+
+
+def notified(topic: str) -> bool:
+    """Whether events of `topic` become notifications (the webhooks take every topic)."""
+    return topic not in _not_notified
 
 
 def readable(topic: str, permissions: Collection[str]) -> bool:

@@ -482,6 +482,12 @@ class AuditChainHead(TenantOwnedModel):
     anchor_hash = models.CharField(max_length=64)
     anchor_event_id = models.UUIDField(null=True, blank=True)
     anchor_created_at = models.DateTimeField(null=True, blank=True)
+    # Whether each event appended is also published as an `audit.event` domain event (docs/
+    # audit.md, "Streaming to a SIEM"): on while some webhook endpoint of the tenant takes that
+    # topic. Kept here because every append reads this row under its lock anyway: a tenant that
+    # streams nothing pays no query for the check, and a change of subscription takes the same
+    # lock, so no event appended after it commits is missed.
+    streamed = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantScopedManager()

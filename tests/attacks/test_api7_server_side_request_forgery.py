@@ -84,8 +84,9 @@ def test_a_put_cannot_point_an_endpoint_inward(own, url):
 
 @pytest.mark.parametrize("url", REPRESENTATIVE)
 def test_an_api_key_cannot_create_an_inward_endpoint(own, url):
-    # The key may read what its endpoints would send (catalog events): only the URL is wrong.
-    permissions = [Perm.WEBHOOKS_MANAGE, Perm.CATALOG_READ]
+    # The key may read what its endpoints would send (catalog events, the audit log): only the
+    # URL is wrong.
+    permissions = [Perm.WEBHOOKS_MANAGE, Perm.CATALOG_READ, Perm.AUDIT_READ]
     key = own.client.post(
         f"{API}/api-keys/", {"name": "ci", "permissions": permissions}, format="json"
     ).json()["key"]

@@ -135,6 +135,23 @@ def test_writes_through_the_api_form_one_chain_that_verifies(tenant, owner_clien
     assert response.json() == {"valid": True, "events": 4, "head": oldest_first[-1]["hash"]}
 
 
+def test_an_ipv4_client_seen_through_an_ipv6_socket_is_recorded_as_ipv4_and_verifies(
+    tenant, owner_client
+):
+    # Python spells the mapped form ::ffff:102:304, PostgreSQL ::ffff:1.2.3.4: were it stored
+    # as such, the hash computed at write time would not be the one computed over the row.
+    response = owner_client.post(
+        ROLES,
+        {"name": "mapped", "permissions": ["catalog.read"]},
+        format="json",
+        REMOTE_ADDR="::ffff:1.2.3.4",
+    )
+    assert response.status_code == 201, response.content
+
+    assert chain_of(tenant)[-1].ip == "1.2.3.4"
+    assert owner_client.get(VERIFY).json()["valid"] is True
+
+
 def test_each_hash_covers_the_events_canonical_json_and_the_previous_hash(tenant):
     event = add_event(tenant, price=["1.00", "2.50"], name=["Crème", "Brûlée"])
     stored = chain_of(tenant)[-1]

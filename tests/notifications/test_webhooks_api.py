@@ -144,8 +144,13 @@ def test_every_route_needs_webhooks_manage(tenant, endpoint, method, kind, role)
 
 
 def test_a_role_with_webhooks_manage_may_manage_them_for_what_it_may_read(tenant):
-    # webhooks.manage, and catalog.read for the catalog's events the endpoint sends out
-    make_role(tenant, name="integrations", permissions=[Perm.WEBHOOKS_MANAGE, Perm.CATALOG_READ])
+    # webhooks.manage, and catalog.read and audit.read for the catalog's events and the audit
+    # log's (`audit.event`) that `*` sends out
+    make_role(
+        tenant,
+        name="integrations",
+        permissions=[Perm.WEBHOOKS_MANAGE, Perm.CATALOG_READ, Perm.AUDIT_READ],
+    )
     client = client_for(member_with_role(tenant, "integrations"), tenant)
 
     created = client.post(WEBHOOKS, {"url": PUBLIC_URL, "topics": ["*"]})
