@@ -15,7 +15,7 @@ RUN uv pip install --system --no-cache --require-hashes -r requirements/base.txt
 COPY . .
 # The static files collected into the image, for a proxy in front of it to serve (or SERVE_STATIC).
 RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost python manage.py collectstatic --no-input -v 0
-RUN useradd --system --uid 10001 --home /app app && mkdir -p /app/var && chown app /app/var
+RUN useradd --system --uid 10001 --home /app app && mkdir -p /app/var/exports && chown app /app/var /app/var/exports
 USER app
 
 EXPOSE 8000

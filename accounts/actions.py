@@ -13,6 +13,10 @@ class AccountsAction(StrEnum):
     USER_DEACTIVATED = "accounts.user.deactivated"
     USER_REACTIVATED = "accounts.user.reactivated"
     USER_DELETED = "accounts.user.deleted"
+    # The person asked for their erasure, or an operator did: deactivated at once...
+    USER_ERASURE_REQUESTED = "accounts.user.erasure_requested"
+    # ...and erased by the job (accounts/erasure.py).
+    USER_ERASED = "accounts.user.erased"
     USER_LOGGED_OUT = "accounts.user.logged_out"
     USER_PASSWORD_CHANGED = "accounts.user.password_changed"  # noqa: S105  (an action, not a secret)
     USER_PASSWORD_RESET = "accounts.user.password_reset"  # noqa: S105  (an action, not a secret)

@@ -47,6 +47,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     # Staff are our operators: they use the Django admin, never the tenant API.
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Erasure (accounts/erasure.py): asked for (the account is deactivated at once), then done
+    # (the email and name replaced by the person's pseudonym). Never undone.
+    erasure_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    erased_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = UserManager()
 

@@ -1,4 +1,7 @@
-"""The export of a tenant's products as CSV, streamed: the columns of the import, so that an
+"""The catalog's exports: its products as CSV, streamed, and its resources in the tenant's
+archive (kernel/exports/: `product_rows`, `category_rows`, NDJSON as the API shows them).
+
+The CSV export: the columns of the import, so that an
 export imports back unchanged. A cell a spreadsheet would run as a formula is exported inert
 (catalog/imports/files.py, `neutralized`).
 
@@ -22,6 +25,7 @@ from django.db import transaction
 from catalog import selectors
 from catalog.imports import COLUMNS, TAG_SEPARATOR
 from catalog.imports.files import neutralized
+from catalog.models import PRODUCT_WRITABLE_FIELDS, Category, Product
 from catalog.selectors import ProductFilters
 from kernel.streaming import TenantStream, flushed
 
@@ -67,3 +71,29 @@ def _cells(row: tuple) -> list[str]:
         json.dumps(attributes, ensure_ascii=False, separators=(",", ":")) if attributes else "",
     ]
     return [neutralized(cell) for cell in cells]
+
+
+# --- the tenant's archive (kernel/exports/) ----------------------------------------------------
+
+_PRODUCT_FIELDS = (
+    "id",
+    *("category_id" if name == "category" else name for name in PRODUCT_WRITABLE_FIELDS),
+    "version",
+    "created_at",
+    "updated_at",
+)
+
+
+def product_rows() -> Iterator[dict]:
+    """The tenant in context's products as the API shows them (`category` an id), by SKU."""
+    rows = Product.objects.order_by("sku").values(*_PRODUCT_FIELDS).iterator(chunk_size=2000)
+    for row in rows:
+        row["category"] = row.pop("category_id")
+        yield row
+
+
+def category_rows() -> Iterator[dict]:
+    fields = ("id", "name", "slug", "parent_id", "created_at", "updated_at")
+    for row in Category.objects.order_by("slug").values(*fields).iterator(chunk_size=2000):
+        row["parent"] = row.pop("parent_id")
+        yield row

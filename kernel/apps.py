@@ -16,13 +16,26 @@ class KernelConfig(AppConfig):
         connection_created.connect(install_slow_query_log, dispatch_uid="kernel.slow_query_log")
         require_strings_in_string_fields()
         # Imported here: an app's module is loaded before the models these modules use.
-        from kernel import audit, propagation
+        from kernel import audit, erasure, jobs, propagation
+        from kernel.exports import registry, resources
+        from kernel.exports.services import PERSONAL_EXPORT, TENANT_EXPORT, ExportAction
         from kernel.tenants import TenancyAction
 
         # What travels with a task message besides the request id: the tenant, the audit actor.
         propagation.register()
         audit.register()
         audit.register_actions(TenancyAction)
+        audit.register_actions(ExportAction)
+        audit.register_actions(erasure.ErasureAction)
+        erasure.register(erasure.erase_kernel_data)
+        jobs.register_kind(TENANT_EXPORT)
+        jobs.register_kind(PERSONAL_EXPORT)
+        registry.register_tenant_resource("members", resources.member_rows)
+        registry.register_tenant_resource("roles", resources.role_rows)
+        registry.register_tenant_resource("invitations", resources.invitation_rows)
+        registry.register_tenant_resource("audit_events", resources.audit_event_rows)
+        registry.register_personal_resource("memberships", resources.personal_membership_rows)
+        registry.register_personal_resource("audit_events", resources.personal_audit_event_rows)
 
 
 def require_strings_in_string_fields() -> None:

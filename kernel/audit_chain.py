@@ -110,7 +110,7 @@ def format_time(value: datetime.datetime) -> str:
     return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _plain(name: str, value: Any) -> Any:
+def plain_value(name: str, value: Any) -> Any:
     if value is None:
         return None
     if name == "created_at":
@@ -125,7 +125,7 @@ def _plain(name: str, value: Any) -> Any:
 def event_values(row: Mapping[str, Any]) -> dict[str, Any]:
     """The canonical fields of an event (a mapping of field names, `tenant_id` included), as
     JSON values."""
-    return {name: _plain(name, row[name]) for name in CANONICAL_FIELDS}
+    return {name: plain_value(name, row[name]) for name in CANONICAL_FIELDS}
 
 
 def canonical(values: Mapping[str, Any]) -> bytes:
@@ -383,6 +383,82 @@ def anchor_before(*, tenant_id: uuid.UUID, cutoff: datetime.datetime) -> ChainPo
     head.anchor_hash = point.hash
     head.save(update_fields=["anchor_event_id", "anchor_created_at", "anchor_hash", "updated_at"])
     return point
+
+
+# --- re-chaining (erasure) ---------------------------------------------------------------------
+
+
+class ChainBroken(Exception):
+    """The chain does not verify where a rewrite would re-chain it: refused, since re-chaining
+    would hide the break. Carries the first broken event's id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rechained:
+    first_event_id: uuid.UUID
+    events: int  # re-chained: changed, or re-hashed only because an earlier one changed
+    changed: int
+    old_head: str
+    new_head: str
+
+
+# What a rewrite may set of an event (what the erasure functions write, migration 0014).
+REWRITABLE = ("actor_id", "actor_label", "target_id", "changes", "ip", "user_agent")
+REWRITE_BATCH = 500
+
+
+def rewrite(
+    *,
+    tenant_id: uuid.UUID,
+    change: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
+    write: Callable[[list[dict[str, Any]]], None],
+    chunk_size: int = CHUNK_SIZE,
+) -> Rechained | None:
+    """Change events of a tenant's log and re-chain it from the first one changed.
+
+    Under the head's lock, in the caller's transaction (the operator scope): the chain is walked
+    from its anchor and verified as it goes; `change(row)` gets each event's fields and returns
+    the new values of some of `REWRITABLE` (or None: unchanged). From the first event changed
+    on, every event gets a new `prev_hash` and `hash`; `write(rows)` stores them in batches.
+    Raises ChainBroken, writing nothing, if the chain does not verify: re-chaining a broken
+    chain would launder whatever broke it. Returns None when nothing changed.
+    """
+    head = locked_head(tenant_id)
+    anchor = anchor_of(head)
+    old = new = anchor.hash if anchor else GENESIS
+    first: uuid.UUID | None = None
+    events = changed = 0
+    batch: list[dict[str, Any]] = []
+    rows = chain_events(tenant_id, after=anchor).values_list(*_ROW_FIELDS)
+    for row in rows.iterator(chunk_size=chunk_size):
+        values = dict(zip(_ROW_FIELDS, row, strict=True))
+        if values["prev_hash"] != old or event_hash(event_values(values), old) != values["hash"]:
+            raise ChainBroken(values["id"])
+        old = values["hash"]
+        updates = change(values)
+        if updates:
+            changed += 1
+            first = first or values["id"]
+        if first is None:
+            new = old
+            continue
+        values.update(updates or {})
+        prev, new = new, event_hash(event_values(values), new)
+        events += 1
+        batch.append({**event_values(values), "prev_hash": prev, "hash": new})
+        if len(batch) >= REWRITE_BATCH:
+            write(batch)
+            batch = []
+    if head.event_id is not None and head.hash != old:
+        raise ChainBroken(head.event_id)
+    if first is None:
+        return None
+    if batch:
+        write(batch)
+    old_head = head.hash
+    head.hash = new
+    head.save(update_fields=["hash", "updated_at"])
+    return Rechained(first, events, changed, old_head, new)
 
 
 # --- exporting ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from kernel.problems import Problem, ProblemType
 
 class Perm(StrEnum):
     TENANT_MANAGE = "tenant.manage"
+    TENANT_EXPORT = "tenant.export"
     MEMBERS_READ = "members.read"
     MEMBERS_MANAGE = "members.manage"
     ROLES_MANAGE = "roles.manage"
@@ -25,6 +26,7 @@ class Perm(StrEnum):
 
 PERMISSION_DESCRIPTIONS: dict[Perm, str] = {
     Perm.TENANT_MANAGE: "Change the tenant's settings.",
+    Perm.TENANT_EXPORT: "Export all of the tenant's data as an archive.",
     Perm.MEMBERS_READ: "See the tenant's members and invitations.",
     Perm.MEMBERS_MANAGE: "Invite, change and remove members.",
     Perm.ROLES_MANAGE: "Define the tenant's own roles.",

@@ -117,6 +117,12 @@ class ProblemType(Enum):
         409,
         "A request with this Idempotency-Key is still being processed; retry later.",
     )
+    EXPORT_EXPIRED = (
+        "export-expired",
+        "Export expired",
+        410,
+        "This export's link has expired and its archive is deleted; ask for a new export.",
+    )
     PRECONDITION_FAILED = (
         "precondition-failed",
         "Precondition failed",

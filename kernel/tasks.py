@@ -15,6 +15,8 @@ from django.db import transaction
 from kernel import audit, audit_chain
 from kernel.context import operator_scope
 from kernel.events.outbox import event_dispatch_task, outbox_relay_task
+from kernel.exports import services as exports
+from kernel.exports.services import data_export_task
 from kernel.tenancy.models import Tenant
 
 # Defined beside the outbox they work on; named here so that the worker's autodiscovery of
@@ -22,7 +24,9 @@ from kernel.tenancy.models import Tenant
 __all__ = [
     "audit_chain_verify_task",
     "audit_prune_task",
+    "data_export_task",
     "event_dispatch_task",
+    "export_archives_delete_task",
     "outbox_relay_task",
     "tenant_purge_task",
 ]
@@ -44,6 +48,9 @@ def tenant_purge(*, tenant_id: uuid.UUID | str) -> bool:
         # The audit log refuses deletes but this one (kernel/audit.py); the cascade then finds
         # nothing left in it.
         audit.purge_tenant_events(tenant_id=tenant.pk)
+        # Its export archives are outside the database: deleted first, by the jobs that name
+        # them (a storage error leaves the tenant for the task's retry, nothing half gone).
+        exports.tenant_archives_delete(tenant_id=tenant.pk)
         tenant.delete()
     return True
 
@@ -80,3 +87,9 @@ def audit_chain_verify_task() -> int:
     walk of the whole chain, nothing more.
     """
     return audit_chain.verify_recent(cache=caches["platform"])
+
+
+@shared_task(name="kernel.tasks.export_archives_delete_task")
+def export_archives_delete_task() -> int:
+    """Delete the export archives whose link has expired (beat, hourly)."""
+    return exports.archives_delete_expired()

@@ -16,6 +16,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.servers",
     "tests.fixtures.celery_worker",
     "tests.fixtures.browser",
+    "tests.fixtures.s3_server",
 ]
 
 

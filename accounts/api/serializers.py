@@ -206,6 +206,22 @@ class MeSerializer(serializers.Serializer):
     tenants = TenantSummarySerializer(many=True)
 
 
+class AccountErasureSerializer(serializers.Serializer):
+    password = serializers.CharField(
+        max_length=128, write_only=True, help_text="The person's current password."
+    )
+
+    def validate_password(self, value):
+        if not self.context["user"].check_password(value):
+            raise serializers.ValidationError("The password is wrong.")
+        return value
+
+
+class AccountErasureAcceptedSerializer(serializers.Serializer):
+    status = serializers.CharField(read_only=True, help_text="`erasing`.")
+    detail = serializers.CharField(read_only=True)
+
+
 class PasswordChangeSerializer(serializers.Serializer):
     current_password = serializers.CharField(max_length=128, write_only=True)
     new_password = NewPasswordField()

@@ -22,7 +22,7 @@ from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from accounts import services
+from accounts import erasure, services
 from accounts.api import serializers as s
 from accounts.sessions import SESSION_CLAIM, TENANT_CLAIM
 from kernel import ratelimit
@@ -170,10 +170,16 @@ class LogoutView(PublicAPIView):
 
 
 class MeView(TenantAPIView):
-    """The person signed in. An API key gets a 403: it is nobody's account."""
+    """The person signed in (GET), or their account erased (DELETE, with their password: GDPR
+    article 17, accounts/erasure.py). An API key gets a 403: it is nobody's account.
+
+    Erasure deactivates the account at once (every token refused from the next request) and
+    erases it in a job: 202. The password is a password check like a sign-in's, counted in the
+    same failure windows. The last owner of a tenant is refused (409) until the tenant has
+    another owner or is deleted."""
 
     permission_classes = [*TenantAPIView.permission_classes, IsPerson]
-    required_permissions = {"get": None}
+    required_permissions = {"get": None, "delete": None}
     # Who they are and what they may do, even while held to setting up a second factor.
     allowed_before_second_factor = True
 
@@ -192,6 +198,29 @@ class MeView(TenantAPIView):
             ],
         }
         return Response(s.MeSerializer(body).data)
+
+    @extend_schema(
+        request=s.AccountErasureSerializer,
+        responses={202: s.AccountErasureAcceptedSerializer},
+        auth=[{"bearerAuth": []}],
+    )
+    def delete(self, request, version):
+        user = User.objects.get(pk=request.user.pk)
+        ratelimit.limit_public_request(
+            request, scope=ratelimit.PublicScope.SIGN_IN, account=user.email
+        )
+        serializer = s.AccountErasureSerializer(data=request.data, context={"user": user})
+        if not serializer.is_valid():
+            if "password" in serializer.errors:
+                ratelimit.sign_in_failed(request, account=user.email)
+            raise exceptions.ValidationError(serializer.errors)
+        ratelimit.sign_in_succeeded(request, account=user.email)
+        erasure.erasure_request(user=user)
+        body = {
+            "status": "erasing",
+            "detail": "Your account is deactivated; its data is being erased.",
+        }
+        return Response(s.AccountErasureAcceptedSerializer(body).data, status=202)
 
 
 class PasswordChangeView(TenantAPIView):

@@ -283,6 +283,16 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "notifications.tasks.notifications_prune_task",
         "schedule": timedelta(hours=1),
     },
+    # Erasures asked for and not done yet (their job lost with a broker): queued again.
+    "user-erasure-sweep": {
+        "task": "accounts.tasks.user_erasure_sweep_task",
+        "schedule": timedelta(minutes=15),
+    },
+    # Export archives whose link has expired (kernel/exports/services.py).
+    "exports-delete-expired": {
+        "task": "kernel.tasks.export_archives_delete_task",
+        "schedule": timedelta(hours=1),
+    },
     # Each tenant's audit hash chain, from where the last run left it (kernel/audit_chain.py).
     "audit-chain-verify": {
         "task": "tenants.tasks.audit_chain_verify_task",
@@ -647,6 +657,52 @@ ASGI_SERVE_HTTP = env.bool("ASGI_SERVE_HTTP", default=True)
 # socket has authenticated (the client's first messages are small: an `auth` with a token).
 WEBSOCKET_MAX_MESSAGE_BYTES = env.int("WEBSOCKET_MAX_MESSAGE_BYTES", default=65_536)
 WEBSOCKET_UNAUTHENTICATED_MAX_BYTES = env.int("WEBSOCKET_UNAUTHENTICATED_MAX_BYTES", default=4_096)
+
+# --- Data exports (kernel/exports/, docs/data.md) ------------------------------------------------
+# Archives of a tenant's data and of a person's own are written through Django's storage API, to
+# the `exports` storage: the filesystem under EXPORTS_ROOT by default; S3 in production, with
+# EXPORTS_STORAGE_BACKEND=storages.backends.s3.S3Storage, the bucket in EXPORTS_S3_BUCKET and the
+# credentials from boto3's own chain (AWS_ACCESS_KEY_ID…, an instance role). Never served as
+# static or media files: the signed link of a job is the only way to one.
+EXPORTS_STORAGE_BACKEND = env.str(
+    "EXPORTS_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"
+)
+EXPORTS_ROOT = env.str("EXPORTS_ROOT", default=str(VAR_DIR / "exports"))
+# django-storages' S3Storage options (docs/operations.md, "Data exports: storage"). No credential
+# here: boto3 finds them itself, and none is ever a setting.
+EXPORTS_S3_OPTIONS = {
+    "bucket_name": env.str("EXPORTS_S3_BUCKET", default="tenantapi-exports"),
+    "location": env.str("EXPORTS_S3_PREFIX", default="exports"),
+    "endpoint_url": env.str("EXPORTS_S3_ENDPOINT_URL", default="") or None,
+    "region_name": env.str("EXPORTS_S3_REGION", default="") or None,
+    # "path" for MinIO and most S3-compatible servers; empty: boto3 chooses (virtual hosts on AWS).
+    "addressing_style": env.str("EXPORTS_S3_ADDRESSING_STYLE", default="") or None,
+    # No ACL on the PUT: buckets have ACLs disabled by default ("bucket owner enforced") and
+    # refuse a PUT naming one; objects are private to the bucket's account without it.
+    "default_acl": None,
+    # Each name is its job's own; overwriting spares a HEAD before every save, which answers 403
+    # rather than 404 to a role without s3:ListBucket and would fail the export.
+    "file_overwrite": True,
+    # Already gzip: stored as such, without the `Content-Encoding: gzip` guessed from ".tar.gz"
+    # (which would have HTTP clients unpack it).
+    "object_parameters": {"ContentType": "application/gzip"},
+    # url() is never used (the signed link of a job is), and could only give a presigned URL.
+    "querystring_auth": True,
+    # Reading an archive copies the whole object first; past 5 MiB into a temporary file rather
+    # than memory (the default, 0, keeps all of it in memory).
+    "max_memory_size": 5 * 1024 * 1024,
+}
+if EXPORTS_STORAGE_BACKEND == "storages.backends.s3.S3Storage":
+    _EXPORTS_OPTIONS = EXPORTS_S3_OPTIONS
+else:
+    _EXPORTS_OPTIONS = {"location": EXPORTS_ROOT, "file_permissions_mode": 0o600}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "exports": {"BACKEND": EXPORTS_STORAGE_BACKEND, "OPTIONS": _EXPORTS_OPTIONS},
+}
+# How long an export's download link works; its archive is deleted after (beat).
+EXPORT_LINK_TTL_SECONDS = env.int("EXPORT_LINK_TTL_SECONDS", default=24 * 60 * 60)
 
 # Where a password-reset email points: the client application's page, given uid and token.
 PASSWORD_RESET_URL = env.str(

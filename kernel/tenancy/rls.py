@@ -84,14 +84,16 @@ def enable_row_level_security(cursor, table: str) -> None:
     )
 
 
-# The audit log's SECURITY DEFINER functions (migrations tenants/0004 to 0006, 0011): owned by a
-# role of their own, so that row-level security applies inside them (their owner is neither
+# The audit log's SECURITY DEFINER functions (migrations tenants/0004 to 0006, 0011, 0014): owned
+# by a role of their own, so that row-level security applies inside them (their owner is neither
 # superuser nor BYPASSRLS), and executable by the application's role alone.
 AUDIT_FUNCTIONS = (
     "tenants_auditevent_prune(timestamptz)",
     "tenants_platformauditevent_prune(timestamptz)",
     "tenants_auditevent_purge_tenant(uuid)",
     "tenants_auditevent_prune_tenants(uuid[], timestamptz[])",
+    "tenants_auditevent_erase(jsonb)",
+    "tenants_platformauditevent_erase(jsonb)",
 )
 
 
@@ -109,7 +111,8 @@ def secure_audit_functions(cursor) -> None:
         # that may create in their schema. Nobody logs in as this role, and the application's
         # role cannot switch to it.
         "GRANT USAGE, CREATE ON SCHEMA public TO {audit}",
-        "GRANT SELECT, DELETE ON tenants_auditevent, tenants_platformauditevent TO {audit}",
+        # UPDATE for erasure's pseudonymisation alone: the trigger refuses any other.
+        "GRANT SELECT, UPDATE, DELETE ON tenants_auditevent, tenants_platformauditevent TO {audit}",
         # The per-tenant prune reads each tenant's retention, and its plan's.
         "GRANT SELECT ON tenants_tenant, tenants_plan TO {audit}",
     ):

@@ -356,8 +356,9 @@ PUBLIC_ROUTES = {
     f"{API}/docs/",
     f"{API}/redoc/",
 }
-# Single sign-on's start (per tenant slug) and callback: a browser's way, with no credential.
-PUBLIC_PREFIXES = (f"{API}/auth/sso/",)
+# Single sign-on's start (per tenant slug) and callback: a browser's way, with no credential;
+# an export's archive, by its signed link alone.
+PUBLIC_PREFIXES = (f"{API}/auth/sso/", f"{API}/exports/")
 # GraphQL's paths answer another method with 405 before they read any credential.
 GRAPHQL_METHODS = {GRAPHQL: ("get", "post"), f"{GRAPHQL}schema.graphql": ("get",)}
 # What a held person may still reach: their account, and setting up the second factor.

@@ -74,6 +74,9 @@ UNGUARDED = {
     # Jobs: which ones a caller sees is decided by each job's kind (kernel/api/jobs.py).
     ("/api/v1/jobs/", "get"),
     ("/api/v1/jobs/{pk}/", "get"),
+    # A person's own data, to take away or erase: theirs alone, whatever their role.
+    ("/api/v1/auth/me/", "delete"),
+    ("/api/v1/auth/me/export/", "post"),
 }
 
 
@@ -431,6 +434,8 @@ def test_every_other_api_view_is_a_known_public_one():
         "/api/v1/auth/password/reset/",
         "/api/v1/auth/password/reset/confirm/",
         "/api/v1/invitations/accept/",
+        # An export's archive: the signed link is the credential (kernel/exports/services.py).
+        "/api/v1/exports/{token}/",
     }
     assert set(OTHER_API_VIEWS) == public
 
