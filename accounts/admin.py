@@ -6,10 +6,19 @@ platform's audit log, and in the tenants of the person where it concerns them (a
 ends their sessions there at once). API keys are read-only (their
 secret is nowhere to be seen, not even hashed); an operator can revoke them, through the same
 service as the API, which records the revocation with the operator as the actor.
+
+Two actions answer a person's data rights when they write to us rather than use the API: erasing
+them (`accounts.erasure.erasure_request` with the operator named: deactivated at once, erased by
+a job) and exporting their data (`kernel.exports.services.personal_export_start_for`: a job
+whose link the job admin shows). Each asks for confirmation first, like Django's delete, and is
+recorded in the platform's audit log with the operator as the actor. Erasing takes the
+permission to delete users; exporting, the permission to change them (the export holds more
+than the admin shows of a person).
 """
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -17,12 +26,18 @@ from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreation
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from accounts import services
+from accounts.erasure import erasure_request
 from accounts.models import ApiKey
 from accounts.tenant_admin import ReadOnlyAdminMixin
+from kernel.exports.services import personal_export_start_for
+from kernel.problems import Problem
 
 User = get_user_model()
 
@@ -84,6 +99,8 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
 
+    actions = ["erase_people", "export_people_data"]
+
     def save_model(self, request, obj, form, change):
         # Groups and permissions with the user, so that the service records them in the same
         # event; the form's own save of them, in save_related, then finds nothing to change.
@@ -106,6 +123,101 @@ class UserAdmin(DjangoUserAdmin):
         # commit together.
         with transaction.atomic():
             return super().user_change_password(request, id, form_url)
+
+    @admin.action(description="Erase the selected people", permissions=["delete"])
+    def erase_people(self, request, queryset):
+        if not request.POST.get("post"):
+            return self.data_rights_confirmation(
+                request,
+                queryset,
+                action="erase_people",
+                title="Erase the selected people",
+                explanation=(
+                    "Each person is deactivated now: every session, token and socket of theirs "
+                    "ends. A job then erases them: their memberships end, what each feature holds "
+                    "of them is removed, and their account and every audit event naming them "
+                    "keep a pseudonym instead. This cannot be undone."
+                ),
+            )
+        erased = []
+        for user in queryset.order_by("email"):
+            if user.pk == request.user.pk or user.is_staff:
+                refusal = (
+                    "you cannot erase yourself here"
+                    if user.pk == request.user.pk
+                    else "a staff member is not erased here: take away their staff status first"
+                )
+                self.message_user(request, f"{user.email}: {refusal}.", messages.ERROR)
+                continue
+            if user.erasure_requested_at is not None or user.erased_at is not None:
+                self.message_user(
+                    request, f"{user.email}: erasure already asked for.", messages.WARNING
+                )
+                continue
+            try:
+                erasure_request(user=user, operator=request.user)
+            except Problem as refused:
+                self.message_user(request, f"{user.email}: {refused.detail}", messages.ERROR)
+                continue
+            erased.append(user.email)
+        if erased:
+            self.message_user(
+                request,
+                f"Deactivated now, and erased by a job in a moment: {', '.join(erased)}.",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Export the selected people's data", permissions=["change"])
+    def export_people_data(self, request, queryset):
+        if not request.POST.get("post"):
+            return self.data_rights_confirmation(
+                request,
+                queryset,
+                action="export_people_data",
+                title="Export the selected people's data",
+                explanation=(
+                    "A job exports each person's own data from every tenant they belong to, as "
+                    "they would themselves. The job is theirs too, in the tenant they joined "
+                    "first; once it has succeeded, its page here has the archive's download "
+                    "link, valid for a limited time."
+                ),
+            )
+        for user in queryset.order_by("email"):
+            try:
+                job = personal_export_start_for(user=user, operator=request.user)
+            except Problem as refused:
+                self.message_user(request, f"{user.email}: {refused.detail}", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                format_html(
+                    '{}: export started, <a href="{}">job {}</a> (its download link once it '
+                    "has succeeded).",
+                    user.email,
+                    reverse("admin:core_job_change", args=[job.pk]),
+                    job.pk,
+                ),
+                messages.SUCCESS,
+            )
+
+    def data_rights_confirmation(self, request, queryset, *, action, title, explanation):
+        """The page that lists the selected people and asks to confirm, as Django's delete
+        does; its form posts the action again with `post`."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "explanation": explanation,
+            "people": list(queryset.order_by("email")),
+            "action": action,
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/accounts/user/data_rights_confirmation.html", context
+        )
 
 
 admin.site.unregister(Group)

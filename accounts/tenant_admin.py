@@ -6,13 +6,20 @@ rules (grant only what you hold, keep an owner) that live in the services and th
 forms. Operators change tenants (status, plan, name) and plans; each change of a tenant, in the
 form or through an action, goes through a service that records its audit event with the
 operator as the actor; a plan's, which belongs to no tenant, goes to the platform's audit log.
-Both logs are read-only here as everywhere.
+Both logs are read-only here as everywhere. So are the jobs of every tenant: operators follow
+them here, and fetch a succeeded export (one they started for a person from the user admin, say)
+by its signed link.
 """
 
+import datetime
+
 from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.html import format_html
 
 from kernel import tenants as services
+from kernel.exports import services as exports
+from kernel.models import Job
 from kernel.tenancy.models import (
     AuditEvent,
     Invitation,
@@ -220,6 +227,63 @@ class PlatformAuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="actor", ordering="actor_label")
     def actor(self, event: PlatformAuditEvent) -> str:
         return short_with_title(event.actor_label)
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every tenant's jobs, read-only: started by the API (and, for a person's export, by the
+    user admin's action), run by workers, never edited by hand. A succeeded export shows its
+    signed link while its archive is there."""
+
+    list_display = ["kind", "status", "tenant", "created_at", "finished_at"]
+    list_filter = ["kind", "status"]
+    search_fields = ["tenant__slug", "tenant__name"]
+    list_select_related = ["tenant"]
+    show_full_result_count = False
+    fields = [
+        "id",
+        "kind",
+        "status",
+        "tenant",
+        "created_by_user_id",
+        "created_by_api_key_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "total",
+        "processed",
+        "succeeded",
+        "failed",
+        "detail",
+        "errors",
+        "errors_omitted",
+        "result",
+    ]
+    readonly_fields = fields
+
+    # The link is absolute, made from the request the page answers: a column made for each
+    # request rather than a method reading a request kept on this admin, which every thread
+    # shares. (Every view here is read-only, so Django shows every field, this one too, as text.)
+    def get_list_display(self, request):
+        return [*super().get_list_display(request), download_column(request)]
+
+    def get_fields(self, request, obj=None):
+        return [*super().get_fields(request, obj), download_column(request)]
+
+
+def download_column(request):
+    @admin.display(description="download")
+    def download(job: Job) -> str:
+        # The link opens the archive to whoever holds it, without a credential: shown to
+        # operators, who read every tenant's data here anyway.
+        url = exports.download_url(job, request)
+        if url is None:
+            return "—"
+        if datetime.datetime.fromisoformat(job.result["expires_at"]) <= timezone.now():
+            return "expired"
+        return format_html('<a href="{}">archive</a> (until {})', url, job.result["expires_at"])
+
+    return download
 
 
 ACTOR_SHOWN = 40

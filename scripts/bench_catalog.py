@@ -60,10 +60,11 @@ from benchlib import (
     HOST,
     Result,
     add_service_arguments,
+    app_environment,
     child_pids,
+    clean_up,
     cpu_seconds,
     delete_redis_keys,
-    drop_database,
     free_port,
     hold_run_lock,
     load_average,
@@ -74,11 +75,9 @@ from benchlib import (
     run_wrk,
     server_url,
     stop,
-    throwaway_signing_key,
     wait_until_serving,
     wrk_version,
 )
-from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
@@ -947,29 +946,16 @@ def environment_for(
     *, database_url: str, redis_url: str, directory: Path, log_level: str
 ) -> dict[str, str]:
     return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS)]),
-        # config.settings.production plus /bench/bare/ (scripts/bench_settings.py).
-        "DJANGO_SETTINGS_MODULE": "bench_settings",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "OIDC_RSA_PRIVATE_KEY": throwaway_signing_key(),
-        "MFA_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "ALLOWED_HOSTS": f"{HOST},localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        # The broker's keys under the run's prefix too, so that cleaning up finds them.
-        "CELERY_BROKER_TRANSPORT_OPTIONS": (
-            f'{{"visibility_timeout": 3600, "global_keyprefix": "{KEY_PREFIX}:celery:"}}'
+        **app_environment(
+            database_url=database_url,
+            redis_url=redis_url,
+            key_prefix=KEY_PREFIX,
+            # config.settings.production plus /bench/bare/ (scripts/bench_settings.py).
+            settings_module="bench_settings",
+            pythonpath=os.pathsep.join([str(REPO), str(SCRIPTS)]),
         ),
-        "CACHE_KEY_PREFIX": KEY_PREFIX,
-        "CHANNELS_PREFIX": f"{KEY_PREFIX}:asgi",
         "RATELIMIT_ENABLED": "true",
-        "RATELIMIT_KEY_PREFIX": f"{KEY_PREFIX}:rl",
         "PROMETHEUS_MULTIPROC_DIR": str(directory / "prometheus"),
-        # The token must outlive the run (15 minutes by default).
-        "ACCESS_TOKEN_LIFETIME_MINUTES": "240",
         # Logging every request would measure the log handler (docs/serving.md).
         "LOG_LEVEL": log_level,
     }
@@ -1146,14 +1132,7 @@ def main() -> int:
                 stop(server)
             for other in servers:
                 stop(other)
-            try:
-                from django.db import connections
-
-                connections.close_all()
-            except Exception:  # noqa: S110  (Django may not have been set up)
-                pass
-            drop_database(database_url)
-            delete_redis_keys(options.redis_url, KEY_PREFIX)
+            clean_up(database_url=database_url, redis_url=options.redis_url, key_prefix=KEY_PREFIX)
     return 0
 
 

@@ -47,10 +47,11 @@ from pathlib import Path
 from benchlib import (
     HOST,
     add_service_arguments,
+    app_environment,
     child_pids,
+    clean_up,
     cpu_seconds,
     delete_redis_keys,
-    drop_database,
     free_port,
     hold_run_lock,
     load_average,
@@ -60,10 +61,8 @@ from benchlib import (
     recreate_database,
     redis_version,
     stop,
-    throwaway_signing_key,
     wait_until_serving,
 )
-from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parent.parent
 KEY_PREFIX = "bench-fanout"  # every Redis key of the run starts with it
@@ -74,25 +73,16 @@ TOPIC = "catalog.product.updated"
 
 def environment_for(*, database_url: str, redis_url: str) -> dict[str, str]:
     return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(REPO),
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "OIDC_RSA_PRIVATE_KEY": throwaway_signing_key(),
-        "MFA_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "ALLOWED_HOSTS": f"{HOST},localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": database_url,
+        **app_environment(
+            database_url=database_url,
+            redis_url=redis_url,
+            key_prefix=KEY_PREFIX,
+            settings_module="config.settings.production",
+            pythonpath=str(REPO),
+        ),
         # As docs/serving.md runs uvicorn: a connection per request (persistent connections
         # pile up, one per thread, under ASGI).
         "DATABASE_CONN_MAX_AGE": "0",
-        "REDIS_URL": redis_url,
-        "CACHE_KEY_PREFIX": KEY_PREFIX,
-        "CHANNELS_PREFIX": f"{KEY_PREFIX}:asgi",
-        "RATELIMIT_KEY_PREFIX": f"{KEY_PREFIX}:rl",
-        # A socket is closed when its token expires: outlive the run.
-        "ACCESS_TOKEN_LIFETIME_MINUTES": "240",
-        "LOG_LEVEL": "WARNING",
     }
 
 
@@ -578,14 +568,7 @@ def main() -> int:
             if pusher.is_alive():
                 pusher.terminate()
                 pusher.join(5)
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # noqa: S110  (Django may not have been set up)
-            pass
-        drop_database(database_url)
-        delete_redis_keys(options.redis_url, KEY_PREFIX)
+        clean_up(database_url=database_url, redis_url=options.redis_url, key_prefix=KEY_PREFIX)
     return 0
 
 

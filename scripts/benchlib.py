@@ -9,6 +9,7 @@ import argparse
 import os
 import platform
 import re
+import secrets
 import shutil
 import socket
 import statistics
@@ -299,3 +300,47 @@ def add_service_arguments(
         default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
         help=f"a Redis database number of its own; only keys under '{key_prefix}' are deleted",
     )
+
+
+def app_environment(
+    *, database_url: str, redis_url: str, key_prefix: str, settings_module: str, pythonpath: str
+) -> dict[str, str]:
+    """What the application's processes of a run get: production settings with throwaway
+    secrets, and every Redis key (cache, channels, rate limits, the broker's) under the run's
+    prefix, so that cleaning up finds them all. A script adds or overrides its own."""
+    from cryptography.fernet import Fernet
+
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": pythonpath,
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "OIDC_RSA_PRIVATE_KEY": throwaway_signing_key(),
+        "MFA_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": f"{HOST},localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_BROKER_TRANSPORT_OPTIONS": (
+            f'{{"visibility_timeout": 3600, "global_keyprefix": "{key_prefix}:celery:"}}'
+        ),
+        "CACHE_KEY_PREFIX": key_prefix,
+        "CHANNELS_PREFIX": f"{key_prefix}:asgi",
+        "RATELIMIT_KEY_PREFIX": f"{key_prefix}:rl",
+        # A token must outlive the run (15 minutes by default).
+        "ACCESS_TOKEN_LIFETIME_MINUTES": "240",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def clean_up(*, database_url: str, redis_url: str, key_prefix: str) -> None:
+    """Drop the run's database and delete its Redis keys, whatever state the run ended in."""
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except Exception:  # noqa: S110  (Django may not have been set up)
+        pass
+    drop_database(database_url)
+    delete_redis_keys(redis_url, key_prefix)

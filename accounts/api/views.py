@@ -201,7 +201,11 @@ class MeView(TenantAPIView):
 
     @extend_schema(
         request=s.AccountErasureSerializer,
-        responses={202: s.AccountErasureAcceptedSerializer},
+        responses={
+            202: s.AccountErasureAcceptedSerializer,
+            **problem(400, "The password is missing or wrong (validation-error); nothing changed."),
+            **problem(409, "The person is the last owner of a tenant (conflict); nothing changed."),
+        },
         auth=[{"bearerAuth": []}],
     )
     def delete(self, request, version):

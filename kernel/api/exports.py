@@ -17,6 +17,7 @@ from kernel import ratelimit
 from kernel.api.base import IsPerson, TenantAPIView
 from kernel.api.jobs import JobSerializer, job_accepted
 from kernel.exports import services
+from kernel.openapi import problem
 from kernel.permissions import Perm
 from kernel.problems import Problem, ProblemType
 
@@ -62,8 +63,7 @@ class ExportDownloadView(APIView):
             (200, "application/gzip"): OpenApiResponse(
                 OpenApiTypes.BINARY, description="The archive (docs/data.md)."
             ),
-            404: OpenApiResponse(description="Not a link of ours (tampered, truncated)."),
-            410: OpenApiResponse(description="The link has expired; its archive is deleted."),
+            **problem(410, "The link has expired; its archive is deleted (export-expired)."),
         },
     )
     def get(self, request, version, token):

@@ -40,6 +40,7 @@ from kernel.exports.archive import Archive, ArchiveWriter
 from kernel.models import Job
 from kernel.permissions import Perm
 from kernel.principals import Principal
+from kernel.problems import Problem, ProblemType
 from kernel.tenancy.models import Membership, Tenant
 
 log = structlog.get_logger(__name__)
@@ -50,6 +51,10 @@ class ExportAction(StrEnum):
 
     TENANT_EXPORTED = "tenants.tenant.exported"
     PERSONAL_DATA_EXPORTED = "tenants.member.data_exported"
+    # In the platform log: an operator exported a person's data from the admin. Named as the
+    # platform log's other events about a person (`accounts.user.*`), so that an operator's
+    # search for what was done to someone finds it beside their erasure.
+    USER_DATA_EXPORTED = "accounts.user.data_exported"
 
 
 _LINK_SALT = "kernel.exports.download"
@@ -61,11 +66,7 @@ def _shown_result(job: Job, request) -> dict[str, Any]:
     """What the API shows of a succeeded export: the signed link while the archive exists."""
     result = job.result
     shown = {key: result[key] for key in ("expires_at", "size", "sha256") if key in result}
-    if result.get("archive"):
-        path = reverse("export-download", kwargs={"version": "v1", "token": download_token(job)})
-        shown["download_url"] = request.build_absolute_uri(path) if request else path
-    else:
-        shown["download_url"] = None
+    shown["download_url"] = download_url(job, request)
     return shown
 
 
@@ -121,6 +122,60 @@ def personal_export_start(*, actor: Principal) -> Job:
     jobs.job_enqueue(
         job=job, send=data_export_task.delay, detail="The export could not be started; ask again."
     )
+    return job
+
+
+@transaction.atomic
+def personal_export_start_for(*, user, operator) -> Job:
+    """An operator starts the export of a person's own data (the admin's action, answering a
+    request the person made to us rather than through the API); the job, pending.
+
+    The job belongs to the person (`created_by_user_id`), so that it is theirs too at
+    /api/v1/jobs/, and lives in the tenant of their oldest membership of a live tenant: a job
+    has a tenant, and that one is the person's for longest. Recorded there, as the person's own
+    export is, and in the platform log, both with the operator as the actor. A person who
+    belongs to no live tenant is refused (409): there would be no tenant to keep the job in.
+    """
+    with operator_scope("finding the tenant a person's export is kept in"):
+        tenant_id = (
+            Membership.objects.filter(user_id=user.pk, tenant__deleted_at__isnull=True)
+            .order_by("created_at", "id")
+            .values_list("tenant_id", flat=True)
+            .first()
+        )
+    if tenant_id is None:
+        raise Problem(
+            ProblemType.CONFLICT,
+            detail="The person belongs to no tenant: an export is kept in one of theirs.",
+        )
+    actor = audit.Actor.operator(operator)
+    with tenant_context(tenant_id):
+        job = Job.objects.create(
+            tenant_id=tenant_id,
+            kind=PERSONAL_EXPORT.code,
+            total=len(registry.personal_resources()),
+            created_by_user_id=user.pk,
+        )
+        audit.record(
+            tenant_id=tenant_id,
+            action=ExportAction.PERSONAL_DATA_EXPORTED,
+            target_type="user",
+            target_id=user.pk,
+            changes=audit.created({"job": str(job.pk)}),
+            actor=actor,
+        )
+        audit.record_platform(
+            action=ExportAction.USER_DATA_EXPORTED,
+            target_type="user",
+            target_id=user.pk,
+            changes=audit.created({"job": str(job.pk), "tenant": str(tenant_id)}),
+            actor=actor,
+        )
+        jobs.job_enqueue(
+            job=job,
+            send=data_export_task.delay,
+            detail="The export could not be started; ask again.",
+        )
     return job
 
 
@@ -221,6 +276,17 @@ def _store(job: Job, archive: Archive) -> dict[str, Any]:
 
 def download_token(job: Job) -> str:
     return signing.dumps({"t": str(job.tenant_id), "j": str(job.pk)}, salt=_LINK_SALT)
+
+
+def download_url(job: Job, request=None) -> str | None:
+    """A succeeded export's signed link, absolute when `request` is given; None for any other
+    job, and once its archive has been deleted."""
+    if job.kind not in EXPORT_KINDS or job.status != Job.Status.SUCCEEDED:
+        return None
+    if not job.result.get("archive"):
+        return None
+    path = reverse("export-download", kwargs={"version": "v1", "token": download_token(job)})
+    return request.build_absolute_uri(path) if request else path
 
 
 class LinkRefused(Exception):

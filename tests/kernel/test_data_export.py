@@ -6,9 +6,13 @@ import gzip
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.files.storage import storages
 from rest_framework.test import APIClient
 
@@ -27,6 +31,7 @@ API = "/api/v1"
 TENANT_EXPORT = f"{API}/tenant/export/"
 ME_EXPORT = f"{API}/auth/me/export/"
 JOBS = f"{API}/jobs/"
+VERIFY_SCRIPT = Path(settings.BASE_DIR) / "scripts" / "verify_export.py"
 RESOURCES = {
     "products",
     "categories",
@@ -365,3 +370,39 @@ def test_an_api_key_has_no_personal_data_to_export(tenant):
     assert_problem(machine.post(ME_EXPORT), 403, "permission-denied")
     with tenant_context(tenant.pk):
         assert not Job.objects.exists()
+
+
+def test_the_verification_script_of_the_docs_checks_an_archive(
+    tenant, tmp_path, django_capture_on_commit_callbacks
+):
+    assert VERIFY_SCRIPT.read_text() in (Path(settings.BASE_DIR) / "docs" / "data.md").read_text()
+    owner = client_for(owner_of(tenant), tenant)
+    populate(tenant, owner)
+    job = run_export(owner, TENANT_EXPORT, django_capture_on_commit_callbacks)
+    archive = tmp_path / "export.tar.gz"
+    archive.write_bytes(download(job))
+
+    def verify(path: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(VERIFY_SCRIPT), str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    checked = verify(archive)
+    assert checked.returncode == 0, checked.stderr
+    head = owner.get(f"{API}/audit-events/verify/").json()["head"]
+    assert checked.stdout.strip().endswith(f"audit chain head {head}")
+
+    # One product changed in the archive: the manifest's digest no longer matches.
+    files = {}
+    with tarfile.open(archive, mode="r:gz") as tar:
+        for member in tar.getmembers():
+            files[member.name] = tar.extractfile(member).read()
+    files["products.ndjson"] = files["products.ndjson"].replace(b"RAKE-1", b"RAKE-9")
+    tampered = tmp_path / "tampered.tar.gz"
+    with tarfile.open(tampered, mode="w:gz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    refused = verify(tampered)
+    assert refused.returncode != 0
+    assert "products.ndjson" in refused.stderr

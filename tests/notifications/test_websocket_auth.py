@@ -203,3 +203,30 @@ def test_removing_a_member_closes_their_sockets(server, owner_tokens, api_client
         code, messages = closed_with(socket)
     assert code == 4401
     assert messages[-1]["code"] == "not-authenticated"
+
+
+def test_asking_for_erasure_closes_the_persons_sockets_at_once(server, owner_tokens, api_client):
+    tenant, _ = owner_tokens
+    person = make_user(email="erasing@example.com")
+    with tenant_context(tenant.id):
+        viewer = Role.objects.get(name="viewer")
+        membership = Membership.objects.create(user=person)
+        MembershipRole.objects.create(membership=membership, role=viewer)
+    tokens = api_client.post(
+        "/api/v1/auth/token/",
+        {"email": "erasing@example.com", "password": DEFAULT_PASSWORD},
+        format="json",
+    ).json()
+    with connect(f"{server.ws_url}{PATH}?token={tokens['access']}") as socket:
+        assert receive(socket) == {"type": "authenticated"}
+        # The erasure's first step, in the request: the job comes after (accounts/erasure.py).
+        asked = api_client.delete(
+            "/api/v1/auth/me/",
+            {"password": DEFAULT_PASSWORD},
+            format="json",
+            HTTP_AUTHORIZATION=f"Bearer {tokens['access']}",
+        )
+        assert asked.status_code == 202, asked.content
+        code, messages = closed_with(socket)
+    assert code == 4401
+    assert messages[-1]["code"] == "not-authenticated"
