@@ -39,9 +39,10 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from prometheus_client import Counter
 
+from kernel import replicas
 from kernel.context import require_tenant_id, tenant_context
 from kernel.redis import REDIS_ERRORS, Backoff, PerCache
 
@@ -219,7 +220,9 @@ def cached_response(
     if stored not in (None, _MISSING):
         return hit(kind, stored)
     CACHE_MISSES.labels(kind=kind).inc()
-    if stored is _MISSING:
+    if stored is _MISSING or replicas.read_alias() != DEFAULT_DB_ALIAS:
+        # A replica may not have replayed the write that moved `version` yet: what it answers
+        # is served, never stored under that version for others (kernel/replicas.py).
         return compute()
 
     lock_key = f"{entry_key}:lock"

@@ -17,6 +17,7 @@ Celery's text handlers, so their lines are JSON like everyone else's, at LOG_LEV
 """
 
 import logging.config
+import math
 import os
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,7 +34,9 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
 )
+from celery.utils.quorum_queues import detect_quorum_queues
 
+from config.settings.brokers import broker_is_amqp
 from kernel.tracing import capture_context, restored_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
@@ -44,6 +47,8 @@ if multiprocess_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(multiprocess_dir).mkdir(parents=True, exist_ok=True)
 
 CONTEXT_HEADER = "tenantapi_context"
+# The exchanges of RabbitMQ's native delayed delivery (kombu.transport.native_delayed_delivery).
+NATIVE_DELAY_EXCHANGE_PREFIX = "celery_delayed_"
 # Where the running task's context scope is kept: on its own request object, so that nested eager
 # tasks (a task calling another inline) each close their own scope.
 _SCOPE_ATTRIBUTE = "_tenantapi_context_scope"
@@ -57,6 +62,17 @@ class ContextTask(DjangoTask):
     its own must extend this one, and call `super().before_start()` if it overrides it.
     """
 
+    def apply_async(self, *args: Any, **options: Any) -> Any:
+        # RabbitMQ's native delayed delivery (quorum queues: config/settings/brokers.py) counts
+        # whole seconds: Celery truncates a countdown to them, and raises ValueError for one
+        # under a second (webhook retries, jittered from 0, ask for such). Rounded up instead,
+        # the message is never delivered before it is due, and so runs on arrival
+        # (_run_natively_delayed_on_arrival). A retry comes through here too (Task.retry).
+        countdown = options.get("countdown")
+        if countdown is not None and countdown > 0 and _delays_natively(self.app):
+            options["countdown"] = math.ceil(countdown)
+        return super().apply_async(*args, **options)
+
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         request = self.request
         captured = (request.headers or {}).get(CONTEXT_HEADER)
@@ -65,6 +81,11 @@ class ContextTask(DjangoTask):
         scope = ExitStack()
         setattr(request, _SCOPE_ATTRIBUTE, scope)
         scope.enter_context(restored_context(captured or {}, task_id=task_id, task_name=self.name))
+
+
+def _delays_natively(app: Celery) -> bool:
+    """Whether a countdown is sent to RabbitMQ's delayed delivery, as Celery decides it."""
+    return broker_is_amqp(app.conf.broker_write_url) and detect_quorum_queues(app, "amqp")[0]
 
 
 app = Celery("tenantapi", task_cls=ContextTask)
@@ -84,6 +105,18 @@ def _stamp_sent_at(headers: dict[str, Any], **_: Any) -> None:
     from kernel import queues
 
     queues.stamp_sent_at(headers)
+
+
+@before_task_publish.connect(dispatch_uid="tenantapi.native_delay_without_eta")
+def _run_natively_delayed_on_arrival(
+    headers: dict[str, Any], exchange: Any = None, **_: Any
+) -> None:
+    # A message RabbitMQ delays (ContextTask.apply_async) arrives when it is due: without its ETA,
+    # the worker runs it then, instead of holding it until the ETA as it otherwise does. A held
+    # message takes a prefetch slot (a quorum queue's prefetch is fixed), and in the solo pool
+    # each such wait stalled the consumer for seconds (the webhook retry drill, on RabbitMQ).
+    if str(getattr(exchange, "name", exchange) or "").startswith(NATIVE_DELAY_EXCHANGE_PREFIX):
+        headers["eta"] = None
 
 
 @task_postrun.connect(dispatch_uid="tenantapi.leave_task_context")

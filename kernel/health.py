@@ -45,6 +45,7 @@ from prometheus_client import exposition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kernel import replicas
 from kernel.metrics import client_may_read_metrics, scrape_registry
 from kernel.problems import ProblemType, problem_response
 from kernel.queues import QueueCollector
@@ -175,6 +176,12 @@ CHECKS: dict[str, Callable[[], Awaitable[Any]]] = {
     "broker": _ThreadedCheck(_check_broker),
     "channel_layer": _check_channel_layer,
 }
+# Reported, never failing readiness: without its replicas the primary serves alone
+# (kernel/replicas.py).
+OPTIONAL_CHECKS: set[str] = set()
+if replicas.replica_aliases():
+    CHECKS["replicas"] = _ThreadedCheck(replicas.report)
+    OPTIONAL_CHECKS.add("replicas")
 
 # Connection URLs may carry passwords: a reason keeps the error's message but drops any URL in it.
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
@@ -226,7 +233,11 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         checks = {name: result.as_json() for name, result in results.items()}
     else:
         checks = {name: {"status": result.status} for name, result in results.items()}
-    down = [name for name, result in results.items() if result.status != "ok"]
+    down = [
+        name
+        for name, result in results.items()
+        if result.status != "ok" and name not in OPTIONAL_CHECKS
+    ]
     if not down:
         return JsonResponse({"status": "ok", "checks": checks})
     return problem_response(

@@ -194,6 +194,9 @@ def _for_default_cache() -> TrackedKeys | None:
         pool = default_client().connection_pool
     except NotImplementedError:  # the cache is not Redis
         return None
+    # The cache's own kind of connection: behind Sentinel, one that asks the sentinels where the
+    # primary is each time it connects, so that after a failover the next connection (and its
+    # tracking, on an empty memory) is on the new primary.
     return TrackedKeys(pool.connection_class, pool.connection_kwargs)
 
 

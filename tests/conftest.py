@@ -14,9 +14,13 @@ from tests.helpers import client_for
 # Fixture modules shared across the suite; each lives in tests/fixtures/.
 pytest_plugins: list[str] = [
     "tests.fixtures.servers",
+    "tests.fixtures.redis_sentinel",
+    "tests.fixtures.brokers",
     "tests.fixtures.celery_worker",
     "tests.fixtures.browser",
     "tests.fixtures.s3_server",
+    "tests.fixtures.pgbouncer",
+    "tests.fixtures.pg_replica",
 ]
 
 

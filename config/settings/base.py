@@ -12,11 +12,19 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.settings.brokers import celery_broker_conf
 from config.settings.secrets import (
     development_mfa_key,
     development_secret_key,
     development_signing_key,
     pem_blocks,
+)
+from config.settings.sentinel import (
+    cache_options,
+    celery_result_backend_options,
+    channel_layer_host,
+    sentinel_addresses,
+    sentinel_location,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -61,6 +69,8 @@ MIDDLEWARE = [
     # API requests by tenant plan, with the status that finally leaves (kernel/metrics.py).
     "kernel.metrics.PlanMetricsMiddleware",
     "kernel.tracing.RequestIdMiddleware",
+    # Where a request's reads go: a replica for safe ones, once DATABASE_REPLICA_URLS is set.
+    "kernel.replicas.ReplicaRoutingMiddleware",
     "kernel.middleware.TenantScopeMiddleware",
     # Outside ProblemDetailsMiddleware so that the 413 it answers on its own, before anything
     # further in runs, still carries the CORS headers a browser needs to read it.
@@ -134,10 +144,49 @@ if DATABASE_IS_POSTGRES:
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
     )
 
+# Streaming replicas of the primary, for safe reads (kernel/replicas.py, docs/scale-out.md): each
+# URL becomes an alias `replica0`, `replica1`… through the same backend, role and row-level
+# security as the primary. A replica answers within DATABASE_REPLICA_CONNECT_TIMEOUT or is skipped.
+DATABASE_REPLICA_URLS = (
+    env.list("DATABASE_REPLICA_URLS", default=[]) if DATABASE_IS_POSTGRES else []
+)
+for _n, _url in enumerate(DATABASE_REPLICA_URLS):
+    _replica = env.db_url_config(_url)
+    _replica.update(
+        ENGINE=DATABASES["default"]["ENGINE"],
+        CONN_MAX_AGE=DATABASES["default"].get("CONN_MAX_AGE", 0),
+        CONN_HEALTH_CHECKS=True,
+        # A test database is the primary's: the replica has it already, by replication.
+        TEST={"MIRROR": "default"},
+    )
+    _replica["OPTIONS"] = {
+        **DATABASES["default"]["OPTIONS"],
+        "connect_timeout": env.int("DATABASE_REPLICA_CONNECT_TIMEOUT", default=2),
+    }
+    _replica["OPTIONS"].pop("pool", None)
+    DATABASES[f"replica{_n}"] = _replica
+DATABASE_ROUTERS = ["kernel.replicas.DatabaseRouter"] if DATABASE_REPLICA_URLS else []
+# After a write, the same credential reads the primary for this long (marked in Redis, so that
+# it holds across processes): it sees its own writes whatever the replicas' lag.
+READ_YOUR_WRITES_SECONDS = env.int("READ_YOUR_WRITES_SECONDS", default=5)
+# A replica whose replay is further behind is skipped until it catches up.
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=5.0)
+# How often each process asks each replica how far behind it is.
+REPLICA_CHECK_SECONDS = env.float("REPLICA_CHECK_SECONDS", default=1.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, channel layer, Celery ---------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Redis behind Sentinel (config/settings/sentinel.py, docs/scale-out.md): the sentinels,
+# `host:port,…`, and the name they monitor the primary under. Every Redis user then asks them
+# where the primary is; REDIS_URL gives only the credentials and the database number.
+REDIS_SENTINELS = sentinel_addresses(env.str("REDIS_SENTINELS", default=""))
+REDIS_SENTINEL_MASTER = env.str("REDIS_SENTINEL_MASTER", default="tenantapi")
+# The sentinels' own password (their `requirepass`), if they have one.
+REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", default="")
+if REDIS_SENTINELS:
+    REDIS_URL = sentinel_location(REDIS_URL, REDIS_SENTINEL_MASTER)
 if REDIS_URL:
     _redis_cache = {
         # django-redis, instrumented by django-prometheus for /metrics.
@@ -150,28 +199,43 @@ if REDIS_URL:
             "SOCKET_TIMEOUT": 1,
         },
     }
+    if REDIS_SENTINELS:
+        _redis_cache["LOCATION"] = [REDIS_URL]  # the primary only (config/settings/sentinel.py)
+        _redis_cache["OPTIONS"].update(cache_options(REDIS_SENTINELS, REDIS_SENTINEL_PASSWORD))
     # Every key of the default cache carries the tenant in context (kernel/tenancy/cache.py); the
     # platform cache holds what belongs to no tenant (revoked sessions, per-address limits).
     CACHES = {
         "default": {**_redis_cache, "KEY_FUNCTION": "kernel.tenancy.cache.tenant_key"},
         "platform": {**_redis_cache, "KEY_FUNCTION": "kernel.tenancy.cache.platform_key"},
     }
+    # redis-py 8 reads with a 5 s socket timeout by default, and channels-redis waits for
+    # messages with a 5 s blocking pop on the same connection: left alone, every idle socket's
+    # receive times out and the socket dies. Reads get 15 s, so only a Redis that truly stopped
+    # answering trips it.
+    _layer_connection = {
+        "socket_timeout": 15,
+        "socket_connect_timeout": 2,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Behind Sentinel, a layer whose wait for messages outlives a failover
+            # (kernel/channel_layer.py).
+            "BACKEND": "kernel.channel_layer.FailoverRedisChannelLayer"
+            if REDIS_SENTINELS
+            else "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, and channels-redis waits
-                # for messages with a 5 s blocking pop on the same connection: left alone, every
-                # idle socket's receive times out and the socket dies. Reads get 15 s, so only a
-                # Redis that truly stopped answering trips it.
                 "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": 15,
-                        "socket_connect_timeout": 2,
-                        "socket_keepalive": True,
-                        "health_check_interval": 30,
-                    }
+                    channel_layer_host(
+                        REDIS_URL,
+                        REDIS_SENTINEL_MASTER,
+                        REDIS_SENTINELS,
+                        REDIS_SENTINEL_PASSWORD,
+                        **_layer_connection,
+                    )
+                    if REDIS_SENTINELS
+                    else {"address": REDIS_URL, **_layer_connection}
                 ],
                 "prefix": env.str("CHANNELS_PREFIX", default="asgi"),
                 # Messages waiting for one server process (channels-redis queues all of a
@@ -224,24 +288,43 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # it describes the connection, which a clean start must not print.
 CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
+# A Redis result backend behind Sentinel (`sentinel://host:port/db;sentinel://…`): the service
+# to find the primary of (config/settings/sentinel.py).
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = celery_result_backend_options(
+    CELERY_RESULT_BACKEND, REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD
+)
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Every task is idempotent (a domain event's handlers, a webhook delivery keyed by its id, jobs
+# that resume): acknowledged once it ended, and requeued when its worker died under it, so that a
+# lost worker loses no task. Which runs some tasks twice, by design.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message per pool process at a time: a long job (an import, an export) never holds a message
+# another idle worker could run, and one slow webhook receiver holds back nothing behind it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Webhook tasks go to their own queue (webhooks/tasks.py); see the README's worker
 # command. A list, so that other routers can join.
 CELERY_TASK_ROUTES = ["webhooks.tasks.route_webhook_tasks"]
-# Redis broker: a message a worker took and never acknowledged (it died) goes back to its queue
-# after `visibility_timeout` seconds. Keep that longer than the longest countdown a task is
-# scheduled with (WEBHOOK_RETRY_MAX_DELAY, the breaker's reset), or a waiting message is handed
-# to a second worker too. JSON, e.g. {"visibility_timeout": 3600}.
-CELERY_BROKER_TRANSPORT_OPTIONS = env.json(
-    "CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600}
+# What depends on the broker (config/settings/brokers.py): with RabbitMQ, the production broker,
+# quorum queues on topic exchanges and publisher confirms; with Redis, the visibility timeout.
+# CELERY_BROKER_TRANSPORT_OPTIONS (JSON, e.g. {"visibility_timeout": 7200}) is laid over the
+# broker's defaults.
+_broker = celery_broker_conf(
+    CELERY_BROKER_URL, env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={})
 )
+CELERY_TASK_DEFAULT_QUEUE_TYPE = _broker["task_default_queue_type"]
+CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = _broker["task_create_missing_queue_type"]
+CELERY_TASK_DEFAULT_EXCHANGE_TYPE = _broker["task_default_exchange_type"]
+CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = _broker["task_create_missing_queue_exchange_type"]
+CELERY_WORKER_DETECT_QUORUM_QUEUES = _broker["worker_detect_quorum_queues"]
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = _broker[
+    "worker_cancel_long_running_tasks_on_connection_loss"
+]
+CELERY_BROKER_TRANSPORT_OPTIONS = _broker["broker_transport_options"]
 # Domain events (kernel.events) wait in a transactional outbox until their handlers have run
 # (kernel/events/outbox.py). The relay sends an event again when it is still there this many
 # seconds after it was published (the broker refused it, a worker lost it, a handler failed), then

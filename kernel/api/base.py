@@ -20,16 +20,19 @@
 
 from collections.abc import Mapping
 
+import structlog
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 from rest_framework import exceptions, permissions, viewsets
 from rest_framework.views import APIView
 
-from kernel import access, ratelimit
+from kernel import access, ratelimit, replicas
 from kernel.api import cached_reads
 from kernel.api.cached_reads import CachedRead
 from kernel.permissions import Perm
 from kernel.principals import Principal
+
+log = structlog.get_logger(__name__)
 
 _SEALED = ("get_queryset", "get_object")
 # `allowed_methods` per route: (view class, a viewset's actions) -> methods.
@@ -142,15 +145,35 @@ class TenantScopedMixin:
         return None
 
     def dispatch(self, request, *args, **kwargs):
+        alias = replicas.read_alias()
+        if alias == DEFAULT_DB_ALIAS:
+            return self._dispatch(request, alias, *args, **kwargs)
+        try:
+            return self._dispatch(request, alias, *args, **kwargs)
+        except (replicas.ReplicaFailed, DatabaseError) as failure:
+            # The replica went away under this safe request: answer it again from the primary.
+            replicas.mark_down(alias)
+            log.warning("db_replica_failed_request", alias=alias, error=type(failure).__name__)
+            with replicas.reads_from(None):
+                return self._dispatch(request, DEFAULT_DB_ALIAS, *args, **kwargs)
+
+    def _dispatch(self, request, alias: str, *args, **kwargs):
         if request.method == "GET":
             response = self._answer_from_cache(request)
             if response is not None:
                 return response
-        with transaction.atomic():
+        # The request's one transaction, on the database its reads go to: a safe request routed
+        # to a replica reads there in one read-only transaction (kernel/replicas.py).
+        with transaction.atomic(using=alias):
             response = super().dispatch(request, *args, **kwargs)
             if response.status_code >= 400:
-                transaction.set_rollback(True)
+                transaction.set_rollback(True, using=alias)
             return response
+
+    def handle_exception(self, exc):
+        if isinstance(exc, DatabaseError) and replicas.read_alias() != DEFAULT_DB_ALIAS:
+            raise replicas.ReplicaFailed() from exc
+        return super().handle_exception(exc)
 
     def _answer_from_cache(self, request):
         if hasattr(self, "action_map"):  # a viewset: its action, as DRF would name it

@@ -29,11 +29,11 @@ from django.conf import settings
 from django.core import signing
 from django.core.files import File
 from django.core.files.storage import storages
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from kernel import audit, jobs
+from kernel import audit, jobs, replicas
 from kernel.context import operator_scope, require_tenant_id, tenant_context
 from kernel.exports import registry
 from kernel.exports.archive import Archive, ArchiveWriter
@@ -190,10 +190,11 @@ def data_export_task(job_id: str) -> str | None:
         return None
     writer = ArchiveWriter()
     try:
-        if job.kind == TENANT_EXPORT.code:
-            archive = _tenant_archive(job, writer)
-        else:
-            archive = _personal_archive(job, writer)
+        archive = _archive_from_a_replica(job, writer)
+        if archive is None:
+            writer.close()
+            writer = ArchiveWriter()
+            archive = _build(job, writer)
         result = _store(job, archive)
     except Exception:
         log.exception("export_failed", job_id=job_id, kind=job.kind)
@@ -209,6 +210,28 @@ def data_export_task(job_id: str) -> str | None:
     return job.status
 
 
+def _build(job: Job, writer: ArchiveWriter) -> Archive:
+    if job.kind == TENANT_EXPORT.code:
+        return _tenant_archive(job, writer)
+    return _personal_archive(job, writer)
+
+
+def _archive_from_a_replica(job: Job, writer: ArchiveWriter) -> Archive | None:
+    """The archive read from a healthy replica (kernel/replicas.py), if there is one; None when
+    there is none, or when it failed mid-way: the caller then reads the primary, from the start."""
+    with replicas.reads_from_replica() as alias:
+        if alias is None:
+            return None
+        try:
+            return _build(job, writer)
+        except DatabaseError as error:
+            replicas.mark_down(alias)
+            log.warning("export_replica_failed", alias=alias, error=type(error).__name__)
+    job.processed = job.succeeded = 0
+    jobs.job_progress(job=job)
+    return None
+
+
 def _advance(job: Job, rows: int) -> None:
     job.processed += 1
     job.succeeded += rows
@@ -218,7 +241,8 @@ def _advance(job: Job, rows: int) -> None:
 def _tenant_archive(job: Job, writer: ArchiveWriter) -> Archive:
     tenant = Tenant.objects.get(pk=job.tenant_id)
     for resource in registry.tenant_resources():
-        with transaction.atomic():
+        # A transaction on the database the rows are read from: its server-side cursor lives in it.
+        with transaction.atomic(using=replicas.read_alias()):
             rows = writer.add(resource.name, resource.rows())
         _advance(job, rows)
     return writer.finish(
@@ -240,11 +264,11 @@ def _personal_archive(job: Job, writer: ArchiveWriter) -> Archive:
     for resource in registry.personal_resources():
         rows = 0
         if not resource.per_tenant:
-            with transaction.atomic():
+            with transaction.atomic(using=replicas.read_alias()):
                 rows += writer.add(resource.name, resource.rows(user_id))
         else:
             for tenant_id, _name, _slug in tenants:
-                with tenant_context(tenant_id), transaction.atomic():
+                with tenant_context(tenant_id), transaction.atomic(using=replicas.read_alias()):
                     rows += writer.add(resource.name, resource.rows(user_id), tenant_id=tenant_id)
         _advance(job, rows)
     return writer.finish(

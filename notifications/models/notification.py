@@ -19,7 +19,10 @@ class NotificationQuerySet(TenantScopedQuerySet):
 class Notification(TenantOwnedModel):
     # Internal order of creation, for `resume`; never exposed (ids are opaque UUIDs).
     seq = models.BigAutoField(primary_key=True)
-    id = models.UUIDField(default=uuid.uuid4, editable=False, unique=True)
+    # Unique per tenant (constraint below), not globally: every look-up by id is made in the
+    # tenant's scope, and a uniqueness that leaves out tenant_id could not be enforced once the
+    # table is distributed by tenant (docs/scale-out.md, "Citus: the distribution plan").
+    id = models.UUIDField(default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
     )
@@ -37,6 +40,9 @@ class Notification(TenantOwnedModel):
     class Meta(TenantOwnedModel.Meta):
         ordering = ["seq"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "id"], name="notification_id_unique_per_tenant"
+            ),
             models.UniqueConstraint(
                 fields=["tenant", "user", "event_id"], name="notification_once_per_event"
             ),

@@ -25,6 +25,7 @@ from kernel.context import tenant_context
 from kernel.events import Event, publish
 from kernel.tasks import event_dispatch_task
 from tests.factories import make_tenant
+from tests.fixtures.brokers import Broker
 from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
 from tests.fixtures.webhook_receiver import Answer, ReceivedRequest, WebhookReceiver
 from tests.helpers import API, client_for, member_with_role, outcome, sent_through_the_broker
@@ -449,9 +450,12 @@ def test_webhook_tasks_are_routed_to_the_webhooks_queue_and_nothing_else_is():
 
 
 @pytest.fixture
-def webhook_workers(settings, transactional_db) -> Iterator[Callable[..., CeleryWorker]]:
+def webhook_workers(
+    settings, transactional_db, broker: Broker
+) -> Iterator[Callable[..., CeleryWorker]]:
     """Start real Celery workers on a queue of this test's own, which the application's webhook
-    tasks are routed to while the test runs (setting WEBHOOKS_QUEUE, read by the router)."""
+    tasks are routed to while the test runs (setting WEBHOOKS_QUEUE, read by the router); on
+    each broker in turn (Redis, RabbitMQ)."""
     queue = f"tests-webhooks-{uuid.uuid4().hex[:12]}"
     # Before the first settings override, under which Django no longer names its settings module.
     base_environment = worker_environment()
@@ -465,6 +469,7 @@ def webhook_workers(settings, transactional_db) -> Iterator[Callable[..., Celery
             pool=pool,
             env={
                 **base_environment,
+                **broker.worker_env(),
                 "WEBHOOKS_QUEUE": queue,
                 "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
                 **env,
@@ -475,7 +480,7 @@ def webhook_workers(settings, transactional_db) -> Iterator[Callable[..., Celery
         return worker
 
     try:
-        with sent_through_the_broker():
+        with sent_through_the_broker(), broker.publishing():
             yield start
     finally:
         for worker in reversed(started):
@@ -516,6 +521,11 @@ def test_a_worker_retries_on_the_webhooks_queue_until_the_dead_letter(receiver, 
     dead = wait_for_status(endpoint, Status.DEAD)
     assert dead.attempts == 3
     assert len(receiver.requests) == 3
+    # The row is committed before the worker logs the attempt that made it dead.
+    worker.wait_for(
+        lambda r: r.get("event") == "webhook_delivery_attempted" and r.get("outcome") == "dead",
+        waiting_for="the last attempt's log line",
+    )
     attempts = worker.find(event="webhook_delivery_attempted")
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
     assert [a["outcome"] for a in attempts] == ["failed", "failed", "dead"]

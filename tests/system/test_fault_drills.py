@@ -38,7 +38,8 @@ from notifications.realtime import user_group
 from notifications.tasks import notifications_fan_out_task
 from tests.catalog_helpers import PRODUCTS, product_url
 from tests.factories import DEFAULT_PASSWORD, make_tenant
-from tests.fixtures.celery_worker import CeleryWorker, redelivering_transport, worker_environment
+from tests.fixtures.brokers import Broker
+from tests.fixtures.celery_worker import CeleryWorker, worker_environment
 from tests.fixtures.servers import (
     LOOPBACK,
     START_TIMEOUT,
@@ -392,15 +393,16 @@ def test_postgresql_sessions_are_terminated(live_asgi_server_factory: Callable[.
 
 
 @pytest.fixture
-def drill_workers(transactional_db) -> Iterator[Callable[[], CeleryWorker]]:
-    """Prefork workers on a queue of this test's own, sharing bookkeeping keys of their own, so
-    that a short visibility timeout (unacknowledged messages come back after 2 s) never touches
-    other workers' messages."""
+def drill_workers(transactional_db, broker: Broker) -> Iterator[Callable[[], CeleryWorker]]:
+    """Prefork workers on a queue of this test's own, on each broker in turn (Redis, RabbitMQ).
+    On Redis they share bookkeeping keys of their own, so that a short visibility timeout
+    (unacknowledged messages come back after 2 s) never touches other workers' messages; RabbitMQ
+    hands a message back as soon as the connection of the worker holding it closes."""
     queue = f"tests-drill-{uuid.uuid4().hex[:12]}"
     environment = {
         **worker_environment(),
+        **broker.worker_env(redelivering=True),
         "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "CELERY_BROKER_TRANSPORT_OPTIONS": redelivering_transport(),
     }
     started: list[CeleryWorker] = []
 
@@ -412,7 +414,7 @@ def drill_workers(transactional_db) -> Iterator[Callable[[], CeleryWorker]]:
 
     start.queue = queue  # type: ignore[attr-defined]
     try:
-        with sent_through_the_broker():
+        with sent_through_the_broker(), broker.publishing():
             yield start
     finally:
         for worker in reversed(started):
@@ -433,8 +435,9 @@ def test_a_worker_killed_in_the_middle_of_a_notification_fan_out(drill_workers):
 
     Users see nothing of it but a delay: the task was acknowledged late (acks_late and
     CELERY_TASK_REJECT_ON_WORKER_LOST), so the broker hands it to the next worker, which
-    completes it. Its notification exists exactly once: the killed attempt's transaction never
-    committed, and the fan-out is idempotent per (tenant, user, event).
+    completes it: Redis once the visibility timeout has passed, RabbitMQ as soon as the killed
+    worker's connection closes. Its notification exists exactly once: the killed attempt's
+    transaction never committed, and the fan-out is idempotent per (tenant, user, event).
     """
     tenant = make_tenant(name="Worker Drill")
     owner = owner_of(tenant)
