@@ -111,10 +111,9 @@ def _stamp_sent_at(headers: dict[str, Any], **_: Any) -> None:
 def _run_natively_delayed_on_arrival(
     headers: dict[str, Any], exchange: Any = None, **_: Any
 ) -> None:
-    # A message RabbitMQ delays (ContextTask.apply_async) arrives when it is due: without its ETA,
-    # the worker runs it then, instead of holding it until the ETA as it otherwise does. A held
-    # message takes a prefetch slot (a quorum queue's prefetch is fixed), and in the solo pool
-    # each such wait stalled the consumer for seconds (the webhook retry drill, on RabbitMQ).
+    # A message RabbitMQ delays (ContextTask.apply_async) arrives when it is due, by the broker's
+    # clock: without its ETA the worker runs it then, instead of comparing the ETA with its own
+    # clock and holding the message meanwhile in a prefetch slot (fixed, with quorum queues).
     if str(getattr(exchange, "name", exchange) or "").startswith(NATIVE_DELAY_EXCHANGE_PREFIX):
         headers["eta"] = None
 

@@ -297,8 +297,8 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # Every task is idempotent (a domain event's handlers, a webhook delivery keyed by its id, jobs
-# that resume): acknowledged once it ended, and requeued when its worker died under it, so that a
-# lost worker loses no task. Which runs some tasks twice, by design.
+# that start over when redelivered): acknowledged once it ended, and requeued when its worker
+# died under it, so that a lost worker loses no task. Which runs some tasks twice, by design.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message per pool process at a time: a long job (an import, an export) never holds a message

@@ -18,8 +18,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog import imports, services
 from catalog.imports import COLUMNS
-from catalog.models import Category, Job
+from catalog.models import Category
 from kernel.context import tenant_context
+from kernel.models import Job
 from kernel.tenancy.models import Tenant
 
 # fmt: off
