@@ -169,6 +169,22 @@ class LogoutView(PublicAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def password_checked(request, serializer_class, *, checked_field: str):
+    """The signed-in person's row and the body `serializer_class` validated, its password field
+    checked like a sign-in's: past the sign-in failure windows a 429 whatever is sent, a wrong
+    password counted in them, a right one clearing them."""
+    # The principal's user is a cached snapshot without the password hash: read the row.
+    user = User.objects.get(pk=request.user.pk)
+    ratelimit.limit_public_request(request, scope=ratelimit.PublicScope.SIGN_IN, account=user.email)
+    serializer = serializer_class(data=request.data, context={"user": user})
+    if not serializer.is_valid():
+        if checked_field in serializer.errors:
+            ratelimit.sign_in_failed(request, account=user.email)
+        raise exceptions.ValidationError(serializer.errors)
+    ratelimit.sign_in_succeeded(request, account=user.email)
+    return user, serializer.validated_data
+
+
 class MeView(TenantAPIView):
     """The person signed in (GET), or their account erased (DELETE, with their password: GDPR
     article 17, accounts/erasure.py). An API key gets a 403: it is nobody's account.
@@ -209,16 +225,7 @@ class MeView(TenantAPIView):
         auth=[{"bearerAuth": []}],
     )
     def delete(self, request, version):
-        user = User.objects.get(pk=request.user.pk)
-        ratelimit.limit_public_request(
-            request, scope=ratelimit.PublicScope.SIGN_IN, account=user.email
-        )
-        serializer = s.AccountErasureSerializer(data=request.data, context={"user": user})
-        if not serializer.is_valid():
-            if "password" in serializer.errors:
-                ratelimit.sign_in_failed(request, account=user.email)
-            raise exceptions.ValidationError(serializer.errors)
-        ratelimit.sign_in_succeeded(request, account=user.email)
+        user, _ = password_checked(request, s.AccountErasureSerializer, checked_field="password")
         erasure.erasure_request(user=user)
         body = {
             "status": "erasing",
@@ -244,21 +251,13 @@ class PasswordChangeView(TenantAPIView):
         auth=[{"bearerAuth": []}],
     )
     def post(self, request, version):
-        # The principal's user is a cached snapshot without the password hash: read the row.
-        user = User.objects.get(pk=request.user.pk)
-        ratelimit.limit_public_request(
-            request, scope=ratelimit.PublicScope.SIGN_IN, account=user.email
+        user, data = password_checked(
+            request, s.PasswordChangeSerializer, checked_field="current_password"
         )
-        serializer = s.PasswordChangeSerializer(data=request.data, context={"user": user})
-        if not serializer.is_valid():
-            if "current_password" in serializer.errors:
-                ratelimit.sign_in_failed(request, account=user.email)
-            raise exceptions.ValidationError(serializer.errors)
-        ratelimit.sign_in_succeeded(request, account=user.email)
         tokens = services.password_change(
             user=user,
             tenant=self.principal.tenant,
-            new_password=serializer.validated_data["new_password"],
+            new_password=data["new_password"],
         )
         return Response(tokens)
 

@@ -46,6 +46,18 @@ def receive(socket) -> dict:
     return json.loads(socket.recv(timeout=RECEIVE_TIMEOUT))
 
 
+def viewer_signed_in(tenant, email: str, api_client) -> tuple[Membership, dict]:
+    """A new viewer of `tenant`, and the tokens of their sign-in."""
+    with tenant_context(tenant.id):
+        viewer = Role.objects.get(name="viewer")
+        membership = Membership.objects.create(user=make_user(email=email))
+        MembershipRole.objects.create(membership=membership, role=viewer)
+    response = api_client.post(
+        "/api/v1/auth/token/", {"email": email, "password": DEFAULT_PASSWORD}, format="json"
+    )
+    return membership, response.json()
+
+
 def closed_with(socket) -> tuple[int, list[dict]]:
     """Read until the server closes; return the close code and the messages before it."""
     messages = []
@@ -183,16 +195,7 @@ def test_malformed_messages_get_an_error_and_the_socket_stays(server, owner_toke
 
 def test_removing_a_member_closes_their_sockets(server, owner_tokens, api_client):
     tenant, owner = owner_tokens
-    member = make_user(email="leaving@example.com")
-    with tenant_context(tenant.id):
-        viewer = Role.objects.get(name="viewer")
-        membership = Membership.objects.create(user=member)
-        MembershipRole.objects.create(membership=membership, role=viewer)
-    tokens = api_client.post(
-        "/api/v1/auth/token/",
-        {"email": "leaving@example.com", "password": DEFAULT_PASSWORD},
-        format="json",
-    ).json()
+    membership, tokens = viewer_signed_in(tenant, "leaving@example.com", api_client)
     with connect(f"{server.ws_url}{PATH}?token={tokens['access']}") as socket:
         assert receive(socket) == {"type": "authenticated"}
         removed = api_client.delete(
@@ -207,16 +210,7 @@ def test_removing_a_member_closes_their_sockets(server, owner_tokens, api_client
 
 def test_asking_for_erasure_closes_the_persons_sockets_at_once(server, owner_tokens, api_client):
     tenant, _ = owner_tokens
-    person = make_user(email="erasing@example.com")
-    with tenant_context(tenant.id):
-        viewer = Role.objects.get(name="viewer")
-        membership = Membership.objects.create(user=person)
-        MembershipRole.objects.create(membership=membership, role=viewer)
-    tokens = api_client.post(
-        "/api/v1/auth/token/",
-        {"email": "erasing@example.com", "password": DEFAULT_PASSWORD},
-        format="json",
-    ).json()
+    _, tokens = viewer_signed_in(tenant, "erasing@example.com", api_client)
     with connect(f"{server.ws_url}{PATH}?token={tokens['access']}") as socket:
         assert receive(socket) == {"type": "authenticated"}
         # The erasure's first step, in the request: the job comes after (accounts/erasure.py).
