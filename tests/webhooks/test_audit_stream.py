@@ -464,5 +464,13 @@ def test_a_failing_receiver_gets_the_stream_retried_until_it_takes_it(receiver, 
     while {(d.status, d.attempts) for d in audit_deliveries(created["id"])} != {("succeeded", 3)}:
         assert time.monotonic() < deadline, audit_deliveries(created["id"])
         time.sleep(0.1)
+    # (the worker logs an attempt just after it records it: wait for both lines of the last ones)
+    for delivery in audit_deliveries(created["id"]):
+        stream_worker.wait_for(
+            lambda r, delivery_id=str(delivery.pk): r.get("event") == "webhook_delivery_attempted"
+            and r.get("delivery_id") == delivery_id
+            and r.get("outcome") == "succeeded",
+            waiting_for=f"delivery {delivery.pk} logged as succeeded",
+        )
     outcomes = [a["outcome"] for a in stream_worker.find(event="webhook_delivery_attempted")]
     assert Counter(outcomes) == {"failed": 4, "succeeded": 2}
