@@ -15,10 +15,11 @@ WORKER_METRICS_PORT set a worker serves the values of its pool's processes on th
 the same rule as /metrics (`serve_worker_metrics`). config/celery.py connects them to Celery's
 signals.
 
-Requests by tenant plan (`PlanMetricsMiddleware`): django-prometheus labels requests by view, and
-the plan is what capacity and limits are sold by, so the API's requests are also counted and
-timed by the plan of the tenant whose credential made them. Plans are operators' data, few and
-slow to change; a process still labels at most MAX_PLAN_LABELS of them, the rest as `other`.
+Requests (`RequestMetricsMiddleware`, one pass at the edge): django-prometheus's series by view,
+method and status, and by tenant plan: the plan is what capacity and limits are sold by, so the
+API's requests are also counted and timed by the plan of the tenant whose credential made them.
+Plans are operators' data, few and slow to change; a process still labels at most
+MAX_PLAN_LABELS of them, the rest as `other`.
 
 `/metrics` is the process's registry (or every process's, in multiprocess mode) joined with
 collectors read at scrape time (`scrape_registry`): facts about shared services, such as the
@@ -261,21 +262,31 @@ def plan_label(request: HttpRequest) -> str:
     return code
 
 
-def _observe_plan(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
-    plan = plan_label(request)
-    PLAN_REQUEST_SECONDS.labels(plan=plan).observe(time.perf_counter() - started)
-    PLAN_REQUESTS.labels(plan=plan, status=str(response.status_code)).inc()
+class RequestMetricsMiddleware:
+    """Every request counted and timed once, outermost: django-prometheus's request metrics that
+    the dashboards and alerts read, and the API's by tenant plan.
 
-
-class PlanMetricsMiddleware:
-    """Counts and times API requests by tenant plan. Outermost but for django-prometheus' own, so
-    that it sees the status that leaves (a 429, a problem made of an exception)."""
+    django-prometheus's own pair of middleware (one outermost, one innermost) walks every request
+    twice and updates fourteen series, most of which nothing reads (body sizes, charsets, totals
+    by method and by transport, totals the by-view series already sum to). This one records, on
+    django-prometheus's metric objects (the names stay), what docs/operations.md and deploy/
+    use: requests by view, transport and method; responses by status, view and method; latency
+    by view and method, from the edge (the whole stack, as a client sees it); exceptions by type
+    and view. Then the plan's series for the API's requests. It sees the status that leaves:
+    a 429, a problem made of an exception.
+    """
 
     sync_capable = True
     async_capable = True
 
     def __init__(self, get_response: Callable) -> None:
+        # Imported here, not with this module: gunicorn's master imports this module as its
+        # config before Django's settings are read, and django-prometheus takes its metrics'
+        # namespace from the settings when it is first imported.
+        from django_prometheus.middleware import Metrics
+
         self.get_response = get_response
+        self.metrics = Metrics.get_instance()
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
@@ -283,20 +294,57 @@ class PlanMetricsMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        if not request.path.startswith(PLAN_MEASURED_PREFIXES):
-            return self.get_response(request)
         started = time.perf_counter()
         response = self.get_response(request)
-        _observe_plan(request, response, started)
+        self._observe(request, response, started)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        if not request.path.startswith(PLAN_MEASURED_PREFIXES):
-            return await self.get_response(request)
         started = time.perf_counter()
         response = await self.get_response(request)
-        _observe_plan(request, response, started)
+        self._observe(request, response, started)
         return response
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> None:
+        self.metrics.requests_by_view_transport_method.labels(
+            view=_view_name(request),
+            transport="https" if request.is_secure() else "http",
+            method=_method(request),
+        ).inc()
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        self.metrics.exceptions_by_type.labels(type=type(exception).__name__).inc()
+        self.metrics.exceptions_by_view.labels(view=_view_name(request)).inc()
+
+    def _observe(self, request: HttpRequest, response: HttpResponseBase, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        view, method = _view_name(request), _method(request)
+        status = str(response.status_code)
+        self.metrics.responses_by_status_view_method.labels(
+            status=status, view=view, method=method
+        ).inc()
+        self.metrics.requests_latency_by_view_method.labels(view=view, method=method).observe(
+            elapsed
+        )
+        if request.path_info.startswith(PLAN_MEASURED_PREFIXES):
+            plan = plan_label(request)
+            PLAN_REQUEST_SECONDS.labels(plan=plan).observe(elapsed)
+            PLAN_REQUESTS.labels(plan=plan, status=status).inc()
+
+
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"}
+)
+
+
+def _method(request: HttpRequest) -> str:
+    # A label per method a client makes up would be a series each (django-prometheus' rule).
+    return request.method if request.method in _METHODS else "<invalid method>"
+
+
+def _view_name(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    return (match.view_name if match is not None else None) or "<unnamed view>"
 
 
 # --- What /metrics serves ------------------------------------------------------------------------

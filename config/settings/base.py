@@ -65,9 +65,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    # API requests by tenant plan, with the status that finally leaves (kernel/metrics.py).
-    "kernel.metrics.PlanMetricsMiddleware",
+    # Every request counted and timed once, from the edge, by view and by tenant plan, with the
+    # status that finally leaves (kernel/metrics.py).
+    "kernel.metrics.RequestMetricsMiddleware",
     "kernel.tracing.RequestIdMiddleware",
     # Where a request's reads go: a replica for safe ones, once DATABASE_REPLICA_URLS is set.
     "kernel.replicas.ReplicaRoutingMiddleware",
@@ -82,14 +82,19 @@ MIDDLEWARE = [
     # exceptions and Django's own error pages all leave as problem+json.
     "kernel.middleware.ProblemDetailsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's own, for the pages a person signs in to with a browser (the admin, OAuth's
+    # consent): the token-authenticated surfaces (TOKEN_PATH_PREFIXES) pass straight through
+    # them, since a bearer token needs no session, no CSRF token and no flash messages.
+    "kernel.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "kernel.middleware.CsrfViewMiddleware",
+    "kernel.middleware.AuthenticationMiddleware",
+    "kernel.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+# The surfaces a bearer token (or an API key) authenticates, never a session cookie: the REST
+# API and GraphQL. They skip the session middleware above.
+TOKEN_PATH_PREFIXES = ("/api/", "/graphql/")
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

@@ -49,6 +49,9 @@ def build_logging(*, level: str, fmt: str) -> dict:
     )
     structlog.configure(
         processors=[
+            # First: a line below the level costs a comparison, not the whole chain (timestamp,
+            # context, ids) before the standard library drops it.
+            structlog.stdlib.filter_by_level,
             *SHARED_PROCESSORS,
             # log.info("%s failed", name) works as with the standard library.
             structlog.stdlib.PositionalArgumentsFormatter(),
