@@ -1,4 +1,5 @@
-"""The catalog API under load, served as in production, against its ceiling: a bare Django view.
+"""The catalog API under load, served as in production, against Django's ceiling and the
+typical Django project a user would write instead.
 
     .venv/bin/python scripts/bench_catalog.py [--duration 10] [--connections 16] [--workers 4]
 
@@ -25,6 +26,32 @@ started the same way but exporting spans (kernel/telemetry.py: OTLP over HTTP, p
 sampling at 10 %) to a sink in this script that answers every export with a 200, so that one run
 gives the cached list with tracing off (`list`, no endpoint set) and on, and their ratio.
 
+Two references, each its own gunicorn (the same config/gunicorn.conf.py and worker count),
+started the same way in the same run:
+
+- the ceiling (`ceiling`): scripts/bench_ceiling.py, a Django view with no middleware, no app
+  and no database answering at the list's path with exactly the bytes (and content type) of
+  the cached list's body, fetched from our server once the writes of step 3 are done: what
+  Django itself can do here;
+- the typical project (`typical-list`, `typical-detail`, `typical-304`, `typical-cold`,
+  `typical-patch`, `typical-create`): scripts/bench_typical/, the same five endpoints on the
+  same tables, at the same paths, as a typical project writes them: a DRF ModelViewSet over
+  unmanaged models, stock simplejwt JWTAuthentication (a user query a request) verifying the
+  same token, a django-filter FilterSet (`price_min`), DRF's CursorPagination, `cache_page`
+  through django-redis on the list and the detail, startproject's middleware, Django's own
+  PostgreSQL backend as the database URL's user (no row-level security). It does less than we
+  do: no tenant scoping, audit, events, rate limits, conditional requests or metrics. Where it
+  cannot honour a request the way ours does, it answers as a typical project would: If-None-Match
+  gets a 200 from cache_page (no ETag, so no 304), If-Match is ignored. Its CursorPagination
+  orders by `created_at`, which the index its model declares serves: created on the shared
+  table before each `typical-*` scenario and dropped before each of ours, which it would
+  otherwise serve too. Each reference's scenario runs right after ours it is compared with.
+
+The report gives, per scenario (cached list, cached detail, 304, cold list, PATCH, POST), our
+requests/s over the typical project's (target: at least 1x, 2x for the cached ones), over the
+ceiling's (target for the cached list: at least 50 %), and over the in-stack bare view's, as
+the earlier runs did.
+
 `--profile FILE` records the workers with py-spy during the cached-list run (py-spy is not a
 dependency: install it for the run only) and prints where the requests spent their time.
 """
@@ -49,7 +76,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib.metadata import version
@@ -89,6 +116,25 @@ TARGET_RATIO = 0.70
 TRACING_RATIO = "0.1"
 # GraphQL should cost at most this many times what REST costs for the same page.
 GRAPHQL_TARGET = 1.5
+# Ours against the references: the cached list's requests/s at least this share of the
+# no-middleware ceiling's; every scenario at least as fast as the typical project's, and the
+# cached ones (answered from a cache by both) at least twice as fast.
+CEILING_TARGET = 0.5
+TYPICAL_TARGET = 1.0
+TYPICAL_CACHED_TARGET = 2.0
+# Our scenario, the typical project's counterpart, and what that counterpart does differently.
+COMPARED = [
+    ("list", "typical-list", "cache_page hit"),
+    ("detail", "typical-detail", "cache_page hit, no related products"),
+    ("304", "typical-304", "no ETag: a 200 from cache_page"),
+    ("cold", "typical-cold", "a cache_page miss"),
+    ("patch", "typical-patch", "If-Match ignored"),
+    ("create", "typical-create", "no quota, audit or event"),
+]
+CACHED = {"list", "detail", "304"}
+# The typical project's cache keys, under the run's prefix (so that clean-up deletes them).
+TYPICAL_CACHE_PREFIX = f"{KEY_PREFIX}-typical"
+TYPICAL_INDEX = "bench_typical_product_created_at"
 HITS_IN_A_ROW = 200
 
 
@@ -218,15 +264,17 @@ end
 
 # PATCH the stock of products of this run's own slice, each thread its own products, with
 # If-Match holding the version the previous response of that product returned (products start
-# at version 1). A slice is far longer than the requests in flight, so the version is current.
+# at the version they had when the round began: `known`, where not 1). A slice is far longer than
+# the requests in flight, so the version is current.
 LUA_PATCH = (
     LUA_THREAD_INDEX
     + """
 local ids = {{{ids}}}
+local known = {{{known}}}
 local mine, versions, position = {{}}, {{}}, 0
 function init(args)
   for i = (thread_index or 0) + 1, #ids, {threads} do mine[#mine + 1] = ids[i] end
-  for _, id in ipairs(mine) do versions[id] = 1 end
+  for _, id in ipairs(mine) do versions[id] = known[id] or 1 end
 end
 function request()
   position = position % #mine + 1
@@ -329,6 +377,8 @@ class Scenario:
     warmup_script: Path | None = None
     script: Path | None = None
     cache_kind: str | None = None
+    # Which server answers it: ours, the traced one, the ceiling or the typical project.
+    server: str = "ours"
 
 
 @dataclass
@@ -416,7 +466,7 @@ def measure(
         script=scenario.warmup_script,
         **common,
     )
-    before = cache_counters(base_url)
+    before = cache_counters(base_url) if scenario.cache_kind else {}
     cpu_before = processes.snapshot()
     load_before = load_average()
     result = run_wrk(
@@ -718,6 +768,7 @@ def versions_line() -> str:
     packages = [
         "django", "djangorestframework", "djangorestframework-simplejwt", "gunicorn",
         "psycopg", "redis", "django-redis", "django-prometheus", "prometheus-client",
+        "django-filter",
     ]  # fmt: skip
     return ", ".join(f"{name} {version(name)}" for name in packages)
 
@@ -752,6 +803,59 @@ def ratio_line(ratios: list[float], *, percent: bool = True) -> str:
         return shown(ratios[0])
     each = ", ".join(shown(ratio) for ratio in ratios)
     return f"{shown(statistics.median(ratios))} (the median of {len(ratios)} rounds: {each})"
+
+
+def median_rate(measured: list[Measured], key: str) -> float | None:
+    rates = [m.result.requests_per_second for m in measured if m.scenario.key == key]
+    return statistics.median(rates) if rates else None
+
+
+def against(ratios: list[float], target: float | None, *, percent: bool) -> str:
+    """A ratio cell: the ratio (each round's, and their median), and the target's verdict."""
+    if not ratios:
+        return "n/a"
+    cell = ratio_line(ratios, percent=percent)
+    if target is None:
+        return cell
+    verdict = "met" if statistics.median(ratios) >= target else "missed"
+    shown = f"{target:.0%}" if percent else f"{target:g}x"
+    return f"{cell}, target {shown}: {verdict}"
+
+
+def report_references(measured: list[Measured]) -> None:
+    """Ours against the typical project, the no-middleware ceiling and the in-stack bare view,
+    scenario by scenario (requests/s; with --rounds, per round and the median)."""
+    rows = [
+        (key, typical, note)
+        for key, typical, note in COMPARED
+        if any(m.scenario.key == key for m in measured)
+    ]
+    if not rows:
+        return
+    print()
+    print("Ours against the references (requests/s, ours over theirs; targets: at least 1x the")
+    print(
+        f"typical project, {TYPICAL_CACHED_TARGET:g}x for the cached rows, and the cached list at "
+        f"least {CEILING_TARGET:.0%} of the ceiling):"
+    )
+    print()
+    print(
+        "| scenario | ours | typical | ours / typical | ours / ceiling "
+        "| ours / bare view in the stack | the typical project's answer |"
+    )
+    print("|---|---:|---:|---|---|---|---|")
+    for key, typical, note in rows:
+        ours_rate, typical_rate = median_rate(measured, key), median_rate(measured, typical)
+        label = next(m.scenario.label for m in measured if m.scenario.key == key)
+        typical_target = TYPICAL_CACHED_TARGET if key in CACHED else TYPICAL_TARGET
+        ceiling_target = CEILING_TARGET if key == "list" else None
+        print(
+            f"| {label} | {ours_rate:,.0f} "
+            f"| {f'{typical_rate:,.0f}' if typical_rate is not None else 'n/a'} "
+            f"| {against(ratios_between(measured, key, typical), typical_target, percent=False)} "
+            f"| {against(ratios_between(measured, key, 'ceiling'), ceiling_target, percent=True)} "
+            f"| {against(ratios_by_round(measured, key), None, percent=True)} | {note} |"
+        )
 
 
 def report(
@@ -803,7 +907,8 @@ def report(
         verdict = "met" if statistics.median(ratios) >= TARGET_RATIO else "missed"
         print()
         print(
-            f"Cached list / bare view: {ratio_line(ratios)} (target {TARGET_RATIO:.0%}: {verdict})",
+            f"Cached list / bare view in the stack: {ratio_line(ratios)} "
+            f"(target {TARGET_RATIO:.0%}: {verdict})",
         )
     traced = ratios_between(measured, "list-traced", "list")
     if traced:
@@ -825,6 +930,7 @@ def report(
             f"Bare view + one Redis round trip / bare view: {ratio_line(floors)} (the most a "
             "request that asks Redis once can reach)"
         )
+    report_references(measured)
     print()
     print("One request each, in process through config.wsgi.application (same settings, Redis):")
     print()
@@ -851,8 +957,31 @@ def report(
 # --- main ---------------------------------------------------------------------------------------
 
 
+def patch_script(ids: list[str], threads: int, versions: Mapping[str, int]) -> str:
+    """LUA_PATCH for these products, starting from the versions they have (1 if not listed)."""
+    known = ", ".join(f'["{pk}"] = {versions[pk]}' for pk in ids if pk in versions)
+    quoted = ", ".join(f'"{pk}"' for pk in ids)
+    return LUA_PATCH.format(ids=quoted, known=known, threads=threads)
+
+
+def product_versions(database_url: str) -> dict[str, int]:
+    """The products some write of the run moved past version 1, and their versions."""
+    import psycopg
+
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT id::text, version FROM catalog_product WHERE version > 1"
+        ).fetchall()
+    return dict(rows)
+
+
 def scenarios(
-    fixture: Fixture, directory: Path, threads: int, list_etag: str, round_number: int = 1
+    fixture: Fixture,
+    directory: Path,
+    threads: int,
+    list_etag: str,
+    round_number: int = 1,
+    versions: Mapping[str, int] | None = None,
 ) -> list[Scenario]:
     auth = f"Authorization: Bearer {fixture.token}"
     detail = f"/api/v1/products/{fixture.detail_id}/"
@@ -865,13 +994,12 @@ def scenarios(
         path.write_text(text)
         return path
 
-    # Products for the writes: warm-up and measured run each get their own, all at version 1
-    # (the first three are count_costs' own).
-    quoted = [f'"{pk}"' for pk in fixture.product_ids[3:]]
-    patch_warm = ", ".join(quoted[:2_000])
-    patch_run = ", ".join(quoted[2_000:10_000])
-    return [
-        Scenario("bare", "bare Django view (ceiling)", "/bench/bare/"),
+    # Products for the writes: warm-up and measured run each get their own, at the versions
+    # `versions` gives (1 where it says nothing; the first three are count_costs' own).
+    spare = fixture.product_ids[3:]
+    patch_warm, patch_run = spare[:2_000], spare[2_000:10_000]
+    ours = [
+        Scenario("bare", "bare Django view (in the stack)", "/bench/bare/"),
         Scenario("rtt", "bare view + one Redis round trip", "/bench/round-trip/"),
         Scenario("list", "cached list", LIST_PATH, [auth], cache_kind="product_list"),
         Scenario(
@@ -880,6 +1008,7 @@ def scenarios(
             LIST_PATH,
             [auth],
             cache_kind="product_list",
+            server="traced",
         ),
         Scenario("detail", "cached detail", detail, [auth], cache_kind="product_detail"),
         Scenario(
@@ -921,16 +1050,101 @@ def scenarios(
             "write: PATCH stock with If-Match",
             "/api/v1/products/",
             [auth],
-            warmup_script=lua("patch-warm.lua", LUA_PATCH.format(ids=patch_warm, threads=threads)),
-            script=lua("patch.lua", LUA_PATCH.format(ids=patch_run, threads=threads)),
+            warmup_script=lua("patch-warm.lua", patch_script(patch_warm, threads, versions or {})),
+            script=lua("patch.lua", patch_script(patch_run, threads, versions or {})),
         ),
         Scenario(
             "create",
             "write: POST a product (unique SKU)",
             "/api/v1/products/",
             [auth],
-            warmup_script=lua("create-warm.lua", LUA_CREATE.format(run="w")),
-            script=lua("create.lua", LUA_CREATE.format(run="m")),
+            # Each round its own SKUs: a SKU an earlier round created is taken.
+            warmup_script=lua("create-warm.lua", LUA_CREATE.format(run=f"w{round_number}")),
+            script=lua("create.lua", LUA_CREATE.format(run=f"m{round_number}")),
+        ),
+    ]
+    references = reference_scenarios(fixture, lua, threads, list_etag, round_number)
+    return interleaved(ours, references)
+
+
+def interleaved(ours: list[Scenario], references: list[Scenario]) -> list[Scenario]:
+    """Each reference right after what it is compared with (the ceiling after the bare view,
+    `typical-x` after `x`): a pair runs minutes apart at most, on a machine in the same state."""
+    after = {"ceiling": "bare", **{typical: key for key, typical, _ in COMPARED}}
+    ordered = list(ours)
+    for reference in references:
+        keys = [scenario.key for scenario in ordered]
+        anchor = after[reference.key]
+        ordered.insert(keys.index(anchor) + 1 if anchor in keys else len(ordered), reference)
+    return ordered
+
+
+def reference_scenarios(
+    fixture: Fixture,
+    lua: Callable[[str, str], Path],
+    threads: int,
+    list_etag: str,
+    round_number: int,
+) -> list[Scenario]:
+    """The ceiling and the typical project's five endpoints, driven as ours are: the same
+    paths, headers and Lua scripts, on products and prices of their own."""
+    auth = f"Authorization: Bearer {fixture.token}"
+    detail = f"/api/v1/products/{fixture.detail_id}/"
+    # Cold prices past the ranges of ours (REST's and GraphQL's), every round its own.
+    cold = (round_number - 1) * 20_000 + 40_000
+    # Products to PATCH from the other end of the list, apart from ours at 20,000 products and
+    # more (a smaller catalog shares some, which does no harm: the typical project writes back
+    # the version it read, and the scenarios run one at a time).
+    spare = fixture.product_ids[:2:-1]
+    patch_warm, patch_run = spare[:2_000], spare[2_000:10_000]
+    return [
+        Scenario(
+            "ceiling",
+            "ceiling: the cached list's bytes, no middleware",
+            LIST_PATH,
+            server="ceiling",
+        ),
+        Scenario("typical-list", "typical: cached list", LIST_PATH, [auth], server="typical"),
+        Scenario("typical-detail", "typical: cached detail", detail, [auth], server="typical"),
+        Scenario(
+            "typical-304",
+            "typical: the 304 request (answered 200 from cache_page)",
+            LIST_PATH,
+            [auth, f"If-None-Match: {list_etag}"],
+            server="typical",
+        ),
+        Scenario(
+            "typical-cold",
+            "typical: cold list (new price_min each request)",
+            "/api/v1/products/",
+            [auth],
+            warmup_script=lua(
+                "typical-cold-warm.lua", _fill(LUA_COLD_LIST, offset=cold, threads=threads)
+            ),
+            script=lua(
+                "typical-cold.lua", _fill(LUA_COLD_LIST, offset=cold + 5_000, threads=threads)
+            ),
+            server="typical",
+        ),
+        Scenario(
+            "typical-patch",
+            "typical: PATCH stock (If-Match ignored)",
+            "/api/v1/products/",
+            [auth],
+            warmup_script=lua("typical-patch-warm.lua", patch_script(patch_warm, threads, {})),
+            script=lua("typical-patch.lua", patch_script(patch_run, threads, {})),
+            server="typical",
+        ),
+        Scenario(
+            "typical-create",
+            "typical: POST a product (unique SKU)",
+            "/api/v1/products/",
+            [auth],
+            warmup_script=lua(
+                "typical-create-warm.lua", LUA_CREATE.format(run=f"tw{round_number}")
+            ),
+            script=lua("typical-create.lua", LUA_CREATE.format(run=f"tm{round_number}")),
+            server="typical",
         ),
     ]
 
@@ -969,8 +1183,8 @@ def main() -> int:
         "--rounds",
         type=int,
         default=1,
-        help="passes over the scenarios; the ratios to the bare view are given per pass, "
-        "and their median",
+        help="passes over the scenarios; the ratios to the bare view, the ceiling and the "
+        "typical project are given per pass, and their median",
     )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
@@ -981,7 +1195,9 @@ def main() -> int:
     parser.add_argument(
         "--only",
         help="comma-separated scenario keys: "
-        "bare,rtt,list,list-traced,detail,304,cold,gql-list,gql-cold,patch,create",
+        "bare,rtt,list,list-traced,detail,304,cold,gql-list,gql-cold,patch,create, and the "
+        "references: ceiling,typical-list,typical-detail,typical-304,typical-cold,"
+        "typical-patch,typical-create",
     )
     parser.add_argument(
         "--profile",
@@ -989,6 +1205,10 @@ def main() -> int:
         help="record the workers with py-spy during the cached-list run, to this folded file",
     )
     options = parser.parse_args()
+    for name in ("duration", "warmup"):
+        seconds = getattr(options, name)
+        if seconds < 1 or seconds != int(seconds):
+            parser.error(f"--{name} is whole seconds, at least 1 (what wrk takes)")
     if wrk_version() == "absent":
         print("error: wrk is needed (Debian: apt-get install -y wrk)", file=sys.stderr)
         return 2
@@ -1017,6 +1237,8 @@ def main() -> int:
         sys.path[:0] = [str(REPO)]
         delete_redis_keys(options.redis_url, KEY_PREFIX)
         recreate_database(database_url)
+        wanted = set(options.only.split(",")) if options.only else None
+        typical_wanted = wanted is None or any(key.startswith("typical-") for key in wanted)
         try:
             import django
 
@@ -1038,9 +1260,9 @@ def main() -> int:
             log_path = directory / "server.log"
             log = log_path.open("ab")
 
-            def command_for(port: int) -> list[str]:
+            def command_for(port: int, application: str = "config.wsgi:application") -> list[str]:
                 return [
-                    sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                    sys.executable, "-m", "gunicorn", application,
                     "--config", "config/gunicorn.conf.py",
                     "--bind", f"{HOST}:{port}", "--workers", str(options.workers),
                 ]  # fmt: skip
@@ -1067,43 +1289,86 @@ def main() -> int:
             print("counting one cached hit in process ...", flush=True)
             costs = count_costs(fixture, f"{HOST}:{port}", options.redis_url, list_etag, directory)
             # Its writes changed the first page: the ETag the 304 run revalidates is taken now.
-            list_etag = httpx.get(base_url + LIST_PATH, headers=auth).headers["ETag"]
-            revalidated = httpx.get(
-                base_url + LIST_PATH, headers={**auth, "If-None-Match": list_etag}
-            )
-            if revalidated.status_code != 304:
-                raise RuntimeError(f"If-None-Match got {revalidated.status_code}, not 304")
+            list_etag = revalidated_etag(base_url, auth)
 
-            wanted = set(options.only.split(",")) if options.only else None
-            traced = None
+            targets = {"ours": Served(base_url, processes)}
+            typical_index = TypicalIndex(database_url)
             if wanted is None or "list-traced" in wanted:
                 sink = stack.enter_context(SpanSink())
-                traced_server, traced = start_traced_server(
+                traced_server, targets["traced"] = start_traced_server(
                     command_for, environment, directory, sink, database_url, options
                 )
                 servers.append(traced_server)
                 for _ in range(2):  # every worker's first hit, and the exporter's first batch
-                    httpx.get(traced.url + LIST_PATH, headers=auth, timeout=30).raise_for_status()
+                    httpx.get(
+                        targets["traced"].url + LIST_PATH, headers=auth, timeout=30
+                    ).raise_for_status()
+            if wanted is None or "ceiling" in wanted:
+                # The bytes the cached list answers now, which every later hit answers.
+                page = httpx.get(base_url + LIST_PATH, headers=auth, timeout=30)
+                page.raise_for_status()
+                (directory / "ceiling-body").write_bytes(page.content)
+                ceiling_server, targets["ceiling"] = start_server(
+                    command_for(free_port(), "django.core.wsgi:get_wsgi_application()"),
+                    {
+                        **environment,
+                        "DJANGO_SETTINGS_MODULE": "bench_ceiling",
+                        "BENCH_CEILING_BODY": str(directory / "ceiling-body"),
+                        "BENCH_CEILING_CONTENT_TYPE": page.headers["Content-Type"],
+                    },
+                    directory,
+                    "ceiling",
+                    database_url,
+                    options,
+                )
+                servers.append(ceiling_server)
+                served = httpx.get(targets["ceiling"].url + LIST_PATH, timeout=30)
+                if served.content != page.content:
+                    raise RuntimeError("the ceiling does not answer the cached list's bytes")
+            if typical_wanted:
+                typical_server, targets["typical"] = start_server(
+                    command_for(free_port(), "django.core.wsgi:get_wsgi_application()"),
+                    {
+                        **environment,
+                        "DJANGO_SETTINGS_MODULE": "bench_typical.settings",
+                        "CACHE_KEY_PREFIX": TYPICAL_CACHE_PREFIX,
+                        "BENCH_TENANT_ID": fixture.tenant_id,
+                    },
+                    directory,
+                    "typical",
+                    database_url,
+                    options,
+                )
+                servers.append(typical_server)
+                check_typical(targets["typical"].url, base_url, fixture, auth, list_etag)
             measured = []
             for round_number in range(1, options.rounds + 1):
+                if round_number > 1:
+                    # The writes of the rounds before changed the first page, and the versions
+                    # of the products PATCHed with If-Match.
+                    list_etag = revalidated_etag(base_url, auth)
                 # Each round its own cold prices: a price an earlier round asked is cached.
                 selected = [
                     scenario
                     for scenario in scenarios(
-                        fixture, directory, options.threads, list_etag, round_number
+                        fixture,
+                        directory,
+                        options.threads,
+                        list_etag,
+                        round_number,
+                        product_versions(database_url) if round_number > 1 else {},
                     )
                     if wanted is None or scenario.key in wanted
                 ]
                 for scenario in selected:
                     print(f"running: {scenario.label} (round {round_number}) ...", flush=True)
+                    if scenario.server != "ceiling":
+                        typical_index.want(scenario.server == "typical")
                     profiler = None
                     if options.profile and scenario.key == "list" and round_number == 1:
                         profiler = start_profiler(server.pid, options)
-                    if scenario.key == "list-traced":
-                        assert traced is not None
-                        result = measure(scenario, traced.url, options, traced.processes)
-                    else:
-                        result = measure(scenario, base_url, options, processes)
+                    target = targets[scenario.server]
+                    result = measure(scenario, target.url, options, target.processes)
                     result.round = round_number
                     measured.append(result)
                     if profiler is not None:
@@ -1175,10 +1440,51 @@ class SpanSink:
         self.server.server_close()
 
 
+def revalidated_etag(base_url: str, auth: dict[str, str]) -> str:
+    """The cached list's current ETag, checked to be answered with a 304."""
+    list_etag = httpx.get(base_url + LIST_PATH, headers=auth, timeout=30).headers["ETag"]
+    revalidated = httpx.get(
+        base_url + LIST_PATH, headers={**auth, "If-None-Match": list_etag}, timeout=30
+    )
+    if revalidated.status_code != 304:
+        raise RuntimeError(f"If-None-Match got {revalidated.status_code}, not 304")
+    return list_etag
+
+
 @dataclass
-class TracedServer:
+class Served:
+    """A server of the run: where to send its scenarios, and its processes for CPU time."""
+
     url: str
     processes: Processes
+
+
+def start_server(
+    command: list[str],
+    environment: dict[str, str],
+    directory: Path,
+    name: str,
+    database_url: str,
+    options: argparse.Namespace,
+) -> tuple[subprocess.Popen, Served]:
+    """Another gunicorn of the run, with metrics and log files of its own, once it serves."""
+    metrics = directory / f"prometheus-{name}"
+    metrics.mkdir()
+    log_path = directory / f"server-{name}.log"
+    process = subprocess.Popen(  # noqa: S603  (a fixed command line)
+        command,
+        cwd=REPO,
+        env={**environment, "PROMETHEUS_MULTIPROC_DIR": str(metrics)},
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    url = command[command.index("--bind") + 1]
+    served = Served(
+        f"http://{url}",
+        Processes(process.pid, server_url(database_url), options.database, options.redis_url),
+    )
+    wait_until_serving(served.url, process, log_path)
+    return process, served
 
 
 def start_traced_server(
@@ -1188,32 +1494,81 @@ def start_traced_server(
     sink: SpanSink,
     database_url: str,
     options: argparse.Namespace,
-) -> tuple[subprocess.Popen, TracedServer]:
+) -> tuple[subprocess.Popen, Served]:
     """The same gunicorn, exporting spans to `sink` at TRACING_RATIO (kernel/telemetry.py)."""
-    port = free_port()
-    metrics = directory / "prometheus-traced"
-    metrics.mkdir()
-    log_path = directory / "server-traced.log"
-    process = subprocess.Popen(  # noqa: S603  (a fixed command line)
-        command_for(port),
-        cwd=REPO,
-        env={
-            **environment,
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_TRACES_SAMPLER_ARG": TRACING_RATIO,
-            "OTEL_SERVICE_NAME": "bench-catalog",
-        },
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
+    tracing = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER_ARG": TRACING_RATIO,
+        "OTEL_SERVICE_NAME": "bench-catalog",
+    }
+    return start_server(
+        command_for(free_port()),
+        {**environment, **tracing},
+        directory,
+        "traced",
+        database_url,
+        options,
     )
-    url = f"http://{HOST}:{port}"
-    wait_until_serving(url, process, log_path)
-    processes = Processes(
-        process.pid, server_url(database_url), options.database, options.redis_url
+
+
+class TypicalIndex:
+    """The index the typical project's model declares (`created_at`, db_index=True), which its
+    CursorPagination's ordering needs (the catalog's own indexes all start with the tenant),
+    present while a `typical-*` scenario runs and only then: on the shared table PostgreSQL
+    would plan our list on it too (a smaller index, with one tenant), and our writes would
+    maintain it. The typical project's writes do, as its own would."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.present = False
+
+    def want(self, present: bool) -> None:
+        if present == self.present:
+            return
+        import psycopg
+
+        statement = (
+            f"CREATE INDEX {TYPICAL_INDEX} ON catalog_product (created_at)"
+            if present
+            else f"DROP INDEX {TYPICAL_INDEX}"
+        )
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            connection.execute(statement)
+        self.present = present
+
+
+def check_typical(
+    url: str, ours: str, fixture: Fixture, auth: dict[str, str], list_etag: str
+) -> None:
+    """Each of the typical project's endpoints answers the bench's token with a 2xx (the 304
+    request with a 200, as the report says), and its list the same products, in the same order,
+    as ours: it serves the same page."""
+    detail = f"/api/v1/products/{fixture.detail_id}/"
+    pages = []
+    for base in (url, ours):
+        response = httpx.get(base + LIST_PATH, headers=auth, timeout=30)
+        response.raise_for_status()
+        pages.append([product["id"] for product in response.json()["results"]])
+    if pages[0] != pages[1]:
+        raise RuntimeError("the typical project's first page is not ours")
+    for path in (detail, f"{LIST_PATH}&price_min=1.00"):
+        httpx.get(url + path, headers=auth, timeout=30).raise_for_status()
+    revalidated = httpx.get(
+        url + LIST_PATH, headers={**auth, "If-None-Match": list_etag}, timeout=30
     )
-    return process, TracedServer(url, processes)
+    if revalidated.status_code != 200:
+        raise RuntimeError(f"the typical project answered If-None-Match {revalidated.status_code}")
+    spare = fixture.product_ids[-1]
+    httpx.patch(
+        f"{url}/api/v1/products/{spare}/", json={"stock": 7}, headers=auth, timeout=30
+    ).raise_for_status()
+    httpx.post(
+        f"{url}/api/v1/products/",
+        json={"sku": "TYPICAL-CHECK", "name": "Checked", "price": "1.00", "stock": 1},
+        headers=auth,
+        timeout=30,
+    ).raise_for_status()
 
 
 def start_profiler(master_pid: int, options: argparse.Namespace) -> subprocess.Popen:
