@@ -6,9 +6,12 @@ number where a name belongs is a 400, not silently "42"), storable by PostgreSQL
 Output serializers are read-only and take `fields=` for sparse responses (`?fields=`).
 """
 
+import datetime
+import functools
 from collections.abc import Iterable
 from typing import Any
 
+from django.utils.functional import cached_property
 from django.utils.text import slugify
 from rest_framework import serializers
 
@@ -36,11 +39,78 @@ class SparseFieldsMixin:
                     self.fields.pop(name)
 
 
+class PlainAttributesMixin:
+    """A read-only serializer's rows, each field read with one `getattr` and written with its
+    own `to_representation`: the same output as DRF's `Serializer.to_representation`, without
+    its per-row, per-field generality (dotted sources, callables, `SkipField`, `PKOnlyObject`),
+    which a page of 25 products paid for 375 times and which no field here uses. A field whose
+    source is not a plain attribute sends the whole row through DRF's own path.
+    tests/catalog/test_representation.py proves both paths give the same output."""
+
+    @cached_property
+    def _plain_readers(self) -> list[tuple[str, str, Any]] | None:
+        readers = []
+        for field in self._readable_fields:
+            if len(field.source_attrs) != 1 or field.source == "*":
+                return None
+            readers.append((field.field_name, field.source_attrs[0], field.to_representation))
+        return readers
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        readers = self._plain_readers
+        if readers is None:
+            return super().to_representation(instance)
+        row = {}
+        for name, attribute, represent in readers:
+            value = getattr(instance, attribute)
+            row[name] = None if value is None else represent(value)
+        return row
+
+
+def list_rows(
+    serializer_class: type[serializers.Serializer],
+    instances: Iterable[Any],
+    fields: tuple[str, ...] | None,
+) -> list[dict[str, Any]]:
+    """A page's rows. The serializer of a class and field selection is made once per process:
+    DRF builds a ModelSerializer's fields anew for each instance (introspecting the model,
+    deep-copying the declared ones), a tenth of a cold list's CPU, for an object that holds no
+    state of the request once built."""
+    writer = _row_writer(serializer_class, fields)
+    return [writer.to_representation(instance) for instance in instances]
+
+
+def one_row(
+    serializer_class: type[serializers.Serializer],
+    instance: Any,
+    fields: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """A detail's body, by the serializer `list_rows` keeps."""
+    return _row_writer(serializer_class, fields).to_representation(instance)
+
+
+@functools.lru_cache(maxsize=64)  # a client's ?fields= choices: bounded
+def _row_writer(
+    serializer_class: type[serializers.Serializer], fields: tuple[str, ...] | None
+) -> serializers.Serializer:
+    return serializer_class(fields=fields)
+
+
+class UTCDateTimeField(serializers.DateTimeField):
+    """RFC 3339 in UTC, as the API's conventions say, whatever TIME_ZONE says; and no lookup of
+    the current time zone for each value written."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(default_timezone=datetime.UTC, read_only=True, **kwargs)
+
+
 # --- categories --------------------------------------------------------------------------------
 
 
-class CategorySerializer(SparseFieldsMixin, serializers.ModelSerializer):
+class CategorySerializer(PlainAttributesMixin, SparseFieldsMixin, serializers.ModelSerializer):
     parent = serializers.UUIDField(source="parent_id", allow_null=True, read_only=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
 
     class Meta:
         model = Category
@@ -78,10 +148,12 @@ class RelatedProductSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ProductSerializer(SparseFieldsMixin, serializers.ModelSerializer):
+class ProductSerializer(PlainAttributesMixin, SparseFieldsMixin, serializers.ModelSerializer):
     category = serializers.UUIDField(source="category_id", allow_null=True, read_only=True)
     tags = serializers.ListField(child=serializers.CharField(), read_only=True)
     attributes = serializers.DictField(read_only=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
 
     class Meta:
         model = Product

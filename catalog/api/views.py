@@ -194,7 +194,7 @@ class ProductViewSet(TenantViewSet):
             if columns is not None:
                 queryset = queryset.only(*columns)
             page = self.paginator.paginate_queryset(queryset, request, view=self)
-            data = s.ProductSerializer(page, many=True, fields=query.fields).data
+            data = s.list_rows(s.ProductSerializer, page, query.fields)
             body = render(self.paginator.get_paginated_data(data))
             return CachedResponse(body=body, etag=etag_for(body))
 
@@ -293,7 +293,7 @@ def _product_detail_data(product: Product, *, fields: tuple[str, ...] | None) ->
     """The detail body; `related` costs one query, and none when the fields leave it out."""
     wants_related = fields is None or "related" in fields
     product.related_items = selectors.product_related(product=product) if wants_related else []
-    return s.ProductDetailSerializer(product, fields=fields).data
+    return s.one_row(s.ProductDetailSerializer, product, fields)
 
 
 # --- categories --------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ class CategoryViewSet(TenantViewSet):
                 parent_id=query.filters.get("parent"), ordering=query.ordering
             )
             page = self.paginator.paginate_queryset(queryset, request, view=self)
-            data = s.CategorySerializer(page, many=True, fields=query.fields).data
+            data = s.list_rows(s.CategorySerializer, page, query.fields)
             body = render(self.paginator.get_paginated_data(data))
             return CachedResponse(body=body, etag=etag_for(body))
 
@@ -353,7 +353,7 @@ class CategoryViewSet(TenantViewSet):
 
         def compute() -> CachedResponse:
             category = self.get_object()
-            body = render(s.CategorySerializer(category, fields=fields).data)
+            body = render(s.one_row(s.CategorySerializer, category, fields))
             return CachedResponse(body=body, etag=etag_for(body, version=category.version))
 
         cached = cached_response(
@@ -414,7 +414,7 @@ class CategoryViewSet(TenantViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _written(self, category: Category, code: int) -> Response:
-        data = s.CategorySerializer(category).data
+        data = s.one_row(s.CategorySerializer, category)
         headers = {"ETag": etag_for(render(data), version=category.version)}
         if code == status.HTTP_201_CREATED:
             headers["Location"] = reverse(
