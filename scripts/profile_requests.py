@@ -13,6 +13,11 @@ client side of PostgreSQL and Redis; the servers' own CPU is bench_catalog.py's 
 the profile's top lines by own time and by cumulative time, then drops the database and its
 Redis keys.
 
+`--explain` then sends one PATCH and one POST with PostgreSQL's auto_explain loaded in the
+application's own connection (its plans sent back to the client as notices): every statement the
+write sends and the statements that triggers, functions and the deferred foreign-key checks run
+inside it or at COMMIT (nested), each with its time, buffers and trigger times.
+
 The profile is cProfile's, timed in CPU seconds (waiting on PostgreSQL or Redis counts for nothing):
 deterministic, so it inflates the cost of many small calls; the CPU
 figure is measured in a second pass without the profiler.
@@ -113,12 +118,58 @@ def top_lines(profile: cProfile.Profile, sort: str, top: int) -> str:
     return text[text.index("ncalls") :].rstrip()
 
 
+def explain_writes(application, fixture) -> None:
+    """One PATCH and one POST, with auto_explain's plans of everything they send."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection  # the psycopg connection itself: these are session settings
+    plans: list[str] = []
+    raw.add_notice_handler(lambda notice: plans.append(notice.message_primary))
+    for statement in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_analyze = on",
+        "SET auto_explain.log_buffers = on",
+        "SET auto_explain.log_triggers = on",
+        "SET auto_explain.log_nested_statements = on",
+        "SET client_min_messages = log",
+    ):
+        raw.execute(statement)
+    raw.commit()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {fixture.token}"}
+    product = fixture.product_ids[-1]
+    new_product = b'{"sku": "EXPLAINED-1", "name": "Explained", "price": "9.99"}'
+    patch = {**auth, "HTTP_IF_MATCH": '"1-0"'}
+    writes = [
+        ("PATCH", f"/api/v1/products/{product}/", patch, b'{"stock": 5}'),
+        ("POST", "/api/v1/products/", auth, new_product),
+    ]  # fmt: skip
+    for method, path, headers, body in writes:
+        plans.clear()
+        status = wsgi_call(application, SERVER, method, path, headers, body)
+        print()
+        print(f"### {method} {path.split('/')[3]}: {status}, what PostgreSQL ran (auto_explain)")
+        print()
+        print("```")
+        for plan in plans:
+            print(plan.strip())
+            print()
+        print("```")
+    raw.execute("SET client_min_messages = notice")
+    raw.execute("RESET auto_explain.log_min_duration")
+    raw.commit()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=500, help="per scenario and pass")
     parser.add_argument("--top", type=int, default=25, help="profile lines per table")
     parser.add_argument("--only", help="comma-separated: list,detail,304,cold,patch,create,bare")
     parser.add_argument("--products", type=int, default=PRODUCTS)
+    parser.add_argument(
+        "--explain", action="store_true", help="then EXPLAIN ANALYZE what a PATCH and a POST send"
+    )
     add_service_arguments(parser, database="profile_requests", key_prefix=KEY_PREFIX)
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -183,6 +234,8 @@ def main() -> int:
             print("```")
             print(top_lines(profile, "cumulative", options.top))
             print("```")
+        if options.explain:
+            explain_writes(application, fixture)
     finally:
         clean_up(database_url=database_url, redis_url=options.redis_url, key_prefix=KEY_PREFIX)
     return 0
