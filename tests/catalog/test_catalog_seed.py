@@ -7,8 +7,9 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from config.celery import app as celery_app
 from tests.factories import make_tenant
-from tests.helpers import client_for, owner_of, tasks_run_inline
+from tests.helpers import client_for, owner_of
 
 # The import job is queued on commit: the command's own transactions must commit.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,8 +18,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_the_command_seeds_a_tenants_catalog_through_an_import_job():
     tenant = make_tenant(name="Seeded")
 
-    # `--inline` turns Celery's eager mode on; the context puts it back as it was.
-    with tasks_run_inline():
+    # `--inline` runs the job in the command's process, whatever Celery's setting, and leaves
+    # the setting as it found it
+    was_eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = False
+    try:
         call_command(
             "catalog_seed",
             tenant=tenant.slug,
@@ -29,6 +33,9 @@ def test_the_command_seeds_a_tenants_catalog_through_an_import_job():
             timeout=30,
             stdout=io.StringIO(),
         )
+        assert celery_app.conf.task_always_eager is False
+    finally:
+        celery_app.conf.task_always_eager = was_eager
 
     owner: APIClient = client_for(owner_of(tenant), tenant)
     products = owner.get("/api/v1/products/", {"page_size": 100}).json()["results"]

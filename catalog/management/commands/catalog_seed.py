@@ -63,9 +63,17 @@ class Command(BaseCommand):
             raise CommandError(f"No tenant with the slug '{options['tenant']}'.")
         if options["count"] < 1:
             raise CommandError("--count must be at least 1.")
+        # Eager for this command only: whoever calls it (a test, scripts/run) finds Celery's
+        # setting as it was.
+        was_eager = celery_app.conf.task_always_eager
         if options["inline"]:
             celery_app.conf.task_always_eager = True
+        try:
+            self._seed(tenant, options)
+        finally:
+            celery_app.conf.task_always_eager = was_eager
 
+    def _seed(self, tenant: Tenant, options: dict[str, Any]) -> None:
         with tenant_context(tenant.id):
             slugs = self._categories(tenant, options["categories"])
             started = time.monotonic()
