@@ -1,7 +1,9 @@
 """Tenants, and the base every tenant-owned model stands on.
 
-Every tenant-owned table carries `tenant_id`, and every unique constraint on one includes it, so
-that any table can be distributed by tenant id (see docs/tenancy.md).
+Every tenant-owned table carries `tenant_id`, and every uniqueness of one includes it but for
+Django's surrogate primary key and the few global ones that must hold across tenants, each
+justified (tests/scale/test_citus_readiness.py, docs/scale-out.md): what distributing the tables
+by tenant id would need (see docs/tenancy.md).
 """
 
 import uuid
