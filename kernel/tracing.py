@@ -47,6 +47,7 @@ before the task body runs. Everything bound into structlog's context while a tas
 when it ends, so `restore` may simply bind its fields for the log lines.
 """
 
+import functools
 import random
 import re
 import time
@@ -367,6 +368,11 @@ def _route_of(request) -> str | None:
     route = getattr(match, "route", None)
     if not route:
         return None
+    return _route_template(route)
+
+
+@functools.lru_cache(maxsize=1024)  # a function of the route alone: the URLconf's few hundred
+def _route_template(route: str) -> str:
     return "/" + _NAMED_GROUP.sub(_template_part, route).replace("^", "").replace("$", "")
 
 
