@@ -23,7 +23,7 @@ import decimal
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -87,7 +87,11 @@ class Keyset:
 
     def cursor(self, row: Model, *, reverse: bool = False) -> str:
         """The opaque cursor of the position at `row`: the rows after it, or before it."""
-        values = [_encode_value(field.value_from_object(row)) for field in self.fields]
+        # A model instance, or a row of `.values()` (a list that skips building models).
+        if isinstance(row, Mapping):
+            values = [_encode_value(row[field.attname]) for field in self.fields]
+        else:
+            values = [_encode_value(field.value_from_object(row)) for field in self.fields]
         payload = {"o": self.signature(), "v": values, "r": int(reverse)}
         token = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode())
         return token.decode().rstrip("=")

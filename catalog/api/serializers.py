@@ -60,9 +60,14 @@ class PlainAttributesMixin:
         readers = self._plain_readers
         if readers is None:
             return super().to_representation(instance)
+        # A model instance, or a row of `.values()`, keyed by the same attribute names.
+        if type(instance) is dict:
+            read = instance.__getitem__
+        else:
+            read = functools.partial(getattr, instance)
         row = {}
         for name, attribute, represent in readers:
-            value = getattr(instance, attribute)
+            value = read(attribute)
             row[name] = None if value is None else represent(value)
         return row
 

@@ -190,10 +190,11 @@ class ProductViewSet(TenantViewSet):
 
         def compute() -> CachedResponse:
             queryset = selectors.product_list(filters=product_filters, ordering=query.ordering)
-            columns = filters.model_fields_for(query.fields, ordering=query.ordering)
-            if columns is not None:
-                queryset = queryset.only(*columns)
-            page = self.paginator.paginate_queryset(queryset, request, view=self)
+            # Rows as dictionaries of the columns the page writes: no model is built for a list.
+            columns = filters.model_fields_for(
+                query.fields or s.PRODUCT_FIELDS, ordering=query.ordering
+            )
+            page = self.paginator.paginate_queryset(queryset.values(*columns), request, view=self)
             data = s.list_rows(s.ProductSerializer, page, query.fields)
             body = render(self.paginator.get_paginated_data(data))
             return CachedResponse(body=body, etag=etag_for(body))
