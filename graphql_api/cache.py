@@ -12,7 +12,9 @@ Only documents this process has seen run, without an error, and that cost one ra
 (graphql_api/limits.py) are answered that way: a costlier document's price is its cost, which
 only the full path takes, and an unknown document's fields are not known before it is parsed.
 The response is kept under the catalog version read before the document ran, so that a write
-while it ran leaves it unreachable.
+while it ran leaves it unreachable. A response read from a replica is never kept (it is served,
+as REST's are, catalog/cache.py): the replica may not have replayed the write that moved the
+version yet, and its stale answer would be stored under the new version for everyone.
 """
 
 import json
@@ -21,10 +23,12 @@ from collections import OrderedDict
 from typing import Any
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 from django.http import HttpRequest, HttpResponse
 
 from catalog import cache as catalog_cache
 from graphql_api.limits import Measure, tokens_for
+from kernel import replicas
 from kernel.api.cached_reads import CachedRead
 
 KIND = "graphql"
@@ -126,7 +130,7 @@ def keep(
     key: str | None, version: str | None, measure: Measure | None, body: bytes, *, failed: bool
 ) -> None:
     """Remember whether the document may be served from the cache, and keep its response when
-    it may."""
+    it may and was read from the primary (called where the response was read)."""
     if key is None or measure is None or failed:
         # An error says nothing of the document (the caller may lack the permission, the id
         # may be another tenant's): neither kept nor remembered.
@@ -138,7 +142,9 @@ def keep(
         and tokens_for(measure.cost) == 1
     )
     _known.put(key, cacheable)
-    if cacheable and version is not None:
+    # Whether the document may be kept depends on the document alone; whether this response may
+    # be, on where it was read.
+    if cacheable and version is not None and replicas.read_alias() == DEFAULT_DB_ALIAS:
         catalog_cache.store(
             version=version,
             kind=KIND,

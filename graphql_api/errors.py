@@ -11,11 +11,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.http import Http404
 from graphql import GraphQLError
 from rest_framework import exceptions
 from strawberry.utils.str_converters import to_camel_case
 
+from kernel import replicas
 from kernel.problems import Problem, ProblemType, validation_errors
 from kernel.tracing import get_request_id
 
@@ -144,7 +146,18 @@ def _camel_path(path: str | None) -> str | None:
     return ".".join(to_camel_case(part) for part in path.split("."))
 
 
+def replica_failed(errors: Iterable[GraphQLError] | None) -> bool:
+    """Whether the database failed under resolvers reading from a replica: no bug, and no answer
+    either, as the view answers the request again from the primary (graphql_api/view.py)."""
+    if replicas.read_alias() == DEFAULT_DB_ALIAS:
+        return False
+    return any(isinstance(error.original_error, DatabaseError) for error in errors or ())
+
+
 def log_unexpected(errors: Iterable[GraphQLError]) -> None:
+    errors = list(errors)
+    if replica_failed(errors):
+        return  # logged as the replica's failure where the request is answered again
     for error in errors:
         if is_unexpected(error):
             logger.error(

@@ -7,6 +7,10 @@ credential's tenant, in one transaction, as a REST request does. The rate limit 
 document is measured (graphql_api/limits.py), by its cost; a document that never got that far
 (it does not parse) still takes one token.
 
+A query reads from a healthy replica, as a REST GET does (graphql_api/routing.py decides from
+the document), and is answered again from the primary if the replica fails under it; a mutation
+reads and writes the primary, and marks its credential as a REST write does (kernel/replicas.py).
+
 Errors keep GraphQL's shape (`errors[]` with `extensions`), with the HTTP status a client of
 GraphQL over HTTP expects: 200 when GraphQL answered, 429 (with Retry-After) when the rate limit
 refused, 400 for a request that is no GraphQL request at all (a problem+json).
@@ -28,9 +32,9 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
 from graphql_api import cache as graphql_cache
-from graphql_api import errors
+from graphql_api import errors, routing
 from graphql_api.context import Context
-from kernel import access, credentials, ratelimit
+from kernel import access, credentials, ratelimit, replicas
 from kernel.api import cached_reads
 from kernel.middleware import OWN_ERROR_FORMAT
 from kernel.permissions import Perm
@@ -69,8 +73,16 @@ class GraphQLView(StrawberryView):
             return _charged(request, problem_for_exception(request, refused), anonymous=True)
         self.principal = principal
         version = graphql_cache.version_before(request, key, cached_reads.missed(request))
+        alias = routing.read_alias_for(request, self.body)
+        return replicas.answer_with_fallback(alias, lambda: self._answer(request, key, version))
+
+    def _answer(
+        self, request: HttpRequest, key: str | None, version: str | None
+    ) -> HttpResponseBase:
+        """The request run by GraphQL, in one transaction on the database its reads go to (a
+        query's on a replica: a read-only one there)."""
         self.failed, self.context = True, None
-        with transaction.atomic():
+        with transaction.atomic(using=replicas.read_alias()):
             try:
                 response = self.run(request=request)
             except HTTPException as exc:
@@ -119,9 +131,12 @@ class GraphQLView(StrawberryView):
                     )
                 ],
             )
-        return super().execute_single(
+        result = super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
+        if errors.replica_failed(result.errors):
+            raise replicas.ReplicaFailed()  # answered again from the primary (dispatch)
+        return result
 
     def process_result(self, request: HttpRequest, result: ExecutionResult) -> GraphQLHTTPResponse:
         data: GraphQLHTTPResponse = {"data": result.data}

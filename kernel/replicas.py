@@ -10,6 +10,11 @@ primary), `ReplicaRoutingMiddleware` decides once per request where its reads go
   primary, which has the write;
 - **anything else** (a write, and the reads of the request that writes) uses the primary only.
 
+A view that learns only from what a request says whether it writes (GraphQL, whose queries and
+mutations are both POSTs) chooses for itself, by the same rules: `replica_for(request)` for a
+request that only reads, which it declares with `reads_only(request)` so that its credential is
+not marked, and `answer_with_fallback()` to answer again from the primary if the replica fails.
+
 A replica is **healthy** when it answers and its replay is less than `REPLICA_MAX_LAG_SECONDS`
 behind what it has received (`now() - pg_last_xact_replay_timestamp()` while replay trails
 receipt; 0 when it has replayed everything). Each process checks each replica at most every
@@ -21,8 +26,9 @@ failing on it: the primary serves alone.
 `DatabaseRouter` is the Django database router that reads the request's choice: writes (and
 `select_for_update()`, which Django routes as a write) always go to the primary; migrations run
 on the primary only. A request whose replica fails mid-way is answered again from the primary
-(kernel/api/base.py), so a replica going down costs a retry, never an error. Celery tasks and
-commands read the primary unless they choose a replica themselves (`reads_from_replica()`).
+(kernel/api/base.py, `answer_with_fallback()`), so a replica going down costs a retry, never an
+error. Celery tasks and commands read the primary unless they choose a replica themselves
+(`reads_from_replica()`).
 """
 
 import contextlib
@@ -30,9 +36,10 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from django.conf import settings
@@ -45,6 +52,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_PREFIX = "/api/"
 _REPLICA_PREFIX = "replica"
 _WROTE_KEY = "db:wrote:{}"
+# Set on a request that is no safe method but wrote nothing (a GraphQL query sent by POST).
+_READS_ONLY_ATTRIBUTE = "_reads_only"
+
+T = TypeVar("T")
 
 SKIPPED = Counter(
     "db_replica_skipped",
@@ -61,7 +72,7 @@ LAG = Gauge(
 )
 READS = Counter(
     "db_requests_routed",
-    "Safe requests by where their reads went: a replica or the primary.",
+    "Requests that only read, by where their reads went: a replica or the primary.",
     ["target"],
     namespace=settings.PROMETHEUS_METRIC_NAMESPACE,
 )
@@ -192,21 +203,33 @@ def credential_key(request) -> str | None:
     return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+# The mark lives in the cache without a tenant namespace: it is set after the request, and read
+# before it is authenticated (REST) or after (GraphQL), with or without a tenant in context.
+_MARKS = "platform"
+
+
 def wrote_recently(key: str) -> bool:
-    from django.core.cache import cache
+    from django.core.cache import caches
 
     try:
-        return cache.get(_WROTE_KEY.format(key)) is not None
+        return caches[_MARKS].get(_WROTE_KEY.format(key)) is not None
     except Exception:
         # Without Redis nobody can say: read the primary, which is always right.
         return True
 
 
 def mark_wrote(key: str) -> None:
-    from django.core.cache import cache
+    from django.core.cache import caches
 
     with contextlib.suppress(Exception):
-        cache.set(_WROTE_KEY.format(key), 1, timeout=settings.READ_YOUR_WRITES_SECONDS)
+        caches[_MARKS].set(_WROTE_KEY.format(key), 1, timeout=settings.READ_YOUR_WRITES_SECONDS)
+
+
+def reads_only(request) -> None:
+    """Declare that `request`, though no safe method, writes nothing (a GraphQL query sent by
+    POST): its credential is not marked as one that wrote, so its next reads may go to a
+    replica."""
+    setattr(request, _READS_ONLY_ATTRIBUTE, True)
 
 
 # --- routing -------------------------------------------------------------------------------------
@@ -223,6 +246,36 @@ def reads_from(alias: str | None) -> Iterator[None]:
         yield
     finally:
         _read_alias.reset(token)
+
+
+def replica_for(request) -> str | None:
+    """Where a request that only reads should read: a healthy replica, or None (the primary)
+    when there is none or the request's credential wrote less than READ_YOUR_WRITES_SECONDS
+    ago."""
+    if not replica_aliases():
+        return None
+    key = credential_key(request)
+    alias = None if key is not None and wrote_recently(key) else healthy_replica()
+    READS.labels("replica" if alias else "primary").inc()
+    return alias
+
+
+def answer_with_fallback(alias: str | None, answer: Callable[[], T]) -> T:
+    """`answer()` with its reads on `alias` (None: the primary). When the replica fails under it
+    (a database error, or `ReplicaFailed`), the replica is skipped until its next check and
+    `answer()` runs again on the primary: a replica going down costs a retry, never an error.
+    `answer` opens its transaction on `read_alias()`, so that the retry's is the primary's."""
+    if alias is None or alias == DEFAULT_DB_ALIAS:
+        with reads_from(None):
+            return answer()
+    try:
+        with reads_from(alias):
+            return answer()
+    except (ReplicaFailed, DatabaseError) as failure:
+        mark_down(alias)
+        log.warning("db_replica_failed_request", alias=alias, error=type(failure).__name__)
+    with reads_from(None):
+        return answer()
 
 
 @contextlib.contextmanager
@@ -242,20 +295,18 @@ class ReplicaRoutingMiddleware:
     def __call__(self, request):
         if not replica_aliases():
             return self.get_response(request)
-        key = credential_key(request)
         if request.method not in SAFE_METHODS:
+            key = credential_key(request)
             try:
                 return self.get_response(request)
             finally:
-                if key is not None:
+                if key is not None and not getattr(request, _READS_ONLY_ATTRIBUTE, False):
                     mark_wrote(key)
         if not request.path.startswith(API_PREFIX):
-            # GraphQL and the pages read the primary: their views do not answer a request again
-            # when a replica fails under it, as the REST API's do.
+            # The pages read the primary; GraphQL chooses in its view, which alone can tell a
+            # query from a mutation (graphql_api/view.py).
             return self.get_response(request)
-        alias = None if key is not None and wrote_recently(key) else healthy_replica()
-        READS.labels("replica" if alias else "primary").inc()
-        with reads_from(alias):
+        with reads_from(replica_for(request)):
             return self.get_response(request)
 
 
