@@ -467,9 +467,11 @@ def test_a_failing_receiver_gets_the_stream_retried_until_it_takes_it(receiver, 
     # (the worker logs an attempt just after it records it: wait for both lines of the last ones)
     for delivery in audit_deliveries(created["id"]):
         stream_worker.wait_for(
-            lambda r, delivery_id=str(delivery.pk): r.get("event") == "webhook_delivery_attempted"
-            and r.get("delivery_id") == delivery_id
-            and r.get("outcome") == "succeeded",
+            lambda r, delivery_id=str(delivery.pk): (
+                r.get("event") == "webhook_delivery_attempted"
+                and r.get("delivery_id") == delivery_id
+                and r.get("outcome") == "succeeded"
+            ),
             waiting_for=f"delivery {delivery.pk} logged as succeeded",
         )
     outcomes = [a["outcome"] for a in stream_worker.find(event="webhook_delivery_attempted")]
