@@ -10,11 +10,9 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.messages import middleware as messages_middleware
-from django.contrib.sessions import middleware as sessions_middleware
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
-from django.middleware import csrf as csrf_middleware
 
 from kernel.audit import request_context
 from kernel.context import no_tenant
@@ -215,27 +213,15 @@ def is_token_surface(request: HttpRequest) -> bool:
 class _BrowserOnly:
     """Django's middleware, for the pages a person reaches with a browser and a session cookie
     (the admin, OAuth's sign-in and consent pages); requests to the token-authenticated surfaces
-    go straight on. Such a request has no use for a session (its credential is in a header), a
-    CSRF check (no cookie authenticates it, so a forged request carries nothing) or messages;
-    skipping them is work removed from every API request, not cached. Subclasses of Django's
-    own, so that its checks (the admin's among them) recognise them."""
+    go straight on. Such a request has no use for a user read from a session (its credential is
+    in a header) or for messages: skipping them is work removed from every API request, not
+    cached. Subclasses of Django's own, so that the admin's checks recognise them. (Sessions and
+    CSRF stay Django's, by name, for `check --deploy`: config/settings/base.py.)"""
 
     def __call__(self, request: HttpRequest):
         if is_token_surface(request):
             return self.get_response(request)
         return super().__call__(request)
-
-
-class SessionMiddleware(_BrowserOnly, sessions_middleware.SessionMiddleware):
-    pass
-
-
-class CsrfViewMiddleware(_BrowserOnly, csrf_middleware.CsrfViewMiddleware):
-    def process_view(self, request, callback, callback_args, callback_kwargs):
-        # Django calls a middleware's process_view wherever it sits, whatever its __call__ did.
-        if is_token_surface(request):
-            return None
-        return super().process_view(request, callback, callback_args, callback_kwargs)
 
 
 class AuthenticationMiddleware(_BrowserOnly, auth_middleware.AuthenticationMiddleware):

@@ -82,18 +82,21 @@ MIDDLEWARE = [
     # exceptions and Django's own error pages all leave as problem+json.
     "kernel.middleware.ProblemDetailsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # Django's own, for the pages a person signs in to with a browser (the admin, OAuth's
-    # consent): the token-authenticated surfaces (TOKEN_PATH_PREFIXES) pass straight through
-    # them, since a bearer token needs no session, no CSRF token and no flash messages.
-    "kernel.middleware.SessionMiddleware",
+    # Sessions and CSRF stay Django's own, by name: `check --deploy` looks for these very names
+    # before checking the session and CSRF cookies' settings. For a token-authenticated request
+    # they cost a cookie lookup each (DRF's views are CSRF-exempt, and no session is loaded).
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "kernel.middleware.CsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    # Django's, for the pages a person signs in to with a browser (the admin, OAuth's consent):
+    # the token-authenticated surfaces (TOKEN_PATH_PREFIXES) pass straight through them, since
+    # a bearer token needs no user from a session and no flash messages.
     "kernel.middleware.AuthenticationMiddleware",
     "kernel.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 # The surfaces a bearer token (or an API key) authenticates, never a session cookie: the REST
-# API and GraphQL. They skip the session middleware above.
+# API and GraphQL. They skip the browser's middleware above.
 TOKEN_PATH_PREFIXES = ("/api/", "/graphql/")
 
 ROOT_URLCONF = "config.urls"

@@ -1,5 +1,6 @@
-"""The token-authenticated surfaces (the REST API, GraphQL) skip the browser's middleware: no
-session, no CSRF check, no messages; the admin and the sign-in pages keep all of it.
+"""The token-authenticated surfaces (the REST API, GraphQL) skip the browser's middleware that
+they have no use for (a user read from a session, messages); the admin and the sign-in pages keep
+all of it, CSRF checks included.
 
 A browser signed in to the admin sends its session and CSRF cookies with every request to the
 same host, API requests included: none of it may authenticate an API request, and none of it may
